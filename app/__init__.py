@@ -1,0 +1,1 @@
+"""Seams: the seed's microservice architecture as one Litestar process."""

@@ -1,0 +1,8 @@
+"""The event bus: envelopes, the in-process transport, consumers with retries, the outbox relay."""
+
+from app.bus.bus import Bus, ModuleBus
+from app.bus.envelope import Envelope
+from app.bus.events import Event, event_type_name
+from app.bus.retry import RetryPolicy
+
+__all__ = ["Bus", "Envelope", "Event", "ModuleBus", "RetryPolicy", "event_type_name"]

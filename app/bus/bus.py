@@ -1,0 +1,153 @@
+"""The bus: a mapping from event type to the consumers that declared it, over a transport.
+
+Modules never see the Bus itself: each gets a ModuleBus bound to its name that can only
+wrap the events it declared it publishes and subscribe to the ones it declared it consumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from app.bus.activity import Activity
+from app.bus.consumer import Consumer, DeadLetter, Handler, Subscription
+from app.bus.context import current_cause, current_request_id
+from app.bus.envelope import Envelope, wrap
+from app.bus.events import Event, event_type_name
+from app.bus.outbox import OutboxRelay, OutboxSource
+from app.bus.retry import RetryPolicy
+from app.bus.transport import Transport
+from app.kernel.errors import BoundaryViolation
+from app.kernel.ids import new_id
+
+
+class Bus:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        retry: RetryPolicy | None = None,
+        outbox_sweep_seconds: float = 5.0,
+    ) -> None:
+        self.transport = transport
+        self.retry = retry or RetryPolicy()
+        self.activity = Activity()
+        self.stats: Counter[tuple[str, str, str]] = Counter()
+        self.dead_letters: list[DeadLetter] = []
+        self._outbox_sweep_seconds = outbox_sweep_seconds
+        self._consumers: dict[str, Consumer] = {}
+        self._relays: list[OutboxRelay] = []
+        self._started = False
+
+    @property
+    def running(self) -> bool:
+        return self._started and self.transport.running
+
+    def scoped(
+        self, module: str, *, publishes: Sequence[type[Event]], subscribes: Sequence[type[Event]]
+    ) -> ModuleBus:
+        return ModuleBus(self, module, publishes=publishes, subscribes=subscribes)
+
+    def subscribe(self, consumer: str, event_type: type[Event], handler: Handler) -> None:
+        if self._started:
+            raise RuntimeError("subscribe before the bus starts")
+        target = self._consumers.get(consumer)
+        if target is None:
+            target = self._consumers[consumer] = Consumer(
+                consumer, self.retry, self.activity, self.dead_letters.append, self.stats
+            )
+        type_name = event_type_name(event_type)
+        target.add(type_name, Subscription(event_type, handler))
+        self.transport.bind(consumer, type_name, target.submit)
+
+    def relay(self, owner: str, source: OutboxSource) -> OutboxRelay:
+        relay = OutboxRelay(
+            owner,
+            source,
+            self.transport,
+            self.activity,
+            sweep_seconds=self._outbox_sweep_seconds,
+        )
+        self._relays.append(relay)
+        if self._started:
+            asyncio.get_running_loop().create_task(relay.start())
+        return relay
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self._started = True
+        for relay in self._relays:
+            await relay.start()
+
+    async def stop(self) -> None:
+        for relay in self._relays:
+            await relay.stop()
+        await self.activity.cancel_all()
+        await self.transport.stop()
+        self._started = False
+
+    async def wait_quiet(self, timeout: float = 10.0) -> None:
+        await self.activity.wait_quiet(timeout)
+
+
+class ModuleBus:
+    """A module's handle on the bus: only what it declared, always in its own name."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        module: str,
+        *,
+        publishes: Sequence[type[Event]],
+        subscribes: Sequence[type[Event]],
+    ) -> None:
+        self._bus = bus
+        self.module = module
+        self.publishes = tuple(publishes)
+        self.subscribes = tuple(subscribes)
+        self._relay: OutboxRelay | None = None
+
+    def envelope(self, event: Event, *, aggregate_id: str, sequence: int) -> Envelope:
+        """Wrap an event for the outbox. Correlation and causation come from what runs now."""
+        if type(event) not in self.publishes:
+            raise BoundaryViolation(
+                f"module {self.module!r} publishes {event_type_name(type(event))}, which it "
+                f"did not declare: add it to `publishes` in app/modules/{self.module}/module.py"
+            )
+        cause = current_cause.get()
+        if cause is not None:
+            correlation_id, causation_id = cause.correlation_id, cause.id
+        else:
+            correlation_id, causation_id = current_request_id.get() or new_id(), None
+        return wrap(
+            event,
+            producer=self.module,
+            aggregate_id=aggregate_id,
+            sequence=sequence,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    def subscribe(self, event_type: type[Event], handler: Handler) -> None:
+        if event_type not in self.subscribes:
+            raise BoundaryViolation(
+                f"module {self.module!r} subscribes to {event_type_name(event_type)}, which it "
+                f"did not declare: add it to `subscribes` in app/modules/{self.module}/module.py"
+            )
+        self._bus.subscribe(self.module, event_type, handler)
+
+    def attach_outbox(self, source: OutboxSource) -> None:
+        self._relay = self._bus.relay(self.module, source)
+
+    def committed(self, envelopes: Sequence[Envelope]) -> None:
+        """Call right after the commit that stored these envelopes in the outbox."""
+        if self._relay is None:
+            raise RuntimeError(f"module {self.module!r} has no outbox attached")
+        if envelopes:
+            self._relay.hand_off(envelopes)
+
+    def background(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run work caused by an event in the background; the bus is not quiet until it ends."""
+        return self._bus.activity.spawn(work, name=f"{self.module}:{name}")

@@ -1,0 +1,139 @@
+"""The outbox relay: publishes what a module committed to its outbox, marks it delivered.
+
+A module hands its envelopes over right after the commit that stored them (the fast path);
+on start the relay also picks up whatever a previous process left undelivered, and a slow
+sweep catches anything else. Delivery is marked only after the transport answers for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from app.bus.activity import Activity
+from app.bus.envelope import Envelope
+from app.bus.retry import RetryPolicy
+from app.bus.transport import Transport
+
+log = logging.getLogger("app.bus.outbox")
+
+
+class OutboxSource(Protocol):
+    async def pending(self, limit: int) -> list[Envelope]:
+        """Undelivered envelopes, oldest first."""
+        ...
+
+    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None: ...
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        owner: str,
+        source: OutboxSource,
+        transport: Transport,
+        activity: Activity,
+        *,
+        sweep_seconds: float = 5.0,
+        batch: int = 500,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.owner = owner
+        self._source = source
+        self._transport = transport
+        self._activity = activity
+        self._sweep_seconds = sweep_seconds
+        self._batch = batch
+        self._retry = retry or RetryPolicy(max_attempts=1_000_000, base_delay=0.05, max_delay=2.0)
+        self._in_flight: set[str] = set()
+        self._delivered: list[Envelope] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._tasks = [
+            asyncio.create_task(self._flush_forever(), name=f"outbox-flush:{self.owner}"),
+            asyncio.create_task(self._sweep_forever(), name=f"outbox-sweep:{self.owner}"),
+        ]
+        await self.sweep()
+
+    async def stop(self) -> None:
+        """Stop publishing; what is not yet marked delivered stays in the outbox for next time."""
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+
+    def hand_off(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            if envelope.id in self._in_flight or self._stopping:
+                continue
+            self._in_flight.add(envelope.id)
+            self._activity.begin()  # ended by the flush that marks it delivered
+            self._activity.spawn(self._publish(envelope), name=f"publish:{envelope.id}")
+
+    async def sweep(self) -> None:
+        """Hand off what the store holds undelivered (after a restart, or missed)."""
+        while not self._stopping:
+            pending = await self._source.pending(self._batch + len(self._in_flight))
+            fresh = [envelope for envelope in pending if envelope.id not in self._in_flight]
+            if not fresh:
+                return
+            self.hand_off(fresh)
+            if len(pending) < self._batch + len(self._in_flight):
+                return
+
+    async def _publish(self, envelope: Envelope) -> None:
+        attempt = 0
+        while not self._stopping:
+            attempt += 1
+            try:
+                await self._transport.publish(envelope)
+            except Exception as error:  # the broker may be away: keep it, retry later
+                log.warning("publishing %s %s failed: %r", envelope.type, envelope.id, error)
+                await asyncio.sleep(self._retry.delay(min(attempt, 10)))
+            else:
+                self._delivered.append(envelope)
+                self._wake.set()
+                return
+        # Stopped before delivery: it stays in the outbox; this relay no longer owes it.
+        self._in_flight.discard(envelope.id)
+        self._activity.end()
+
+    async def _flush_forever(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._delivered:
+            batch, self._delivered = self._delivered, []
+            try:
+                await self._source.mark_delivered(batch)
+            except Exception as error:  # a redelivery is harmless (inboxes), a loss is not
+                log.warning("marking %d envelopes delivered failed: %r", len(batch), error)
+                self._delivered.extend(batch)
+                await asyncio.sleep(0.1)
+                continue
+            for envelope in batch:
+                self._in_flight.discard(envelope.id)
+                self._activity.end()
+
+    async def _sweep_forever(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception as error:
+                log.warning("outbox sweep of %s failed: %r", self.owner, error)

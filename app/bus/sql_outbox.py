@@ -1,0 +1,103 @@
+"""Outbox and inbox tables for a module whose store is SQL, and the relay's view of them.
+
+Each module calls these with its own tables in its own database: the state change, the
+envelopes it causes and the ids it handled are written in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.bus.envelope import Envelope, decode, encode
+from app.kernel.ids import utcnow
+from app.kernel.sql import SqlDatabase, UtcDateTime
+
+
+def outbox_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "outbox",
+        metadata,
+        sa.Column(
+            "position",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("id", sa.String(36), nullable=False, unique=True),
+        sa.Column("type", sa.String(100), nullable=False),
+        sa.Column("envelope", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("delivered_at", UtcDateTime(), nullable=True),
+        sa.Index("ix_outbox_undelivered", "delivered_at", "position"),
+    )
+
+
+def inbox_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "inbox",
+        metadata,
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("type", sa.String(100), nullable=False),
+        sa.Column("handled_at", UtcDateTime(), nullable=False),
+    )
+
+
+async def add_to_outbox(
+    connection: AsyncConnection, outbox: sa.Table, envelopes: Sequence[Envelope]
+) -> None:
+    if not envelopes:
+        return
+    now = utcnow()
+    await connection.execute(
+        outbox.insert(),
+        [
+            {"id": e.id, "type": e.type, "envelope": encode(e), "created_at": now}
+            for e in envelopes
+        ],
+    )
+
+
+async def claim_in_inbox(connection: AsyncConnection, inbox: sa.Table, envelope: Envelope) -> bool:
+    """Record the envelope as handled in this transaction. False: it was handled before,
+    so the caller must do nothing."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(inbox)
+        .values(event_id=envelope.id, type=envelope.type, handled_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
+    result = await connection.execute(statement)
+    return result.rowcount == 1
+
+
+class SqlOutbox:
+    """The relay's view of one module's outbox table."""
+
+    def __init__(self, database: SqlDatabase, outbox: sa.Table) -> None:
+        self._database = database
+        self._outbox = outbox
+
+    async def pending(self, limit: int) -> list[Envelope]:
+        statement = (
+            sa.select(self._outbox.c.envelope)
+            .where(self._outbox.c.delivered_at.is_(None))
+            .order_by(self._outbox.c.position)
+            .limit(limit)
+        )
+        async with self._database.reading() as connection:
+            rows = (await connection.execute(statement)).scalars().all()
+        return [decode(row) for row in rows]
+
+    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
+        statement = (
+            self._outbox.update()
+            .where(self._outbox.c.id.in_([e.id for e in envelopes]))
+            .values(delivered_at=utcnow())
+        )
+        async with self._database.transaction() as connection:
+            await connection.execute(statement)
+

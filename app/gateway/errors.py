@@ -1,0 +1,87 @@
+"""One error shape for every failure: RFC 9457 application/problem+json with the request id.
+
+Domain errors are mapped to HTTP here and nowhere else; an unexpected error is logged in
+full and answered with no internal detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from app.gateway.request_id import request_id_of
+from app.kernel.errors import DomainError, InvalidInput
+
+log = logging.getLogger("app.gateway")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request_id_of(request.scope),
+        **extensions,
+    }
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
+    extensions: dict[str, Any] = {}
+    if isinstance(error, InvalidInput):
+        extensions["errors"] = [{"field": error.field, "message": error.message}]
+    return problem(
+        request, error.status, error.title, error.detail, headers=error.headers, **extensions
+    )
+
+
+def _validation_error(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
+    errors = [
+        {"field": item.get("key") or item.get("source") or "body", "message": item.get("message")}
+        for item in (error.extra if isinstance(error.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or error.detail
+    return problem(request, 400, "Invalid request", detail, errors=errors)
+
+
+def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    status = error.status_code
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    detail = error.detail if error.detail and error.detail != title else title
+    return problem(request, status, title, detail, headers=error.headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return problem(
+        request,
+        500,
+        "Internal server error",
+        "Something went wrong on our side. Quote the request id when you report it.",
+    )
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: _domain_error,  # type: ignore[dict-item]
+    ValidationException: _validation_error,  # type: ignore[dict-item]
+    HTTPException: _http_error,  # type: ignore[dict-item]
+    Exception: _unexpected,
+}

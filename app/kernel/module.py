@@ -1,0 +1,60 @@
+"""The Module spec: what a module is, declares and needs. Every module has the same shape."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from litestar.di import Provide
+from litestar.types import ControllerRouterHandler
+
+from app.bus import Event, ModuleBus
+from app.bus.consumer import Handler
+from app.bus.outbox import OutboxSource
+from app.settings import Settings
+
+
+class Store(Protocol):
+    """A module's private store, as the composition root and the gateway's /ready see it."""
+
+    kind: str
+    display_url: str
+
+    async def open(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModuleContext:
+    """Everything a module is given: its own store, its own bus handle, the settings."""
+
+    name: str
+    store: Any
+    bus: ModuleBus
+    settings: Settings
+
+
+@dataclass
+class Assembly:
+    """What a module hands back to the composition root once it has built its parts."""
+
+    route_handlers: Sequence[ControllerRouterHandler]
+    dependencies: Mapping[str, Provide]
+    handlers: Mapping[type[Event], Handler] = field(default_factory=dict)
+    outbox: OutboxSource | None = None
+    on_start: Sequence[Callable[[], Awaitable[None]]] = ()
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    publishes: tuple[type[Event], ...]
+    subscribes: tuple[type[Event], ...]
+    open_store: Callable[[str], Store]
+    assemble: Callable[[ModuleContext], Assembly]
+    description: str = ""

@@ -1,0 +1,46 @@
+"""The composition root: the ONLY place that knows every module."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from litestar import Litestar
+
+from app.bus import Bus, RetryPolicy
+from app.bus.transport import InProcessTransport, Transport
+from app.gateway import build_gateway
+from app.kernel.module import Module
+from app.runtime import Runtime
+from app.settings import Settings
+
+
+def default_modules() -> list[Module]:
+    from app.modules.notifications.module import module as notifications
+    from app.modules.orders.module import module as orders
+    from app.modules.payments.module import module as payments
+    from app.modules.users.module import module as users
+
+    return [users, orders, payments, notifications]
+
+
+def create_transport(settings: Settings) -> Transport:
+    if settings.bus_url in ("", "memory://"):
+        return InProcessTransport()
+    raise ValueError(
+        f"APP_BUS_URL={settings.bus_url!r}: only memory:// is supported in this version"
+    )
+
+
+def create_app(settings: Settings | None = None, modules: Sequence[Module] | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    bus = Bus(
+        create_transport(settings),
+        retry=RetryPolicy(
+            max_attempts=settings.bus_max_attempts,
+            base_delay=settings.bus_retry_base_seconds,
+            max_delay=settings.bus_retry_max_seconds,
+        ),
+        outbox_sweep_seconds=settings.outbox_sweep_seconds,
+    )
+    runtime = Runtime(settings, bus, default_modules() if modules is None else modules)
+    return build_gateway(runtime)

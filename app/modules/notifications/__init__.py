@@ -1,0 +1,1 @@
+"""Notifications: tells users what happened to their payments. Owns the notifications database."""

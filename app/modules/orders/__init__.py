@@ -1,0 +1,1 @@
+"""Orders: places and tracks orders. Owns the orders document store."""

@@ -1,0 +1,1 @@
+"""Users: registration, profiles, credentials. Owns the users database."""

@@ -1,0 +1,18 @@
+"""The events the users module publishes: its public face."""
+
+from __future__ import annotations
+
+from app.bus import Event
+
+
+class UserRegistered(Event, frozen=True, kw_only=True):
+    user_id: str
+    name: str
+    email: str
+    registered_at: str
+
+
+class UserUpdated(Event, frozen=True, kw_only=True):
+    user_id: str
+    name: str
+    email: str

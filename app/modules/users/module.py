@@ -1,0 +1,34 @@
+"""The users module spec: what it publishes, what it needs, how it is built."""
+
+from __future__ import annotations
+
+from litestar.di import Provide
+
+from app.kernel.module import Assembly, Module, ModuleContext
+from app.modules.users.api import UsersController
+from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.passwords import Passwords, make_hasher
+from app.modules.users.service import UserService
+from app.modules.users.store import UsersStore
+
+
+def assemble(context: ModuleContext) -> Assembly:
+    store: UsersStore = context.store
+    service = UserService(
+        store, context.bus, Passwords(make_hasher(context.settings.password_hashing))
+    )
+    return Assembly(
+        route_handlers=[UsersController],
+        dependencies={"users": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
+        outbox=store.outbox,
+    )
+
+
+module = Module(
+    name="users",
+    description="Registration, profiles and credentials (SQL: SQLite or PostgreSQL).",
+    publishes=(UserRegistered, UserUpdated),
+    subscribes=(),
+    open_store=UsersStore,
+    assemble=assemble,
+)

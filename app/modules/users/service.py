@@ -1,0 +1,95 @@
+"""The users domain: register, read and change users. No HTTP here, no SQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from app.bus import ModuleBus
+from app.kernel.errors import Conflict, NotFound
+from app.kernel.ids import isoformat, new_id, utcnow
+from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.passwords import Passwords
+from app.modules.users.store import EmailTaken, UserRow, UsersStore
+
+MAX_UPDATE_RACES = 5
+
+
+class UserService:
+    def __init__(self, store: UsersStore, bus: ModuleBus, passwords: Passwords) -> None:
+        self._store = store
+        self._bus = bus
+        self._passwords = passwords
+
+    async def register(self, *, name: str, email: str, password: str) -> UserRow:
+        now = utcnow()
+        user = UserRow(
+            id=new_id(),
+            name=name,
+            email=email.strip(),
+            password_hash=await self._passwords.hash(password),
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        event = self._bus.envelope(
+            UserRegistered(
+                user_id=user.id, name=user.name, email=user.email, registered_at=isoformat(now)
+            ),
+            aggregate_id=user.id,
+            sequence=1,
+        )
+        try:
+            await self._store.insert(user, [event])
+        except EmailTaken:
+            raise Conflict(f"a user with email {user.email!r} already exists") from None
+        self._bus.committed([event])
+        return user
+
+    async def get(self, user_id: str) -> UserRow:
+        user = await self._store.get(user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}")
+        return user
+
+    async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
+        return await self._store.page(after=after, limit=limit)
+
+    async def update(
+        self,
+        user_id: str,
+        *,
+        name: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
+    ) -> UserRow:
+        password_hash = None if password is None else await self._passwords.hash(password)
+        for _ in range(MAX_UPDATE_RACES):
+            current = await self.get(user_id)
+            changed = replace(
+                current,
+                name=current.name if name is None else name,
+                email=current.email if email is None else email.strip(),
+                password_hash=password_hash or current.password_hash,
+            )
+            if changed == current:
+                return current
+            changed = replace(changed, updated_at=utcnow(), version=current.version + 1)
+            events = []
+            if (changed.name, changed.email) != (current.name, current.email):
+                events.append(
+                    self._bus.envelope(
+                        UserUpdated(user_id=user_id, name=changed.name, email=changed.email),
+                        aggregate_id=user_id,
+                        sequence=changed.version,
+                    )
+                )
+            try:
+                written = await self._store.update(
+                    changed, expected_version=current.version, events=events
+                )
+            except EmailTaken:
+                raise Conflict(f"a user with email {changed.email!r} already exists") from None
+            if written:
+                self._bus.committed(events)
+                return changed
+        raise Conflict(f"user {user_id!r} is being changed concurrently; try again")

@@ -1,0 +1,121 @@
+"""The users module's private SQL store: users and its outbox, in its own database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app.bus import Envelope
+from app.bus.sql_outbox import SqlOutbox, add_to_outbox, outbox_table
+from app.kernel.sql import SqlDatabase, UtcDateTime
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("email_key", sa.String(254), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+outbox = outbox_table(metadata)
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: str
+    name: str
+    email: str
+    password_hash: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class EmailTaken(Exception):
+    pass
+
+
+def email_key(email: str) -> str:
+    return email.strip().casefold()
+
+
+def _row(mapping: Any) -> UserRow:
+    return UserRow(
+        id=mapping["id"],
+        name=mapping["name"],
+        email=mapping["email"],
+        password_hash=mapping["password_hash"],
+        created_at=mapping["created_at"],
+        updated_at=mapping["updated_at"],
+        version=mapping["version"],
+    )
+
+
+_columns = [users.c[name] for name in UserRow.__dataclass_fields__]
+
+
+class UsersStore(SqlDatabase):
+    def __init__(self, url: str) -> None:
+        super().__init__(url, metadata)
+        self.outbox = SqlOutbox(self, outbox)
+
+    async def insert(self, user: UserRow, events: list[Envelope]) -> None:
+        try:
+            async with self.transaction() as connection:
+                await connection.execute(
+                    users.insert().values(email_key=email_key(user.email), **user.__dict__)
+                )
+                await add_to_outbox(connection, outbox, events)
+        except IntegrityError as error:
+            raise EmailTaken(user.email) from error
+
+    async def get(self, user_id: str) -> UserRow | None:
+        async with self.reading() as connection:
+            row = (
+                (await connection.execute(sa.select(*_columns).where(users.c.id == user_id)))
+                .mappings()
+                .first()
+            )
+        return None if row is None else _row(row)
+
+    async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
+        statement = sa.select(*_columns).order_by(users.c.id).limit(limit)
+        if after is not None:
+            statement = statement.where(users.c.id > after)
+        async with self.reading() as connection:
+            rows = (await connection.execute(statement)).mappings().all()
+        return [_row(row) for row in rows]
+
+    async def update(self, user: UserRow, *, expected_version: int, events: list[Envelope]) -> bool:
+        """Write the new state only if nobody changed the user since `expected_version`."""
+        values = {
+            "name": user.name,
+            "email": user.email,
+            "email_key": email_key(user.email),
+            "password_hash": user.password_hash,
+            "updated_at": user.updated_at,
+            "version": user.version,
+        }
+        try:
+            async with self.transaction() as connection:
+                result = await connection.execute(
+                    users.update()
+                    .where(users.c.id == user.id, users.c.version == expected_version)
+                    .values(**values)
+                )
+                if result.rowcount != 1:
+                    return False
+                await add_to_outbox(connection, outbox, events)
+        except IntegrityError as error:
+            raise EmailTaken(user.email) from error
+        return True

@@ -1,0 +1,86 @@
+"""Typed settings, read once from APP_* environment variables and handed down.
+
+Nothing else reads os.environ. Every field is documented in the README's settings table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+PREFIX = "APP_"
+
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    data_dir: str = "./var"
+    ephemeral: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    users_db_url: str | None = None
+    orders_db_url: str | None = None
+    payments_db_url: str | None = None
+    notifications_db_url: str | None = None
+    bus_url: str = "memory://"
+
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    password_hashing: Literal["argon2id", "argon2id-fast"] = "argon2id"
+    replica_wait_seconds: Seconds = 2.0
+
+    bus_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    bus_retry_base_seconds: Seconds = 0.05
+    bus_retry_max_seconds: Seconds = 5.0
+    outbox_sweep_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+    payment_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    payment_retry_base_seconds: Seconds = 0.1
+    slow_card_seconds: Seconds = 0.25
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from APP_* variables; keyword overrides (command-line flags) win."""
+        environ = os.environ if environ is None else environ
+        fields = set(cls.__struct_fields__)
+        raw: dict[str, object] = {}
+        for key, value in environ.items():
+            name = key[len(PREFIX) :].lower()
+            if key.startswith(PREFIX) and name in fields:
+                raw[name] = value
+        raw.update({key: value for key, value in overrides.items() if value is not None})
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as error:
+            raise SettingsError(f"invalid setting: {_env_name(str(error))}") from error
+
+    def store_url(self, module: str) -> str:
+        """The module's own store URL: set explicitly, in memory, or a file in the data dir."""
+        explicit: str | None = getattr(self, f"{module}_db_url", None)
+        if explicit:
+            return explicit
+        document_store = module == "orders"
+        if self.ephemeral:
+            return "sqlite:///:memory:" if document_store else "sqlite+aiosqlite:///:memory:"
+        path = Path(self.data_dir).expanduser().resolve() / f"{module}.db"
+        return f"sqlite:///{path}" if document_store else f"sqlite+aiosqlite:///{path}"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _env_name(message: str) -> str:
+    """msgspec says `$.port`; the user set APP_PORT."""
+    if "`$." in message:
+        start = message.index("`$.") + 3
+        end = message.index("`", start)
+        field = message[start:end]
+        return message.replace(f"`$.{field}`", f"APP_{field.upper()}")
+    return message
