@@ -31,7 +31,9 @@ def create_transport(settings: Settings) -> Transport:
     )
 
 
-def create_app(settings: Settings | None = None, modules: Sequence[Module] | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, modules: Sequence[Module] | None = None
+) -> Litestar:
     settings = settings or Settings.from_env()
     bus = Bus(
         create_transport(settings),

@@ -48,7 +48,9 @@ class Activity:
             try:
                 await asyncio.wait_for(self._quiet.wait(), max(remaining, 0))
             except TimeoutError:
-                raise TimeoutError(f"bus still busy after {timeout}s: {self._busy} under way") from None
+                raise TimeoutError(
+                    f"bus still busy after {timeout}s: {self._busy} under way"
+                ) from None
             # A finished handler may have scheduled follow-up work on the next loop turn.
             for _ in range(3):
                 await asyncio.sleep(0)

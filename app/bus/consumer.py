@@ -74,7 +74,8 @@ class Consumer:
         if lane is None:
             lane = self._lanes[envelope.aggregate_id] = deque()
             self._activity.spawn(
-                self._drain(envelope.aggregate_id, lane), name=f"{self.name}:{envelope.aggregate_id}"
+                self._drain(envelope.aggregate_id, lane),
+                name=f"{self.name}:{envelope.aggregate_id}",
             )
         lane.append((envelope, done))
         return done

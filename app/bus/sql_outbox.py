@@ -54,10 +54,7 @@ async def add_to_outbox(
     now = utcnow()
     await connection.execute(
         outbox.insert(),
-        [
-            {"id": e.id, "type": e.type, "envelope": encode(e), "created_at": now}
-            for e in envelopes
-        ],
+        [{"id": e.id, "type": e.type, "envelope": encode(e), "created_at": now} for e in envelopes],
     )
 
 
@@ -100,4 +97,3 @@ class SqlOutbox:
         )
         async with self._database.transaction() as connection:
             await connection.execute(statement)
-

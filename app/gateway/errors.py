@@ -80,8 +80,8 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[A
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    DomainError: _domain_error,  # type: ignore[dict-item]
-    ValidationException: _validation_error,  # type: ignore[dict-item]
-    HTTPException: _http_error,  # type: ignore[dict-item]
+    DomainError: _domain_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
     Exception: _unexpected,
 }

@@ -19,12 +19,16 @@ _STATE_KEY = "seams.request_id"
 
 def request_id_of(scope: Scope) -> str:
     """The request's id, decided once per request and kept in its scope."""
-    state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state = scope.setdefault("state", {})
     known = state.get(_STATE_KEY)
     if known is not None:
         return str(known)
     offered = next(
-        (value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"x-request-id"),
+        (
+            value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+            if name == b"x-request-id"
+        ),
         None,
     )
     chosen = offered if offered is not None and _VALID.fullmatch(offered) else new_id()

@@ -5,18 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Generic, Protocol, TypeVar
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
-Limit = Annotated[
-    int, Parameter(query="limit", ge=1, le=MAX_LIMIT, description="Items per page (1-200).")
-]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Items per page (1-200).")]
 Cursor = Annotated[
     str | None,
-    Parameter(
-        query="cursor",
+    QueryParameter(
         min_length=1,
         max_length=64,
         pattern=r"^[0-9a-f-]+$",

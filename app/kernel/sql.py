@@ -48,9 +48,7 @@ class SqlDatabase:
             return create_async_engine(self.url, pool_size=10, max_overflow=10, pool_pre_ping=True)
         in_memory = self.url.database in (None, "", ":memory:")
         options: dict[str, Any] = {"poolclass": StaticPool} if in_memory else {"pool_size": 1}
-        engine = create_async_engine(
-            self.url, connect_args={"check_same_thread": False}, **options
-        )
+        engine = create_async_engine(self.url, connect_args={"check_same_thread": False}, **options)
 
         @sa.event.listens_for(engine.sync_engine, "connect")
         def tune(dbapi_connection: Any, _record: Any) -> None:

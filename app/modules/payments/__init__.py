@@ -1,1 +1,1 @@
-"""Payments: charges and refunds through the simulated card processor. Owns the payments database."""
+"""Payments: charges and refunds through the simulated card processor; owns its database."""

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, patch, post
-from litestar.params import Dependency, Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter
 
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.modules.users.service import UserService
@@ -24,7 +25,7 @@ Email = Annotated[
     ),
 ]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=128)]
-UserId = Annotated[str, Parameter(max_length=64, description="A user id.")]
+UserId = Annotated[str, PathParameter(max_length=64, description="A user id.")]
 
 
 class RegisterUser(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,14 +51,14 @@ def _out(user: UserRow) -> UserOut:
     return UserOut(id=user.id, name=user.name, email=user.email, created_at=user.created_at)
 
 
-Users = Annotated[UserService, Dependency(skip_validation=True)]
+Users = NamedDependency[UserService]
 
 
 class UsersController(Controller):
     path = "/"
 
     @post("/", operation_id="registerUser", summary="Register a user")
-    async def register(self, data: RegisterUser, users: Users) -> UserOut:
+    async def register(self, data: JSONBody[RegisterUser], users: Users) -> UserOut:
         user = await users.register(name=data.name, email=data.email, password=data.password)
         return _out(user)
 
@@ -75,9 +76,13 @@ class UsersController(Controller):
     async def get_user(self, user_id: UserId, users: Users) -> UserOut:
         return _out(await users.get(user_id))
 
-    @patch("/{user_id:str}", operation_id="updateUser", summary="Change a user's name, email or password")
-    async def update_user(self, user_id: UserId, data: UpdateUser, users: Users) -> UserOut:
-        user = await users.update(
-            user_id, name=data.name, email=data.email, password=data.password
-        )
+    @patch(
+        "/{user_id:str}",
+        operation_id="updateUser",
+        summary="Change a user's name, email or password",
+    )
+    async def update_user(
+        self, user_id: UserId, data: JSONBody[UpdateUser], users: Users
+    ) -> UserOut:
+        user = await users.update(user_id, name=data.name, email=data.email, password=data.password)
         return _out(user)

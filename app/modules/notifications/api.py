@@ -1,0 +1,72 @@
+"""HTTP for the notifications module: schemas and the controller."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import PathParameter, QueryParameter
+
+from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.modules.notifications.service import NotificationService
+from app.modules.notifications.store import NotificationRow
+
+NotificationId = Annotated[str, PathParameter(max_length=64, description="A notification id.")]
+UserFilter = Annotated[str | None, QueryParameter(max_length=64, description="Only this user's.")]
+OrderFilter = Annotated[str | None, QueryParameter(max_length=64, description="Only this order's.")]
+
+
+class NotificationOut(msgspec.Struct):
+    id: str
+    user_id: str
+    order_id: str
+    kind: str
+    channel: str
+    to: str
+    subject: str
+    body: str
+    created_at: datetime
+
+
+def _out(row: NotificationRow) -> NotificationOut:
+    return NotificationOut(
+        id=row.id,
+        user_id=row.user_id,
+        order_id=row.order_id,
+        kind=row.kind,
+        channel=row.channel,
+        to=row.to,
+        subject=row.subject,
+        body=row.body,
+        created_at=row.created_at,
+    )
+
+
+Notifications = NamedDependency[NotificationService]
+
+
+class NotificationsController(Controller):
+    path = "/"
+
+    @get("/", operation_id="listNotifications", summary="List notifications, a page at a time")
+    async def list_notifications(
+        self,
+        notifications: Notifications,
+        user_id: UserFilter = None,
+        order_id: OrderFilter = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> Page[NotificationOut]:
+        rows = await notifications.page(
+            user_id=user_id, order_id=order_id, after=cursor, limit=limit + 1
+        )
+        return page_of([_out(row) for row in rows], limit)
+
+    @get("/{notification_id:str}", operation_id="getNotification", summary="Read a notification")
+    async def get_notification(
+        self, notification_id: NotificationId, notifications: Notifications
+    ) -> NotificationOut:
+        return _out(await notifications.get(notification_id))

@@ -1,0 +1,42 @@
+"""The notifications module spec: what it subscribes to, what it needs, how it is built."""
+
+from __future__ import annotations
+
+from litestar.di import Provide
+
+from app.kernel.module import Assembly, Module, ModuleContext
+from app.modules.notifications.api import NotificationsController
+from app.modules.notifications.email import EmailChannel
+from app.modules.notifications.service import NotificationService
+from app.modules.notifications.store import NotificationsStore
+from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
+from app.modules.users.contracts import UserRegistered, UserUpdated
+
+
+def assemble(context: ModuleContext) -> Assembly:
+    store: NotificationsStore = context.store
+    service = NotificationService(store, context.bus, email=EmailChannel())
+    return Assembly(
+        route_handlers=[NotificationsController],
+        dependencies={
+            "notifications": Provide(lambda: service, use_cache=True, sync_to_thread=False)
+        },
+        handlers={
+            UserRegistered: service.on_user_registered,
+            UserUpdated: service.on_user_updated,
+            PaymentSucceeded: service.on_payment_succeeded,
+            PaymentRefunded: service.on_payment_refunded,
+        },
+        outbox=None,
+    )
+
+
+module = Module(
+    name="notifications",
+    description="Tells users about their payments by email; keeps a replica of their contacts "
+    "(SQL: SQLite or PostgreSQL).",
+    publishes=(),
+    subscribes=(UserRegistered, UserUpdated, PaymentSucceeded, PaymentRefunded),
+    open_store=NotificationsStore,
+    assemble=assemble,
+)

@@ -1,0 +1,136 @@
+"""The notifications domain: keep users' contact details, tell them about their payments.
+
+No HTTP here, no SQL. Contacts are replicated from the users module's events; a payment
+event for a user whose contact has not arrived yet is retried by the bus until it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.bus import Envelope, ModuleBus
+from app.kernel.errors import NotFound
+from app.kernel.ids import new_id, utcnow
+from app.modules.notifications.email import EmailChannel
+from app.modules.notifications.money import format_amount
+from app.modules.notifications.store import Contact, NotificationRow, NotificationsStore
+from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
+from app.modules.users.contracts import UserRegistered, UserUpdated
+
+PAYMENT_SUCCEEDED = "payment_succeeded"
+PAYMENT_REFUNDED = "payment_refunded"
+
+
+class ContactUnknown(Exception):
+    """The user's contact details have not reached this replica yet: retry the event later."""
+
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    body: str
+
+
+def payment_received(contact: Contact, event: PaymentSucceeded) -> Message:
+    amount = format_amount(event.amount, event.currency)
+    return Message(
+        subject=f"Payment received for order {event.order_id}",
+        body=(
+            f"Hello {contact.name}, we received your payment of {amount} "
+            f"for order {event.order_id}. Thank you."
+        ),
+    )
+
+
+def refund_issued(contact: Contact, event: PaymentRefunded) -> Message:
+    amount = format_amount(event.amount, event.currency)
+    return Message(
+        subject=f"Refund issued for order {event.order_id}",
+        body=(
+            f"Hello {contact.name}, we refunded {amount} for order {event.order_id}. "
+            "It can take a few days to reach your account."
+        ),
+    )
+
+
+class NotificationService:
+    def __init__(
+        self, store: NotificationsStore, bus: ModuleBus, *, email: EmailChannel | None = None
+    ) -> None:
+        self._store = store
+        self._bus = bus  # publishes nothing yet; kept so every service is built the same way
+        self._email = email or EmailChannel()
+
+    async def on_user_registered(self, event: UserRegistered, envelope: Envelope) -> None:
+        await self._keep_contact(Contact(event.user_id, event.name, event.email), envelope)
+
+    async def on_user_updated(self, event: UserUpdated, envelope: Envelope) -> None:
+        await self._keep_contact(Contact(event.user_id, event.name, event.email), envelope)
+
+    async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
+        await self._notify(
+            envelope,
+            user_id=event.user_id,
+            order_id=event.order_id,
+            kind=PAYMENT_SUCCEEDED,
+            compose=lambda contact: payment_received(contact, event),
+        )
+
+    async def on_payment_refunded(self, event: PaymentRefunded, envelope: Envelope) -> None:
+        await self._notify(
+            envelope,
+            user_id=event.user_id,
+            order_id=event.order_id,
+            kind=PAYMENT_REFUNDED,
+            compose=lambda contact: refund_issued(contact, event),
+        )
+
+    async def get(self, notification_id: str) -> NotificationRow:
+        notification = await self._store.get(notification_id)
+        if notification is None:
+            raise NotFound(f"no notification {notification_id!r}")
+        return notification
+
+    async def page(
+        self, *, user_id: str | None, order_id: str | None, after: str | None, limit: int
+    ) -> list[NotificationRow]:
+        return await self._store.page(user_id=user_id, order_id=order_id, after=after, limit=limit)
+
+    async def _keep_contact(self, contact: Contact, envelope: Envelope) -> None:
+        # The envelope's sequence orders events about one user: a late, older one loses.
+        async with self._store.handling(envelope) as handling:
+            if handling is not None:
+                await handling.keep_contact(contact, sequence=envelope.sequence)
+
+    async def _notify(
+        self,
+        envelope: Envelope,
+        *,
+        user_id: str,
+        order_id: str,
+        kind: str,
+        compose: Callable[[Contact], Message],
+    ) -> None:
+        async with self._store.handling(envelope) as handling:
+            if handling is None:
+                return
+            contact = await handling.contact(user_id)
+            if contact is None:
+                raise ContactUnknown(f"no contact for user {user_id!r} yet")
+            message = compose(contact)
+            notification = NotificationRow(
+                id=new_id(),
+                user_id=user_id,
+                order_id=order_id,
+                kind=kind,
+                channel=self._email.name,
+                to=contact.email,
+                subject=message.subject,
+                body=message.body,
+                created_at=utcnow(),
+            )
+            # False: this order was already told about this (another event, same fact).
+            recorded = await handling.add_notification(notification)
+        if recorded:  # only once committed: nothing is "sent" that the record does not hold
+            self._email.send(notification)

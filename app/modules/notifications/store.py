@@ -1,0 +1,151 @@
+"""The notifications module's private SQL store: contacts, notifications and its inbox.
+
+Contacts are a replica of what the users module announced. Every event is handled in one
+transaction that claims the envelope in the inbox and writes its effect, so a redelivery
+finds the claim and changes nothing, and a failure undoes both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.bus import Envelope
+from app.bus.sql_outbox import claim_in_inbox, inbox_table
+from app.kernel.sql import SqlDatabase, UtcDateTime
+
+metadata = sa.MetaData()
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+)
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("to", sa.String(254), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("order_id", "kind", name="uq_notifications_order_kind"),
+    sa.Index("ix_notifications_user", "user_id", "id"),
+    sa.Index("ix_notifications_order", "order_id", "id"),
+)
+inbox = inbox_table(metadata)
+
+
+@dataclass(frozen=True)
+class Contact:
+    user_id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    id: str
+    user_id: str
+    order_id: str
+    kind: str
+    channel: str
+    to: str
+    subject: str
+    body: str
+    created_at: datetime
+
+
+def _notification(mapping: Any) -> NotificationRow:
+    return NotificationRow(**{name: mapping[name] for name in NotificationRow.__dataclass_fields__})
+
+
+_columns = [notifications.c[name] for name in NotificationRow.__dataclass_fields__]
+
+
+class Handling:
+    """One envelope's transaction, already claimed in the inbox: read and write through it."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+        self._dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+
+    async def contact(self, user_id: str) -> Contact | None:
+        statement = sa.select(contacts.c.user_id, contacts.c.name, contacts.c.email).where(
+            contacts.c.user_id == user_id
+        )
+        row = (await self._connection.execute(statement)).mappings().first()
+        return None if row is None else Contact(**row)
+
+    async def keep_contact(self, contact: Contact, *, sequence: int) -> None:
+        """Upsert the contact unless a newer event about this user (higher sequence) was kept."""
+        statement = self._dialect.insert(contacts).values(sequence=sequence, **contact.__dict__)
+        statement = statement.on_conflict_do_update(
+            index_elements=[contacts.c.user_id],
+            set_={
+                "name": statement.excluded.name,
+                "email": statement.excluded.email,
+                "sequence": statement.excluded.sequence,
+            },
+            where=contacts.c.sequence < statement.excluded.sequence,
+        )
+        await self._connection.execute(statement)
+
+    async def add_notification(self, notification: NotificationRow) -> bool:
+        """Insert it; False when this order already has a notification of this kind."""
+        statement = (
+            self._dialect.insert(notifications)
+            .values(**notification.__dict__)
+            .on_conflict_do_nothing(index_elements=[notifications.c.order_id, notifications.c.kind])
+        )
+        result = await self._connection.execute(statement)
+        return result.rowcount == 1
+
+
+class NotificationsStore(SqlDatabase):
+    def __init__(self, url: str) -> None:
+        super().__init__(url, metadata)
+
+    @asynccontextmanager
+    async def handling(self, envelope: Envelope) -> AsyncIterator[Handling | None]:
+        """The envelope's one transaction; None when it was handled before (do nothing).
+        Raising inside the block rolls back the effect and the inbox claim together."""
+        async with self.transaction() as connection:
+            if not await claim_in_inbox(connection, inbox, envelope):
+                yield None
+                return
+            yield Handling(connection)
+
+    async def get(self, notification_id: str) -> NotificationRow | None:
+        statement = sa.select(*_columns).where(notifications.c.id == notification_id)
+        async with self.reading() as connection:
+            row = (await connection.execute(statement)).mappings().first()
+        return None if row is None else _notification(row)
+
+    async def page(
+        self, *, user_id: str | None, order_id: str | None, after: str | None, limit: int
+    ) -> list[NotificationRow]:
+        statement = sa.select(*_columns).order_by(notifications.c.id).limit(limit)
+        if user_id is not None:
+            statement = statement.where(notifications.c.user_id == user_id)
+        if order_id is not None:
+            statement = statement.where(notifications.c.order_id == order_id)
+        if after is not None:
+            statement = statement.where(notifications.c.id > after)
+        async with self.reading() as connection:
+            rows = (await connection.execute(statement)).mappings().all()
+        return [_notification(row) for row in rows]

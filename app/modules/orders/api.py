@@ -1,0 +1,129 @@
+"""HTTP for the orders module: schemas and the controller."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter, QueryParameter
+
+from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.modules.orders.service import OrderService
+
+MAX_ITEMS = 100
+MAX_QUANTITY = 1_000
+MAX_UNIT_PRICE = 100_000_000  # minor units; with the other limits every total stays below 2^53
+
+Status = Literal["PENDING", "PAID", "CANCELLED", "REFUNDED"]
+OrderId = Annotated[str, PathParameter(max_length=64, description="An order id.")]
+
+
+class OrderLine(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+    unit_price: Annotated[
+        int, msgspec.Meta(ge=1, le=MAX_UNIT_PRICE, description="Minor units (cents).")
+    ]
+
+
+class PlaceOrder(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    currency: Annotated[
+        str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code, e.g. EUR.")
+    ]
+    payment_token: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^tok_[A-Za-z0-9_]{1,64}$",
+            description="tok_visa, tok_chargeDeclined, tok_processing_error or tok_slow.",
+        ),
+    ]
+    items: Annotated[list[OrderLine], msgspec.Meta(min_length=1, max_length=MAX_ITEMS)]
+
+
+class OrderOut(msgspec.Struct):
+    id: str
+    user_id: str
+    status: Status
+    total: int
+    currency: str
+    items: list[OrderLine]
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+def _out(order: dict[str, Any]) -> OrderOut:
+    return OrderOut(
+        id=order["_id"],
+        user_id=order["user_id"],
+        status=order["status"],
+        total=order["total"],
+        currency=order["currency"],
+        items=[OrderLine(**item) for item in order["items"]],
+        cancel_requested=order["cancel_requested"],
+        created_at=datetime.fromisoformat(order["created_at"]),
+        updated_at=datetime.fromisoformat(order["updated_at"]),
+    )
+
+
+Orders = NamedDependency[OrderService]
+
+
+class OrdersController(Controller):
+    path = "/"
+
+    @post(
+        "/",
+        operation_id="placeOrder",
+        summary="Place an order; payment follows asynchronously",
+        description=(
+            "201 with the order PENDING. The order's user must be known to orders: right "
+            "after registration it may not be yet; orders waits a bounded time, then answers "
+            "409 with Retry-After. Retrying after that delay succeeds."
+        ),
+    )
+    async def place(self, data: JSONBody[PlaceOrder], orders: Orders) -> OrderOut:
+        order = await orders.place(
+            user_id=data.user_id,
+            currency=data.currency,
+            payment_token=data.payment_token,
+            items=[msgspec.to_builtins(item) for item in data.items],
+        )
+        return _out(order)
+
+    @get("/", operation_id="listOrders", summary="List orders, filtered by user and status")
+    async def list_orders(
+        self,
+        orders: Orders,
+        user_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        status: Annotated[
+            Status | None, QueryParameter(description="Only orders in this status.")
+        ] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> Page[OrderOut]:
+        rows = await orders.page(user_id=user_id, status=status, after=cursor, limit=limit + 1)
+        return page_of([_out(row) for row in rows], limit)
+
+    @get("/{order_id:str}", operation_id="getOrder", summary="Read an order")
+    async def get_order(self, order_id: OrderId, orders: Orders) -> OrderOut:
+        return _out(await orders.get(order_id))
+
+    @post(
+        "/{order_id:str}/cancel",
+        operation_id="cancelOrder",
+        summary="Cancel an order",
+        description=(
+            "200: a PENDING order is CANCELLED at once. 202: a PAID order stays PAID until "
+            "its refund arrives, then becomes REFUNDED; cancelling it again is a no-op 202. "
+            "409 for an order that is already CANCELLED or REFUNDED."
+        ),
+        status_code=200,
+    )
+    async def cancel(self, order_id: OrderId, orders: Orders) -> Response[OrderOut]:
+        order, final = await orders.cancel(order_id)
+        return Response(_out(order), status_code=200 if final else 202)

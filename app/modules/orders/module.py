@@ -1,0 +1,39 @@
+"""The orders module spec: what it publishes and consumes, how it is built."""
+
+from __future__ import annotations
+
+from litestar.di import Provide
+
+from app.kernel.module import Assembly, Module, ModuleContext
+from app.modules.orders.api import OrdersController
+from app.modules.orders.contracts import OrderCancelled, OrderPlaced
+from app.modules.orders.service import OrderService
+from app.modules.orders.store import OrderDocuments, open_order_documents
+from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from app.modules.users.contracts import UserRegistered
+
+
+def assemble(context: ModuleContext) -> Assembly:
+    store: OrderDocuments = context.store
+    service = OrderService(store, context.bus, replica_wait=context.settings.replica_wait_seconds)
+    return Assembly(
+        route_handlers=[OrdersController],
+        dependencies={"orders": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
+        handlers={
+            UserRegistered: service.on_user_registered,
+            PaymentSucceeded: service.on_payment_succeeded,
+            PaymentFailed: service.on_payment_failed,
+            PaymentRefunded: service.on_payment_refunded,
+        },
+        outbox=service,
+    )
+
+
+module = Module(
+    name="orders",
+    description="Places and tracks orders (documents: SQLite JSON, mongomock or MongoDB).",
+    publishes=(OrderPlaced, OrderCancelled),
+    subscribes=(UserRegistered, PaymentSucceeded, PaymentFailed, PaymentRefunded),
+    open_store=open_order_documents,
+    assemble=assemble,
+)

@@ -1,0 +1,210 @@
+"""The orders domain: place, read and cancel orders; follow payments. No HTTP, no driver.
+
+An order and the events it causes are one document, written atomically: the events wait
+in the document's `outbox` until the relay has delivered them (decision 14).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import pycountry
+
+from app.bus import Envelope, Event, ModuleBus
+from app.kernel.errors import Conflict, InvalidInput, NotFound, TryAgain
+from app.kernel.ids import isoformat, new_id, utcnow
+from app.modules.orders.contracts import OrderCancelled, OrderPlaced
+from app.modules.orders.store import OrderDocuments
+from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from app.modules.users.contracts import UserRegistered
+
+PENDING = "PENDING"
+PAID = "PAID"
+CANCELLED = "CANCELLED"
+REFUNDED = "REFUNDED"
+STATUSES = (PENDING, PAID, CANCELLED, REFUNDED)
+
+MAX_WRITE_RACES = 20
+
+Document = dict[str, Any]
+
+
+class OrderService:
+    def __init__(self, store: OrderDocuments, bus: ModuleBus, *, replica_wait: float) -> None:
+        self._store = store
+        self._bus = bus
+        self._replica_wait = replica_wait
+        self._arrivals: dict[str, asyncio.Event] = {}
+
+    # Requests.
+
+    async def place(
+        self, *, user_id: str, currency: str, payment_token: str, items: list[Document]
+    ) -> Document:
+        if pycountry.currencies.get(alpha_3=currency) is None:
+            raise InvalidInput("currency", f"{currency!r} is not an ISO 4217 currency code")
+        if not await self._user_known(user_id):
+            raise TryAgain(
+                f"user {user_id!r} is not known to orders yet: a registration reaches orders "
+                f"a moment after it is accepted; retry after the Retry-After delay",
+            )
+        order_id = new_id()
+        total = sum(item["quantity"] * item["unit_price"] for item in items)
+        now = isoformat(utcnow())
+        placed = self._bus.envelope(
+            OrderPlaced(
+                order_id=order_id,
+                user_id=user_id,
+                total=total,
+                currency=currency,
+                payment_token=payment_token,
+            ),
+            aggregate_id=order_id,
+            sequence=1,
+        )
+        order: Document = {
+            "_id": order_id,
+            "user_id": user_id,
+            "status": PENDING,
+            "total": total,
+            "currency": currency,
+            "items": items,
+            "payment_token": payment_token,
+            "cancel_requested": False,
+            "event_sequence": 1,
+            "created_at": now,
+            "updated_at": now,
+            "outbox": [msgspec.to_builtins(placed)],
+            "handled": [],
+        }
+        await self._store.insert_order(order)
+        self._bus.committed([placed])
+        return order
+
+    async def get(self, order_id: str) -> Document:
+        order = await self._store.get_order(order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id!r}")
+        return order
+
+    async def page(
+        self, *, user_id: str | None, status: str | None, after: str | None, limit: int
+    ) -> list[Document]:
+        return await self._store.list_orders(
+            user_id=user_id, status=status, after=after, limit=limit
+        )
+
+    async def cancel(self, order_id: str) -> tuple[Document, bool]:
+        """Cancel an order (decision 8). Returns the order and whether it is final already:
+        a PENDING order is CANCELLED at once; a PAID one waits for its refund."""
+        for _ in range(MAX_WRITE_RACES):
+            order = await self.get(order_id)
+            status = order["status"]
+            if status == PAID and order["cancel_requested"]:
+                return order, False
+            if status not in (PENDING, PAID):
+                raise Conflict(
+                    f"order {order_id!r} is {status}: only PENDING or PAID orders can be cancelled"
+                )
+            fields: Document = {"cancel_requested": True}
+            if status == PENDING:
+                fields["status"] = CANCELLED
+            changed = await self._write(
+                order,
+                fields,
+                OrderCancelled(
+                    order_id=order_id, user_id=order["user_id"], status_when_cancelled=status
+                ),
+            )
+            if changed is not None:
+                return changed, status == PENDING
+        raise Conflict(f"order {order_id!r} is changing concurrently; try again")
+
+    # Events.
+
+    async def on_user_registered(self, event: UserRegistered, envelope: Envelope) -> None:
+        await self._store.remember_user(event.user_id, envelope.sequence)
+        arrival = self._arrivals.pop(event.user_id, None)
+        if arrival is not None:
+            arrival.set()
+
+    async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
+        await self._follow(event.order_id, envelope, {PENDING: PAID})
+
+    async def on_payment_failed(self, event: PaymentFailed, envelope: Envelope) -> None:
+        await self._follow(event.order_id, envelope, {PENDING: CANCELLED})
+
+    async def on_payment_refunded(self, event: PaymentRefunded, envelope: Envelope) -> None:
+        # A PAID order whose cancel was accepted ends REFUNDED; a CANCELLED one stays so.
+        await self._follow(event.order_id, envelope, {PAID: REFUNDED})
+
+    # Outbox (the relay's view of the orders store).
+
+    async def pending(self, limit: int) -> list[Envelope]:
+        orders = await self._store.pending_outbox(limit)
+        return [msgspec.convert(entry, Envelope) for order in orders for entry in order["outbox"]]
+
+    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
+        by_order: dict[str, list[str]] = defaultdict(list)
+        for envelope in envelopes:
+            by_order[envelope.aggregate_id].append(envelope.id)
+        for order_id, event_ids in by_order.items():
+            await self._store.remove_outbox_events(order_id, event_ids)
+
+    # Inside.
+
+    async def _follow(self, order_id: str, cause: Envelope, moves: dict[str, str]) -> None:
+        """Apply a payment's outcome to its order once, whatever order it finds it in."""
+        for _ in range(MAX_WRITE_RACES):
+            order = await self._store.get_order(order_id)
+            if order is None:
+                raise NotFound(f"payment event {cause.id} names unknown order {order_id!r}")
+            if cause.id in order.get("handled", []):
+                return
+            target = moves.get(order["status"])
+            fields: Document = {} if target is None else {"status": target}
+            if await self._write(order, fields, None, handled=cause.id) is not None:
+                return
+        raise Conflict(f"order {order_id!r} kept changing while handling {cause.type}")
+
+    async def _write(
+        self,
+        order: Document,
+        fields: Document,
+        event: Event | None,
+        *,
+        handled: str | None = None,
+    ) -> Document | None:
+        events: list[Envelope] = []
+        if event is not None:
+            sequence = order["event_sequence"] + 1
+            events.append(self._bus.envelope(event, aggregate_id=order["_id"], sequence=sequence))
+            fields = {**fields, "event_sequence": sequence}
+        changed = await self._store.update_order(
+            order["_id"],
+            expected_rev=order["rev"],
+            set_fields={**fields, "updated_at": isoformat(utcnow())},
+            push_outbox=[msgspec.to_builtins(envelope) for envelope in events],
+            add_handled=handled,
+        )
+        if changed is not None:
+            self._bus.committed(events)
+        return changed
+
+    async def _user_known(self, user_id: str) -> bool:
+        """Whether the replica has the user, waiting a bounded time for it to arrive."""
+        if await self._store.knows_user(user_id):
+            return True
+        arrival = self._arrivals.setdefault(user_id, asyncio.Event())
+        if await self._store.knows_user(user_id):
+            return True
+        try:
+            await asyncio.wait_for(arrival.wait(), self._replica_wait)
+        except TimeoutError:
+            if self._arrivals.get(user_id) is arrival:
+                del self._arrivals[user_id]
+        return await self._store.knows_user(user_id)

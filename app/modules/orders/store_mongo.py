@@ -1,0 +1,130 @@
+"""Order documents in a pymongo-API database: mongomock in tests, MongoDB via AsyncMongoClient.
+
+Only atomic single-document writes, because mongomock has no transactions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from app.modules.orders.store import DuplicateOrder, check_set_fields
+
+
+async def _settle(result: Any) -> Any:
+    """mongomock answers at once; pymongo's async API answers with an awaitable."""
+    return await result if inspect.isawaitable(result) else result
+
+
+async def _to_list(cursor: Any) -> list[dict[str, Any]]:
+    if inspect.iscoroutinefunction(getattr(cursor, "to_list", None)):
+        documents: list[dict[str, Any]] = await cursor.to_list()
+        return documents
+    return list(cursor)
+
+
+class PymongoOrderDocuments:
+    """Collections `orders` (with a `rev` for conditional writes) and `users` (the replica).
+
+    Filters compare plain values: the port's ids are str, and MongoDB never reads a str as an
+    operator (`$eq` would say the same but makes mongomock ~3x slower per lookup).
+    """
+
+    def __init__(self, database: Any, *, kind: str = "mongodb", display_url: str = "") -> None:
+        self.database = database
+        self.kind = kind
+        self.display_url = display_url or f"{kind}:///{database.name}"
+        self.orders = database.get_collection("orders")
+        self.users = database.get_collection("users")
+
+    async def open(self) -> None:
+        # create_index is a no-op when the same index already exists, so open() is idempotent.
+        await _settle(self.orders.create_index([("user_id", ASCENDING), ("_id", ASCENDING)]))
+        await _settle(self.orders.create_index([("status", ASCENDING), ("_id", ASCENDING)]))
+        await _settle(self.orders.create_index("outbox.id", sparse=True))
+
+    async def ping(self) -> None:
+        await _settle(self.database.command("ping"))
+
+    async def close(self) -> None:
+        await _settle(self.database.client.close())
+
+    async def insert_order(self, doc: dict[str, Any]) -> None:
+        try:
+            await _settle(self.orders.insert_one({**doc, "rev": 1}))
+        except DuplicateKeyError as error:
+            raise DuplicateOrder(doc["_id"]) from error
+
+    async def get_order(self, order_id: str) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = await _settle(self.orders.find_one({"_id": order_id}))
+        return doc
+
+    async def update_order(
+        self,
+        order_id: str,
+        *,
+        expected_rev: int,
+        set_fields: dict[str, Any],
+        push_outbox: Sequence[dict[str, Any]] = (),
+        add_handled: str | None = None,
+    ) -> dict[str, Any] | None:
+        check_set_fields(set_fields, push_outbox, add_handled)
+        push: dict[str, Any] = {}
+        if push_outbox:
+            push["outbox"] = {"$each": list(push_outbox)}
+        if add_handled is not None:
+            push["handled"] = add_handled
+        update: dict[str, Any] = {"$inc": {"rev": 1}}
+        if set_fields:
+            update["$set"] = set_fields
+        if push:
+            update["$push"] = push
+        doc: dict[str, Any] | None = await _settle(
+            self.orders.find_one_and_update(
+                {"_id": order_id, "rev": expected_rev},
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return doc
+
+    async def list_orders(
+        self, *, user_id: str | None, status: str | None, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        if limit < 1:
+            return []  # pymongo reads limit(0) as "no limit"
+        query: dict[str, Any] = {}
+        if user_id is not None:
+            query["user_id"] = user_id
+        if status is not None:
+            query["status"] = status
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await _to_list(self.orders.find(query).sort("_id", ASCENDING).limit(limit))
+
+    async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
+        if limit < 1:
+            return []
+        query = {"outbox.id": {"$exists": True}}
+        return await _to_list(self.orders.find(query).sort("_id", ASCENDING).limit(limit))
+
+    async def remove_outbox_events(self, order_id: str, event_ids: Sequence[str]) -> None:
+        await _settle(
+            self.orders.update_one(
+                {"_id": order_id},
+                {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}},
+            )
+        )
+
+    async def remember_user(self, user_id: str, sequence: int) -> None:
+        await _settle(
+            self.users.update_one({"_id": user_id}, {"$max": {"sequence": sequence}}, upsert=True)
+        )
+
+    async def knows_user(self, user_id: str) -> bool:
+        found = await _settle(self.users.find_one({"_id": user_id}, {"_id": 1}))
+        return found is not None

@@ -1,0 +1,203 @@
+"""Order documents as JSON rows in SQLite: the embedded adapter (ARCHITECTURE.md decision 14).
+
+stdlib sqlite3 on the event loop: a call costs tens of µs, less than a hop to a thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from app.modules.orders.store import DuplicateOrder, check_set_fields
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    has_outbox INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id);
+CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, id);
+-- Partial: once relayed, almost no order has pending events, so this index stays tiny.
+CREATE INDEX IF NOT EXISTS orders_with_outbox ON orders (id) WHERE has_outbox = 1;
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL
+);
+"""
+
+_encoder = msgspec.json.Encoder()
+
+
+def _decode(text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = msgspec.json.decode(text)
+    return doc
+
+
+class SqliteOrderDocuments:
+    """One connection; every mutation is one BEGIN IMMEDIATE transaction with no await inside."""
+
+    def __init__(self, path: str | None, url: str) -> None:
+        self.path = path
+        self.kind = "sqlite-documents"
+        self.display_url = url
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError("the orders store is not open")
+        return self._connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        # IMMEDIATE takes the write lock up front, so a read-modify-write cannot interleave.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def open(self) -> None:
+        if self._connection is not None:
+            return
+        if self.path is not None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False: the
+        # loop that uses the store may run on another thread than the one that opened it.
+        db = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
+        if self.path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        self._connection = db
+
+    async def ping(self) -> None:
+        self._db.execute("SELECT 1").fetchone()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def insert_order(self, doc: dict[str, Any]) -> None:
+        stored = {**doc, "rev": 1}
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO orders (id, user_id, status, has_outbox, doc) "
+                    "VALUES (:id, :user_id, :status, :has_outbox, :doc)",
+                    _columns(stored),
+                )
+        except sqlite3.IntegrityError as error:
+            raise DuplicateOrder(stored["_id"]) from error
+
+    async def get_order(self, order_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT doc FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return None if row is None else _decode(row[0])
+
+    async def update_order(
+        self,
+        order_id: str,
+        *,
+        expected_rev: int,
+        set_fields: dict[str, Any],
+        push_outbox: Sequence[dict[str, Any]] = (),
+        add_handled: str | None = None,
+    ) -> dict[str, Any] | None:
+        check_set_fields(set_fields, push_outbox, add_handled)
+        with self._transaction() as db:
+            row = db.execute("SELECT doc FROM orders WHERE id = ?", (order_id,)).fetchone()
+            if row is None:
+                return None
+            doc = _decode(row[0])
+            if doc["rev"] != expected_rev:
+                return None
+            doc.update(set_fields)
+            if push_outbox:
+                doc.setdefault("outbox", []).extend(push_outbox)
+            if add_handled is not None:
+                doc.setdefault("handled", []).append(add_handled)
+            doc["rev"] = expected_rev + 1
+            db.execute(
+                "UPDATE orders SET user_id = :user_id, status = :status, "
+                "has_outbox = :has_outbox, doc = :doc WHERE id = :id",
+                _columns(doc),
+            )
+        return doc
+
+    async def list_orders(
+        self, *, user_id: str | None, status: str | None, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        if limit < 1:
+            return []
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("user_id = ?", user_id), ("status = ?", status), ("id > ?", after)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = " AND ".join(clauses) or "1"
+        rows = self._db.execute(
+            f"SELECT doc FROM orders WHERE {where} ORDER BY id LIMIT ?", (*params, limit)
+        )
+        return [_decode(text) for (text,) in rows]
+
+    async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
+        if limit < 1:
+            return []
+        rows = self._db.execute(
+            "SELECT doc FROM orders WHERE has_outbox = 1 ORDER BY id LIMIT ?", (limit,)
+        )
+        return [_decode(text) for (text,) in rows]
+
+    async def remove_outbox_events(self, order_id: str, event_ids: Sequence[str]) -> None:
+        removed = set(event_ids)
+        with self._transaction() as db:
+            row = db.execute("SELECT doc FROM orders WHERE id = ?", (order_id,)).fetchone()
+            if row is None:
+                return
+            doc = _decode(row[0])
+            outbox = doc.get("outbox", [])
+            kept = [event for event in outbox if event.get("id") not in removed]
+            if len(kept) == len(outbox):
+                return
+            doc["outbox"] = kept
+            db.execute(
+                "UPDATE orders SET has_outbox = :has_outbox, doc = :doc WHERE id = :id",
+                _columns(doc),
+            )
+
+    async def remember_user(self, user_id: str, sequence: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO users (user_id, sequence) VALUES (?, ?) ON CONFLICT (user_id) "
+                "DO UPDATE SET sequence = max(sequence, excluded.sequence)",
+                (user_id, sequence),
+            )
+
+    async def knows_user(self, user_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        return row is not None
+
+
+def _columns(doc: dict[str, Any]) -> dict[str, Any]:
+    """The indexed columns copied out of the document, and the document itself."""
+    return {
+        "id": doc["_id"],
+        "user_id": doc["user_id"],
+        "status": doc["status"],
+        "has_outbox": 1 if doc.get("outbox") else 0,
+        "doc": _encoder.encode(doc).decode(),
+    }

@@ -1,0 +1,69 @@
+"""HTTP for the payments module: read-only; payments are made by events, not requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import PathParameter, QueryParameter
+
+from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.modules.payments.service import PaymentService
+from app.modules.payments.store import PaymentRow
+
+
+class PaymentOut(msgspec.Struct):
+    id: str
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    status: str
+    attempts: int
+    failure_reason: str | None
+    created_at: datetime
+
+
+def _out(payment: PaymentRow) -> PaymentOut:
+    return PaymentOut(
+        id=payment.id,
+        order_id=payment.order_id,
+        user_id=payment.user_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        status=payment.status,
+        attempts=payment.attempts,
+        failure_reason=payment.failure_reason,
+        created_at=payment.created_at,
+    )
+
+
+Payments = NamedDependency[PaymentService]
+
+
+class PaymentsController(Controller):
+    path = "/"
+
+    @get("/", operation_id="listPayments", summary="List payments, optionally for one order")
+    async def list_payments(
+        self,
+        payments: Payments,
+        order_id: Annotated[
+            str | None, QueryParameter(max_length=64, description="Only this order's.")
+        ] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> Page[PaymentOut]:
+        rows = await payments.page(order_id=order_id, after=cursor, limit=limit + 1)
+        return page_of([_out(row) for row in rows], limit)
+
+    @get("/{payment_id:str}", operation_id="getPayment", summary="Read a payment")
+    async def get_payment(
+        self,
+        payments: Payments,
+        payment_id: Annotated[str, PathParameter(max_length=64)],
+    ) -> PaymentOut:
+        return _out(await payments.get(payment_id))

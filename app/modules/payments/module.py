@@ -1,0 +1,49 @@
+"""The payments module spec: what it publishes and consumes, how it is built."""
+
+from __future__ import annotations
+
+from litestar.di import Provide
+
+from app.bus import RetryPolicy
+from app.kernel.module import Assembly, Module, ModuleContext
+from app.modules.orders.contracts import OrderCancelled, OrderPlaced
+from app.modules.payments.api import PaymentsController
+from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from app.modules.payments.processor import CardProcessor
+from app.modules.payments.service import PaymentService
+from app.modules.payments.store import PaymentsStore
+
+
+def assemble(context: ModuleContext) -> Assembly:
+    store: PaymentsStore = context.store
+    settings = context.settings
+    service = PaymentService(
+        store,
+        context.bus,
+        CardProcessor(store, slow_seconds=settings.slow_card_seconds),
+        RetryPolicy(
+            max_attempts=settings.payment_max_attempts,
+            base_delay=settings.payment_retry_base_seconds,
+            max_delay=settings.bus_retry_max_seconds,
+        ),
+    )
+    return Assembly(
+        route_handlers=[PaymentsController],
+        dependencies={"payments": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
+        handlers={
+            OrderPlaced: service.on_order_placed,
+            OrderCancelled: service.on_order_cancelled,
+        },
+        outbox=store.outbox,
+        on_start=[service.resume],
+    )
+
+
+module = Module(
+    name="payments",
+    description="Charges and refunds through the simulated card processor (SQL, its own database).",
+    publishes=(PaymentSucceeded, PaymentFailed, PaymentRefunded),
+    subscribes=(OrderPlaced, OrderCancelled),
+    open_store=PaymentsStore,
+    assemble=assemble,
+)

@@ -1,0 +1,84 @@
+"""The simulated card processor. Test tokens decide its answer, Stripe-style (decision 7):
+
+    tok_visa              captured
+    tok_chargeDeclined    declined (card_declined)
+    tok_processing_error  a transient processing_error on the first two attempts for an
+                          order, captured on the third
+    tok_slow              captured after `slow_seconds`
+    anything else         declined (invalid_token)
+
+Like a real processor it keeps its own ledger keyed by order id, so however often it is
+asked (retries, redeliveries, a crash and a restart) it captures an order at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Outcome(StrEnum):
+    CAPTURED = "captured"
+    DECLINED = "declined"
+    TRANSIENT = "transient"
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    outcome: Outcome
+    reason: str | None = None
+
+
+TRANSIENT_FAILURES = 2
+
+
+def decide(token: str, attempt: int) -> ChargeResult:
+    """What the processor answers for a token on the n-th attempt for one order."""
+    if token in ("tok_visa", "tok_slow"):
+        return ChargeResult(Outcome.CAPTURED)
+    if token == "tok_chargeDeclined":
+        return ChargeResult(Outcome.DECLINED, "card_declined")
+    if token == "tok_processing_error":
+        if attempt <= TRANSIENT_FAILURES:
+            return ChargeResult(Outcome.TRANSIENT, "processing_error")
+        return ChargeResult(Outcome.CAPTURED)
+    return ChargeResult(Outcome.DECLINED, "invalid_token")
+
+
+class Ledger(Protocol):
+    async def count_attempt(
+        self, order_id: str, amount: int, currency: str, token: str
+    ) -> tuple[int, ChargeResult | None]:
+        """Count one more attempt for the order: its number, and the final answer if the
+        order was settled before."""
+        ...
+
+    async def settle_charge(self, order_id: str, result: ChargeResult) -> None: ...
+
+    async def refund_charge(self, order_id: str) -> bool:
+        """Mark a captured charge refunded; False if nothing was captured."""
+        ...
+
+
+class CardProcessor:
+    def __init__(self, ledger: Ledger, *, slow_seconds: float) -> None:
+        self._ledger = ledger
+        self._slow_seconds = slow_seconds
+
+    async def charge(
+        self, *, order_id: str, amount: int, currency: str, token: str
+    ) -> ChargeResult:
+        if token == "tok_slow":
+            await asyncio.sleep(self._slow_seconds)
+        attempt, settled = await self._ledger.count_attempt(order_id, amount, currency, token)
+        if settled is not None:
+            return settled
+        result = decide(token, attempt)
+        if result.outcome is not Outcome.TRANSIENT:
+            await self._ledger.settle_charge(order_id, result)
+        return result
+
+    async def refund(self, order_id: str) -> bool:
+        return await self._ledger.refund_charge(order_id)

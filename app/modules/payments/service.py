@@ -1,0 +1,199 @@
+"""The payments domain: charge an order once, retry what the processor says is transient,
+refund a cancelled order's charge. No HTTP here, no SQL.
+
+A charge runs in the background, not inside the OrderPlaced handler, so that an
+OrderCancelled for the same order can stop its retries. Per order, a lock makes a charge
+attempt and a cancellation take turns; the status checks in the store make them safe
+across processes too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from app.bus import Envelope, ModuleBus, RetryPolicy
+from app.kernel.errors import NotFound
+from app.kernel.ids import new_id, utcnow
+from app.modules.orders.contracts import OrderCancelled, OrderPlaced
+from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from app.modules.payments.processor import CardProcessor, Outcome
+from app.modules.payments.store import PaymentRow, PaymentsStore
+
+log = logging.getLogger("app.modules.payments")
+
+PROCESSING = "PROCESSING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+REFUNDED = "REFUNDED"
+
+
+class OrderLocks:
+    """One asyncio.Lock per order, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, order_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(order_id, (asyncio.Lock(), 0))
+        self._locks[order_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[order_id]
+            if users == 1:
+                del self._locks[order_id]
+            else:
+                self._locks[order_id] = (lock, users - 1)
+
+
+class PaymentService:
+    def __init__(
+        self,
+        store: PaymentsStore,
+        bus: ModuleBus,
+        processor: CardProcessor,
+        retry: RetryPolicy,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._processor = processor
+        self._retry = retry
+        self._locks = OrderLocks()
+
+    # Reading.
+
+    async def get(self, payment_id: str) -> PaymentRow:
+        payment = await self._store.by_id(payment_id)
+        if payment is None:
+            raise NotFound(f"no payment {payment_id!r}")
+        return payment
+
+    async def page(
+        self, *, order_id: str | None, after: str | None, limit: int
+    ) -> list[PaymentRow]:
+        return await self._store.page(order_id=order_id, after=after, limit=limit)
+
+    # Reacting to orders.
+
+    async def on_order_placed(self, event: OrderPlaced, envelope: Envelope) -> None:
+        now = utcnow()
+        payment = PaymentRow(
+            id=new_id(),
+            order_id=event.order_id,
+            user_id=event.user_id,
+            amount=event.total,
+            currency=event.currency,
+            token=event.payment_token,
+            status=PROCESSING,
+            attempts=0,
+            failure_reason=None,
+            event_sequence=0,
+            created_at=now,
+            updated_at=now,
+        )
+        if await self._store.open_payment(payment, envelope):
+            self._bus.background(self._charge(event.order_id), name=f"charge:{event.order_id}")
+
+    async def on_order_cancelled(self, event: OrderCancelled, envelope: Envelope) -> None:
+        async with self._locks.hold(event.order_id):
+            payment = await self._store.by_order(event.order_id)
+            if payment is None or await self._store.was_handled(envelope):
+                await self._store.record_inbox(envelope)
+                return
+            if payment.status == PROCESSING:
+                await self._finish(payment, FAILED, "order_cancelled", cause=envelope)
+            elif payment.status == SUCCEEDED:
+                await self._processor.refund(event.order_id)  # idempotent: the ledger knows
+                await self._finish(payment, REFUNDED, None, cause=envelope)
+            else:
+                await self._store.record_inbox(envelope)
+
+    async def resume(self) -> None:
+        """On start: carry on with every charge a previous process left unfinished."""
+        for order_id in await self._store.processing_orders():
+            self._bus.background(self._charge(order_id), name=f"charge:{order_id}")
+
+    # Charging.
+
+    async def _charge(self, order_id: str) -> None:
+        while True:
+            async with self._locks.hold(order_id):
+                payment = await self._store.by_order(order_id)
+                if payment is None or payment.status != PROCESSING:
+                    return  # settled elsewhere, or cancelled
+                result = await self._processor.charge(
+                    order_id=order_id,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                    token=payment.token,
+                )
+                attempts = payment.attempts + 1
+                if result.outcome is Outcome.CAPTURED:
+                    await self._finish(payment, SUCCEEDED, None, attempts=attempts)
+                    return
+                if result.outcome is Outcome.DECLINED:
+                    await self._finish(payment, FAILED, result.reason, attempts=attempts)
+                    return
+                if attempts >= self._retry.max_attempts:
+                    reason = f"{result.reason}: gave up after {attempts} attempts"
+                    await self._finish(payment, FAILED, reason, attempts=attempts)
+                    return
+                log.info("charge for order %s: %s, retrying", order_id, result.reason)
+                await self._store.transition(
+                    replace(payment, attempts=attempts, updated_at=utcnow()),
+                    expected_status=PROCESSING,
+                    events=[],
+                )
+            await asyncio.sleep(self._retry.delay(attempts))
+
+    async def _finish(
+        self,
+        payment: PaymentRow,
+        status: str,
+        reason: str | None,
+        *,
+        attempts: int | None = None,
+        cause: Envelope | None = None,
+    ) -> None:
+        changed = replace(
+            payment,
+            status=status,
+            failure_reason=reason,
+            attempts=payment.attempts if attempts is None else attempts,
+            event_sequence=payment.event_sequence + 1,
+            updated_at=utcnow(),
+        )
+        events = [
+            self._bus.envelope(
+                self._event_for(changed), aggregate_id=changed.id, sequence=changed.event_sequence
+            )
+        ]
+        written = await self._store.transition(
+            changed, expected_status=payment.status, events=events, cause=cause
+        )
+        if written:
+            self._bus.committed(events)
+
+    @staticmethod
+    def _event_for(
+        payment: PaymentRow,
+    ) -> PaymentSucceeded | PaymentFailed | PaymentRefunded:
+        fields: dict[str, Any] = {
+            "payment_id": payment.id,
+            "order_id": payment.order_id,
+            "user_id": payment.user_id,
+            "amount": payment.amount,
+            "currency": payment.currency,
+        }
+        if payment.status == SUCCEEDED:
+            return PaymentSucceeded(**fields)
+        if payment.status == REFUNDED:
+            return PaymentRefunded(**fields)
+        return PaymentFailed(**fields, reason=payment.failure_reason or "failed")

@@ -1,0 +1,242 @@
+"""The payments module's private SQL store: payments, the simulated processor's ledger,
+its outbox and its inbox, in its own database (never the users database)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.bus import Envelope
+from app.bus.sql_outbox import SqlOutbox, add_to_outbox, claim_in_inbox, inbox_table, outbox_table
+from app.kernel.sql import SqlDatabase, UtcDateTime
+from app.modules.payments.processor import ChargeResult, Outcome
+
+metadata = sa.MetaData()
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("order_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("token", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("failure_reason", sa.String(200), nullable=True),
+    sa.Column("event_sequence", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_payments_status", "status"),
+)
+
+# The simulated processor's own books: what it captured and refunded, per order.
+processor_ledger = sa.Table(
+    "processor_ledger",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("token", sa.String(100), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=True),
+    sa.Column("reason", sa.String(100), nullable=True),
+    sa.Column("refunded", sa.Boolean, nullable=False, default=False),
+)
+outbox = outbox_table(metadata)
+inbox = inbox_table(metadata)
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    id: str
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    token: str
+    status: str
+    attempts: int
+    failure_reason: str | None
+    event_sequence: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class _Stale(Exception):
+    pass
+
+
+_columns = [payments.c[name] for name in PaymentRow.__dataclass_fields__]
+
+
+def _insert(connection: AsyncConnection, table: sa.Table) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+class PaymentsStore(SqlDatabase):
+    def __init__(self, url: str) -> None:
+        super().__init__(url, metadata)
+        self.outbox = SqlOutbox(self, outbox)
+
+    async def open_payment(self, payment: PaymentRow, cause: Envelope) -> bool:
+        """Create the payment for an order, once: False if this event or this order was seen."""
+        async with self.transaction() as connection:
+            if not await claim_in_inbox(connection, inbox, cause):
+                return False
+            statement = (
+                _insert(connection, payments)
+                .values(**asdict(payment))
+                .on_conflict_do_nothing(index_elements=["order_id"])
+            )
+            return bool((await connection.execute(statement)).rowcount == 1)
+
+    async def was_handled(self, envelope: Envelope) -> bool:
+        async with self.reading() as connection:
+            found = await connection.execute(
+                sa.select(inbox.c.event_id).where(inbox.c.event_id == envelope.id)
+            )
+            return found.first() is not None
+
+    async def transition(
+        self,
+        payment: PaymentRow,
+        *,
+        expected_status: str,
+        events: list[Envelope],
+        cause: Envelope | None = None,
+    ) -> bool:
+        """Write the payment's new state and its events, only from `expected_status`;
+        with a cause, also claim it in the inbox (False, and nothing written, if seen)."""
+        try:
+            async with self.transaction() as connection:
+                if cause is not None and not await claim_in_inbox(connection, inbox, cause):
+                    return False
+                result = await connection.execute(
+                    payments.update()
+                    .where(payments.c.id == payment.id, payments.c.status == expected_status)
+                    .values(
+                        status=payment.status,
+                        attempts=payment.attempts,
+                        failure_reason=payment.failure_reason,
+                        event_sequence=payment.event_sequence,
+                        updated_at=payment.updated_at,
+                    )
+                )
+                if result.rowcount != 1:
+                    raise _Stale  # undo the inbox claim too
+                await add_to_outbox(connection, outbox, events)
+        except _Stale:
+            return False
+        return True
+
+    async def record_inbox(self, cause: Envelope) -> None:
+        """Note an event as handled when handling it changed nothing."""
+        async with self.transaction() as connection:
+            await claim_in_inbox(connection, inbox, cause)
+
+    async def by_id(self, payment_id: str) -> PaymentRow | None:
+        return await self._one(payments.c.id == payment_id)
+
+    async def by_order(self, order_id: str) -> PaymentRow | None:
+        return await self._one(payments.c.order_id == order_id)
+
+    async def _one(self, condition: sa.ColumnElement[bool]) -> PaymentRow | None:
+        async with self.reading() as connection:
+            row = (
+                (await connection.execute(sa.select(*_columns).where(condition))).mappings().first()
+            )
+        return None if row is None else PaymentRow(**row)
+
+    async def page(
+        self, *, order_id: str | None, after: str | None, limit: int
+    ) -> list[PaymentRow]:
+        statement = sa.select(*_columns).order_by(payments.c.id).limit(limit)
+        if order_id is not None:
+            statement = statement.where(payments.c.order_id == order_id)
+        if after is not None:
+            statement = statement.where(payments.c.id > after)
+        async with self.reading() as connection:
+            rows = (await connection.execute(statement)).mappings().all()
+        return [PaymentRow(**row) for row in rows]
+
+    async def processing_orders(self) -> list[str]:
+        async with self.reading() as connection:
+            rows = await connection.execute(
+                sa.select(payments.c.order_id).where(payments.c.status == "PROCESSING")
+            )
+            return list(rows.scalars().all())
+
+    # The processor's ledger (the Ledger protocol of processor.py).
+
+    async def count_attempt(
+        self, order_id: str, amount: int, currency: str, token: str
+    ) -> tuple[int, ChargeResult | None]:
+        async with self.transaction() as connection:
+            statement = (
+                _insert(connection, processor_ledger)
+                .values(
+                    order_id=order_id,
+                    amount=amount,
+                    currency=currency,
+                    token=token,
+                    attempts=1,
+                    refunded=False,
+                )
+                .on_conflict_do_update(
+                    index_elements=["order_id"],
+                    set_={"attempts": processor_ledger.c.attempts + 1},
+                )
+                .returning(
+                    processor_ledger.c.attempts,
+                    processor_ledger.c.outcome,
+                    processor_ledger.c.reason,
+                )
+            )
+            attempts, outcome, reason = (await connection.execute(statement)).one()
+        settled = None if outcome is None else ChargeResult(Outcome(outcome), reason)
+        return int(attempts), settled
+
+    async def settle_charge(self, order_id: str, result: ChargeResult) -> None:
+        async with self.transaction() as connection:
+            await connection.execute(
+                processor_ledger.update()
+                .where(processor_ledger.c.order_id == order_id)
+                .values(outcome=result.outcome.value, reason=result.reason)
+            )
+
+    async def refund_charge(self, order_id: str) -> bool:
+        async with self.transaction() as connection:
+            result = await connection.execute(
+                processor_ledger.update()
+                .where(
+                    processor_ledger.c.order_id == order_id,
+                    processor_ledger.c.outcome == Outcome.CAPTURED.value,
+                )
+                .values(refunded=True)
+            )
+            return bool(result.rowcount == 1)
+
+    async def ledger_totals(self) -> tuple[int, int]:
+        """(captured, refunded) in minor units across all orders: what the processor holds."""
+        async with self.reading() as connection:
+            captured = sa.func.coalesce(sa.func.sum(processor_ledger.c.amount), 0)
+            rows = await connection.execute(
+                sa.select(
+                    sa.select(captured)
+                    .where(processor_ledger.c.outcome == "captured")
+                    .scalar_subquery(),
+                    sa.select(captured)
+                    .where(processor_ledger.c.refunded.is_(True))
+                    .scalar_subquery(),
+                )
+            )
+            total_captured, total_refunded = rows.one()
+        return int(total_captured), int(total_refunded)

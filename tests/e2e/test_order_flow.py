@@ -1,0 +1,116 @@
+"""The seed's flow through the gateway, on every store a user can pick."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.seams import Seams
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_visa_order_is_paid_once_and_notified_once(seams: Seams) -> None:
+    user = await seams.register("Ada")
+    order = await seams.place(user, "tok_visa", items=[("book", 2, 1250), ("pen", 3, 199)])
+    assert order["status"] == "PENDING"
+    assert order["total"] == 2 * 1250 + 3 * 199
+
+    await seams.settle()
+
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "PAID"
+    payments = await seams.all_pages("/api/payments", order_id=order["id"])
+    assert [(p["status"], p["amount"], p["attempts"]) for p in payments] == [
+        ("SUCCEEDED", order["total"], 1)
+    ]
+    notes = await seams.all_pages("/api/notifications", order_id=order["id"])
+    assert [(n["kind"], n["to"], n["user_id"]) for n in notes] == [
+        ("payment_succeeded", user["email"], user["id"])
+    ]
+
+
+async def test_declined_card_cancels_the_order_without_notification(seams: Seams) -> None:
+    user = await seams.register("Bob")
+    order = await seams.place(user, "tok_chargeDeclined")
+
+    await seams.settle()
+
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "CANCELLED"
+    payments = await seams.all_pages("/api/payments", order_id=order["id"])
+    assert [(p["status"], p["failure_reason"]) for p in payments] == [("FAILED", "card_declined")]
+    assert await seams.all_pages("/api/notifications", order_id=order["id"]) == []
+
+
+async def test_cancelling_a_paid_order_refunds_it_and_notifies(seams: Seams) -> None:
+    user = await seams.register("Cy")
+    order = await seams.place(user, "tok_visa")
+    await seams.settle()
+
+    response = await seams.client.post(f"/api/orders/{order['id']}/cancel")
+    assert response.status_code == 202
+    assert response.json()["status"] == "PAID"
+    again = await seams.client.post(f"/api/orders/{order['id']}/cancel")
+    assert again.status_code == 202
+    await seams.settle()
+
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "REFUNDED"
+    payments = await seams.all_pages("/api/payments", order_id=order["id"])
+    assert [p["status"] for p in payments] == ["REFUNDED"]
+    notes = await seams.all_pages("/api/notifications", order_id=order["id"])
+    assert sorted(n["kind"] for n in notes) == ["payment_refunded", "payment_succeeded"]
+
+    final = await seams.client.post(f"/api/orders/{order['id']}/cancel")
+    assert final.status_code == 409
+    assert "REFUNDED" in final.json()["detail"]
+
+
+async def test_processing_error_is_retried_until_paid(seams: Seams) -> None:
+    user = await seams.register("Di")
+    order = await seams.place(user, "tok_processing_error")
+
+    await seams.settle()
+
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "PAID"
+    payments = await seams.all_pages("/api/payments", order_id=order["id"])
+    assert [(p["status"], p["attempts"]) for p in payments] == [("SUCCEEDED", 3)]
+    assert len(await seams.all_pages("/api/notifications", order_id=order["id"])) == 1
+
+
+async def test_slow_card_succeeds(seams: Seams) -> None:
+    user = await seams.register("Ed")
+    order = await seams.place(user, "tok_slow")
+    await seams.settle()
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "PAID"
+
+
+async def test_cancelling_a_pending_order_is_immediate_and_nothing_is_captured(
+    seams: Seams,
+) -> None:
+    user = await seams.register("Flo")
+    order = await seams.place(user, "tok_slow")
+
+    response = await seams.client.post(f"/api/orders/{order['id']}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "CANCELLED"
+    await seams.settle()
+
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "CANCELLED"
+    payments = await seams.all_pages("/api/payments", order_id=order["id"])
+    # The charge was either never made or refunded: the customer keeps the money.
+    assert [p["status"] for p in payments] in (["FAILED"], ["REFUNDED"])
+
+
+async def test_one_request_id_follows_an_order_to_its_events(seams: Seams) -> None:
+    user = await seams.register("Gus")
+    response = await seams.client.post(
+        "/api/orders",
+        headers={"X-Request-ID": "trace-me-123"},
+        json={
+            "user_id": user["id"],
+            "currency": "EUR",
+            "payment_token": "tok_visa",
+            "items": [{"sku": "a", "quantity": 1, "unit_price": 100}],
+        },
+    )
+    assert response.headers["x-request-id"] == "trace-me-123"
+    await seams.settle()
+    assert seams.runtime.bus.stats[("PaymentSucceeded", "notifications", "handled")] >= 1

@@ -1,0 +1,119 @@
+"""A test driver for the whole system through its gateway.
+
+The app runs on the test's own event loop (httpx's ASGI transport and the app's lifespan):
+Litestar 2's AsyncTestClient runs it on a portal thread with a second loop, so waiting for
+the bus from the test would wait on an asyncio.Event set from another thread
+(litestar-org/litestar#1920).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import httpx
+from httpx import Response
+from litestar import Litestar
+
+from app.kernel.module import Module
+from app.main import create_app
+from app.runtime import Runtime
+from app.settings import Settings
+
+FAST = {
+    "env": "test",
+    "password_hashing": "argon2id-fast",
+    "bus_retry_base_seconds": "0.001",
+    "bus_retry_max_seconds": "0.01",
+    "payment_retry_base_seconds": "0.001",
+    "slow_card_seconds": "0.02",
+    "replica_wait_seconds": "2",
+}
+
+_emails = itertools.count(1)
+
+
+def fast_settings(**overrides: Any) -> Settings:
+    return Settings.from_env({}, **{**FAST, **overrides})
+
+
+class Seams:
+    def __init__(self, app: Litestar, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    async def settle(self, timeout: float = 20.0) -> None:
+        """Wait, bounded, until every event has been handled and every charge has ended."""
+        await self.runtime.bus.wait_quiet(timeout)
+
+    async def register(self, name: str = "Ada") -> dict[str, Any]:
+        email = f"{name.lower()}.{next(_emails)}@example.com"
+        response = await self.client.post(
+            "/api/users", json={"name": name, "email": email, "password": "correct horse"}
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def order(
+        self,
+        user: dict[str, Any],
+        token: str = "tok_visa",
+        items: Sequence[tuple[str, int, int]] = (("book", 2, 1250),),
+        currency: str = "EUR",
+    ) -> Response:
+        return await self.client.post(
+            "/api/orders",
+            json={
+                "user_id": user["id"],
+                "currency": currency,
+                "payment_token": token,
+                "items": [{"sku": s, "quantity": q, "unit_price": p} for s, q, p in items],
+            },
+        )
+
+    async def place(
+        self, user: dict[str, Any], token: str = "tok_visa", **kw: Any
+    ) -> dict[str, Any]:
+        response = await self.order(user, token, **kw)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def get(self, path: str, **params: Any) -> Any:
+        response = await self.client.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def all_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = await self.get(
+                path, limit=200, **params, **({"cursor": cursor} if cursor else {})
+            )
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, modules: Sequence[Module] | None = None
+) -> AsyncIterator[Seams]:
+    app = create_app(settings, modules)
+    # Litestar types its ASGI callable more narrowly than httpx's generic ASGI signature.
+    transport = httpx.ASGITransport(app=cast(Any, app))
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as client,
+    ):
+        yield Seams(app, client)
