@@ -1,0 +1,97 @@
+"""`python -m app`: serve the whole system (default).
+
+Flags override the matching APP_* environment variables; every other setting is read from
+the environment (see the README's settings table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.settings import Settings, SettingsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description=(
+            "Seams: the seed's microservices (users, orders, payments, notifications) in one "
+            "Litestar process behind one gateway. With no command it serves."
+        ),
+        epilog="Every other setting is an APP_* environment variable; see README.md.",
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve"],
+        help="what to do (default: serve)",
+    )
+    parser.add_argument("--host", help="interface to listen on (APP_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (APP_PORT, default 8000)")
+    parser.add_argument(
+        "--data-dir",
+        help="where the embedded stores keep their files, one per module "
+        "(APP_DATA_DIR, default ./var)",
+    )
+    parser.add_argument(
+        "--ephemeral",
+        action="store_true",
+        default=None,
+        help="keep every store in memory; nothing is written to disk (APP_EPHEMERAL)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            host=arguments.host,
+            port=arguments.port,
+            data_dir=arguments.data_dir,
+            ephemeral=arguments.ephemeral,
+        )
+    except SettingsError as error:
+        print(f"python -m app: {error}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app = create_app(settings)
+    except ValueError as error:
+        print(f"python -m app: {error}", file=sys.stderr)
+        return 2
+    where = "memory (--ephemeral)" if settings.ephemeral else settings.data_dir
+    logging.getLogger("app").info(
+        "serving on http://%s:%d (data: %s); API docs at /schema",
+        settings.host,
+        settings.port,
+        where,
+    )
+    # One worker by design (decision 2): the bus, embedded stores and limits live in it.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
