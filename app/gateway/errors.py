@@ -20,6 +20,8 @@ from app.kernel.errors import DomainError, InvalidInput
 log = logging.getLogger("app.gateway")
 
 PROBLEM_JSON = "application/problem+json"
+INVALID = "Invalid request"
+TITLES = {400: INVALID}  # malformed JSON reads like any other invalid request
 
 
 def problem(
@@ -59,12 +61,14 @@ def _validation_error(request: Request[Any, Any, Any], error: ValidationExceptio
         if isinstance(item, dict)
     ]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or error.detail
-    return problem(request, 400, "Invalid request", detail, errors=errors)
+    return problem(request, 400, INVALID, detail, errors=errors)
 
 
 def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
     status = error.status_code
-    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    title = TITLES.get(status) or (
+        HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    )
     detail = error.detail if error.detail and error.detail != title else title
     return problem(request, status, title, detail, headers=error.headers)
 

@@ -17,7 +17,7 @@ class DomainError(Exception):
 
 class InvalidInput(DomainError):
     status = 400
-    title = "Invalid input"
+    title = "Invalid request"
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

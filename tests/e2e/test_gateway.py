@@ -1,0 +1,61 @@
+"""The gateway as the single entry point: routes, docs, health and readiness."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.seams import Seams, fast_settings, running
+
+pytestmark = pytest.mark.anyio
+
+GATEWAY_PATHS = {"/health", "/ready"}
+
+
+async def test_every_api_route_lives_under_its_module(seams: Seams) -> None:
+    spec = (await seams.client.get("/schema/openapi.json")).json()
+    modules = {running.module.name for running in seams.runtime.modules}
+    for path in spec["paths"]:
+        if path in GATEWAY_PATHS:
+            continue
+        owner = path.split("/")[2]
+        assert path.startswith("/api/") and owner in modules, path
+    assert {p.split("/")[2] for p in spec["paths"] if p.startswith("/api/")} == modules
+
+
+async def test_docs_are_served_at_schema() -> None:
+    async with running(fast_settings(ephemeral="true")) as seams:
+        page = await seams.client.get("/schema")
+        assert page.status_code == 200
+        assert "text/html" in page.headers["content-type"]
+
+
+async def test_health_and_ready_answer_when_everything_runs(seams: Seams) -> None:
+    assert (await seams.client.get("/health")).json() == {"status": "ok"}
+    ready = await seams.client.get("/ready")
+    assert ready.status_code == 200
+    assert set(ready.json()["checks"].values()) == {"ok"}
+
+
+async def test_ready_is_503_and_names_a_store_that_stopped_answering() -> None:
+    async with running(fast_settings(ephemeral="true")) as seams:
+        orders = next(m for m in seams.runtime.modules if m.module.name == "orders")
+        await orders.store.close()
+
+        ready = await seams.client.get("/ready")
+
+        assert ready.status_code == 503
+        assert ready.headers["content-type"].startswith("application/problem+json")
+        body = ready.json()
+        assert "orders.store" in body["detail"]
+        assert body["checks"]["orders.store"].startswith("failing")
+        assert body["checks"]["users.store"] == "ok"
+        await orders.store.open()  # so the app can stop cleanly
+
+
+async def test_ready_is_503_when_the_bus_is_stopped() -> None:
+    async with running(fast_settings(ephemeral="true")) as seams:
+        await seams.runtime.bus.transport.stop()
+        ready = await seams.client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["bus"] == "not running"
+        await seams.runtime.bus.transport.start()
