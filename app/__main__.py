@@ -1,4 +1,4 @@
-"""`python -m app`: serve the whole system (default).
+"""`python -m app`: serve the whole system (default), or print its topology.
 
 Flags override the matching APP_* environment variables; every other setting is read from
 the environment (see the README's settings table).
@@ -27,8 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve"],
-        help="what to do (default: serve)",
+        choices=["serve", "topology"],
+        help="serve (default), or print the topology derived from the code",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["mermaid", "json"],
+        default="mermaid",
+        help="topology: a Mermaid flowchart (default) or JSON",
     )
     parser.add_argument("--host", help="interface to listen on (APP_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (APP_PORT, default 8000)")
@@ -58,7 +64,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"python -m app: {error}", file=sys.stderr)
         return 2
+    if arguments.command == "topology":
+        return print_topology(settings, arguments.format)
     return serve(settings)
+
+
+def print_topology(settings: Settings, output: str) -> int:
+    import msgspec
+
+    from app.gateway.topology import to_mermaid, topology_of
+    from app.main import create_app
+
+    app = create_app(settings)  # built, not started: nothing is opened or written
+    topology = topology_of(app, app.state.runtime)
+    if output == "json":
+        print(msgspec.json.format(msgspec.json.encode(topology)).decode())
+    else:
+        print(to_mermaid(topology), end="")
+    return 0
 
 
 def serve(settings: Settings) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.bus import Bus, ModuleBus
+from app.kernel.boundaries import verify_boundaries
 from app.kernel.module import Assembly, Module, ModuleContext, Store
 from app.settings import Settings
 
@@ -24,6 +25,7 @@ class RunningModule:
 
 class Runtime:
     def __init__(self, settings: Settings, bus: Bus, modules: Sequence[Module]) -> None:
+        verify_boundaries([module.boundary for module in modules])
         self.settings = settings
         self.bus = bus
         self.modules = [self._assemble(module) for module in modules]
@@ -33,7 +35,8 @@ class Runtime:
         scoped = self.bus.scoped(
             module.name, publishes=module.publishes, subscribes=module.subscribes
         )
-        assembly = module.assemble(ModuleContext(module.name, store, scoped, self.settings))
+        context = ModuleContext(module.name, store, scoped, self.settings.for_modules())
+        assembly = module.assemble(context)
         for event_type, handler in assembly.handlers.items():
             scoped.subscribe(event_type, handler)
         if assembly.outbox is not None:

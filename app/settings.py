@@ -60,6 +60,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         except msgspec.ValidationError as error:
             raise SettingsError(f"invalid setting: {_env_name(str(error))}") from error
 
+    def for_modules(self) -> Settings:
+        """What modules are handed: no store URLs, since each store is opened for its module."""
+        return msgspec.structs.replace(
+            self,
+            users_db_url=None,
+            orders_db_url=None,
+            payments_db_url=None,
+            notifications_db_url=None,
+        )
+
     def store_url(self, module: str) -> str:
         """The module's own store URL: set explicitly, in memory, or a file in the data dir."""
         explicit: str | None = getattr(self, f"{module}_db_url", None)

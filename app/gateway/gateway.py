@@ -12,6 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
+from app.gateway.topology import TopologyController
 from app.runtime import Runtime
 
 
@@ -37,6 +38,7 @@ def build_gateway(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[
             HealthController,
+            TopologyController,
             *(module_router(m.module.name, runtime) for m in runtime.modules),
         ],
         lifespan=[lifespan],

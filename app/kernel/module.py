@@ -9,9 +9,10 @@ from typing import Any, Protocol
 from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
 
-from app.bus import Event, ModuleBus
+from app.bus import Event, ModuleBus, event_type_name
 from app.bus.consumer import Handler
 from app.bus.outbox import OutboxSource
+from app.kernel.boundaries import ModuleSource
 from app.settings import Settings
 
 
@@ -58,3 +59,16 @@ class Module:
     open_store: Callable[[str], Store]
     assemble: Callable[[ModuleContext], Assembly]
     description: str = ""
+    package: str = ""  # where its code lives; app.modules.<name> unless said otherwise
+
+    @property
+    def source_package(self) -> str:
+        return self.package or f"app.modules.{self.name}"
+
+    @property
+    def boundary(self) -> ModuleSource:
+        return ModuleSource(
+            name=self.name,
+            package=self.source_package,
+            events=[event_type_name(event) for event in self.publishes],
+        )

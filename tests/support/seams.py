@@ -9,7 +9,7 @@ the bus from the test would wait on an asyncio.Event set from another thread
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -107,9 +107,14 @@ class Seams:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, modules: Sequence[Module] | None = None
+    settings: Settings,
+    modules: Sequence[Module] | None = None,
+    prepare: Callable[[Runtime], None] | None = None,
 ) -> AsyncIterator[Seams]:
+    """The app on this test's loop; `prepare` may add subscriptions before the bus starts."""
     app = create_app(settings, modules)
+    if prepare is not None:
+        prepare(app.state.runtime)
     # Litestar types its ASGI callable more narrowly than httpx's generic ASGI signature.
     transport = httpx.ASGITransport(app=cast(Any, app))
     async with (
