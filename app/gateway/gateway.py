@@ -9,6 +9,7 @@ from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from app.gateway.admin import AdminController
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
@@ -39,6 +40,7 @@ def build_gateway(runtime: Runtime) -> Litestar:
         route_handlers=[
             HealthController,
             TopologyController,
+            AdminController,
             *(module_router(m.module.name, runtime) for m in runtime.modules),
         ],
         lifespan=[lifespan],
