@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from litestar import Litestar
 
-from app.bus import Bus, RetryPolicy
+from app.bus import Bus, DeliveryStore, RetryPolicy
 from app.bus.transport import InProcessTransport, Transport
 from app.gateway import build_gateway
 from app.kernel.module import Module
@@ -43,6 +43,7 @@ def create_app(
             max_delay=settings.bus_retry_max_seconds,
         ),
         outbox_sweep_seconds=settings.outbox_sweep_seconds,
+        store=DeliveryStore(settings.store_url("bus")),
     )
     runtime = Runtime(settings, bus, default_modules() if modules is None else modules)
     return build_gateway(runtime)

@@ -67,13 +67,16 @@ class Runtime:
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
         """'ok' or what failed, for each store and the bus."""
-        checks: dict[str, str] = {}
-        for running in self.modules:
-            try:
-                await asyncio.wait_for(running.store.ping(), timeout)
-            except Exception as error:
-                checks[f"{running.module.name}.store"] = f"failing: {error!r}"
-            else:
-                checks[f"{running.module.name}.store"] = "ok"
+        stores = {f"{m.module.name}.store": m.store for m in self.modules}
+        stores["bus.store"] = self.bus.store
+        checks = {part: await _answers(store, timeout) for part, store in stores.items()}
         checks["bus"] = "ok" if self.bus.running else "not running"
         return checks
+
+
+async def _answers(store: Store, timeout: float) -> str:
+    try:
+        await asyncio.wait_for(store.ping(), timeout)
+    except Exception as error:
+        return f"failing: {error!r}"
+    return "ok"

@@ -30,6 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     payments_db_url: str | None = None
     notifications_db_url: str | None = None
     bus_url: str = "memory://"
+    bus_db_url: str | None = None
 
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     password_hashing: Literal["argon2id", "argon2id-fast"] = "argon2id"
@@ -68,6 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             orders_db_url=None,
             payments_db_url=None,
             notifications_db_url=None,
+            bus_db_url=None,
         )
 
     def store_url(self, module: str) -> str:

@@ -12,8 +12,9 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from app.bus.activity import Activity
-from app.bus.consumer import Consumer, DeadLetter, Handler, Subscription
+from app.bus.consumer import Consumer, Handler, Subscription
 from app.bus.context import current_cause, current_request_id
+from app.bus.delivery_store import DeadLetter, DeliveryStore
 from app.bus.envelope import Envelope, wrap
 from app.bus.events import Event, event_type_name
 from app.bus.outbox import OutboxRelay, OutboxSource
@@ -30,12 +31,13 @@ class Bus:
         *,
         retry: RetryPolicy | None = None,
         outbox_sweep_seconds: float = 5.0,
+        store: DeliveryStore | None = None,
     ) -> None:
         self.transport = transport
         self.retry = retry or RetryPolicy()
+        self.store = store or DeliveryStore("sqlite+aiosqlite:///:memory:")
         self.activity = Activity()
         self.stats: Counter[tuple[str, str, str]] = Counter()
-        self.dead_letters: list[DeadLetter] = []
         self._outbox_sweep_seconds = outbox_sweep_seconds
         self._consumers: dict[str, Consumer] = {}
         self._relays: list[OutboxRelay] = []
@@ -56,7 +58,7 @@ class Bus:
         target = self._consumers.get(consumer)
         if target is None:
             target = self._consumers[consumer] = Consumer(
-                consumer, self.retry, self.activity, self.dead_letters.append, self.stats
+                consumer, self.retry, self.activity, self.store, self.stats
             )
         type_name = event_type_name(event_type)
         target.add(type_name, Subscription(event_type, handler))
@@ -76,8 +78,13 @@ class Bus:
         return relay
 
     async def start(self) -> None:
+        await self.store.open()
+        remembered = await self.store.remembered()
         await self.transport.start()
         self._started = True
+        for consumer in self._consumers.values():
+            for aggregate_id in consumer.restore(remembered):
+                consumer.release(aggregate_id)  # a previous process stopped mid-release
         for relay in self._relays:
             await relay.start()
 
@@ -86,7 +93,25 @@ class Bus:
             await relay.stop()
         await self.activity.cancel_all()
         await self.transport.stop()
+        await self.store.close()
         self._started = False
+
+    async def replay(self, letter_id: str) -> DeadLetter | None:
+        """Deliver a dead letter again, then the events parked behind it, in order."""
+        return await self._settle_letter(letter_id, replay=True)
+
+    async def discard(self, letter_id: str) -> DeadLetter | None:
+        """Drop a dead letter for good; the events parked behind it are delivered."""
+        return await self._settle_letter(letter_id, replay=False)
+
+    async def _settle_letter(self, letter_id: str, *, replay: bool) -> DeadLetter | None:
+        letter = await self.store.release(letter_id, replay=replay)
+        if letter is not None:
+            consumer = self._consumers.get(letter.consumer)
+            if consumer is None:
+                raise LookupError(f"no consumer {letter.consumer!r} runs in this process")
+            consumer.release(letter.envelope.aggregate_id)
+        return letter
 
     async def wait_quiet(self, timeout: float = 10.0) -> None:
         await self.activity.wait_quiet(timeout)

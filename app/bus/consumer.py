@@ -1,7 +1,9 @@
 """One consuming module: its handlers, per-aggregate lanes, retries and dead letters.
 
 Events about one aggregate are handled one after another, in the order they arrived;
-different aggregates are handled concurrently.
+different aggregates are handled concurrently. A handler that keeps failing turns its
+event into a dead letter, and later events of the same aggregate are parked behind it
+(in the delivery store, so a restart keeps them) until it is replayed or discarded.
 """
 
 from __future__ import annotations
@@ -17,23 +19,14 @@ import msgspec
 
 from app.bus.activity import Activity
 from app.bus.context import current_cause
+from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
 from app.bus.retry import RetryPolicy
-from app.kernel.ids import isoformat, new_id, utcnow
 
 log = logging.getLogger("app.bus")
 
 Handler = Callable[[Any, Envelope], Awaitable[None]]
-
-
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    consumer: str
-    envelope: Envelope
-    error: str
-    attempts: int
-    failed_at: str
 
 
 @dataclass(frozen=True)
@@ -42,67 +35,109 @@ class Subscription:
     handler: Handler
 
 
+@dataclass
+class Item:
+    """An envelope to deliver, or (envelope None) the signal to deliver what is parked."""
+
+    aggregate_id: str
+    envelope: Envelope | None
+    done: asyncio.Future[None]
+
+
 class Consumer:
     def __init__(
         self,
         name: str,
         retry: RetryPolicy,
         activity: Activity,
-        on_dead_letter: Callable[[DeadLetter], None],
+        store: DeliveryStore,
         stats: Counter[tuple[str, str, str]],
     ) -> None:
         self.name = name
         self._retry = retry
         self._activity = activity
-        self._on_dead_letter = on_dead_letter
+        self._store = store
         self._stats = stats
         self._subscriptions: dict[str, Subscription] = {}
-        self._lanes: dict[str, deque[tuple[Envelope, asyncio.Future[None]]]] = {}
-
-    @property
-    def event_types(self) -> list[str]:
-        return list(self._subscriptions)
+        self._lanes: dict[str, deque[Item]] = {}
+        self._attempts: dict[str, int] = {}  # event id -> attempts made before (a restart)
+        self._blocked: set[str] = set()  # aggregates with a dead letter
 
     def add(self, type_name: str, subscription: Subscription) -> None:
         self._subscriptions[type_name] = subscription
 
+    def restore(self, remembered: Remembered) -> list[str]:
+        """Take back what the store remembers; returns aggregates whose parked events can go."""
+        self._attempts = {e: n for (c, e), n in remembered.attempts.items() if c == self.name}
+        self._blocked = {a for c, a in remembered.blocked if c == self.name}
+        return [a for c, a in remembered.parked if c == self.name and a not in self._blocked]
+
     def submit(self, envelope: Envelope) -> asyncio.Future[None]:
         """Queue an envelope on its aggregate's lane; the future resolves once it is handled
-        (committed by the handler) or dead-lettered."""
+        (committed by the handler), dead-lettered or parked."""
+        return self._enqueue(envelope.aggregate_id, envelope)
+
+    def release(self, aggregate_id: str) -> asyncio.Future[None]:
+        """Deliver the events parked for an aggregate, in sequence order, in its lane: what
+        arrived before this call was parked and goes first; what arrives after waits."""
+        return self._enqueue(aggregate_id, None)
+
+    def _enqueue(self, aggregate_id: str, envelope: Envelope | None) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        lane = self._lanes.get(envelope.aggregate_id)
+        lane = self._lanes.get(aggregate_id)
         if lane is None:
-            lane = self._lanes[envelope.aggregate_id] = deque()
+            lane = self._lanes[aggregate_id] = deque()
             self._activity.spawn(
-                self._drain(envelope.aggregate_id, lane),
-                name=f"{self.name}:{envelope.aggregate_id}",
+                self._drain(aggregate_id, lane), name=f"{self.name}:{aggregate_id}"
             )
-        lane.append((envelope, done))
+        lane.append(Item(aggregate_id, envelope, done))
         return done
 
-    async def _drain(self, key: str, lane: deque[tuple[Envelope, asyncio.Future[None]]]) -> None:
+    async def _drain(self, key: str, lane: deque[Item]) -> None:
         try:
             while lane:
-                envelope, done = lane[0]
-                await self._deliver(envelope)
+                item = lane[0]
+                if item.envelope is None:
+                    await self._deliver_parked(key)
+                else:
+                    await self._deliver(item.envelope)
                 lane.popleft()
-                if not done.done():
-                    done.set_result(None)
+                if not item.done.done():
+                    item.done.set_result(None)
         finally:
             del self._lanes[key]
-            for _, done in lane:  # only when cancelled at shutdown: the outbox keeps them
-                done.cancel()
+            for item in lane:  # only when cancelled at shutdown: the outbox keeps them
+                item.done.cancel()
 
-    async def _deliver(self, envelope: Envelope) -> None:
+    async def _deliver_parked(self, aggregate_id: str) -> None:
+        self._blocked.discard(aggregate_id)
+        for envelope in await self._store.parked_for(self.name, aggregate_id):
+            if aggregate_id in self._blocked:
+                return  # one of them failed again: the rest stay parked behind it
+            await self._deliver(envelope, from_parking=True)
+
+    async def _deliver(self, envelope: Envelope, *, from_parking: bool = False) -> None:
+        if envelope.aggregate_id in self._blocked:
+            if not from_parking:  # already parked otherwise: it stays where it is
+                await self._store.park(self.name, envelope)
+                self._count(envelope, "parked")
+            return
         subscription = self._subscriptions[envelope.type]
         try:
             event = open_payload(envelope, subscription.event_type)
         except MalformedEvent as error:
-            self._dead_letter(envelope, str(error), attempts=0)
-            return
+            await self._dead_letter(envelope, str(error), tries=0)
+        else:
+            await self._handle(subscription, event, envelope)
+        if from_parking and envelope.aggregate_id not in self._blocked:
+            await self._store.unpark(self.name, envelope)
+
+    async def _handle(self, subscription: Subscription, event: Event, envelope: Envelope) -> None:
         token = current_cause.set(envelope)
+        tried = self._attempts.pop(envelope.id, 0)
         try:
-            for attempt in range(1, self._retry.max_attempts + 1):
+            while True:
+                tried += 1
                 try:
                     await subscription.handler(event, envelope)
                 except Exception as error:  # a handler failure is retried, never swallowed
@@ -112,42 +147,37 @@ class Consumer:
                         self.name,
                         envelope.type,
                         envelope.id,
-                        attempt,
+                        tried,
                         self._retry.max_attempts,
                         error,
                         extra={"envelope": msgspec.to_builtins(envelope), "consumer": self.name},
                     )
-                    if attempt == self._retry.max_attempts:
-                        self._dead_letter(envelope, repr(error), attempts=attempt)
+                    if tried >= self._retry.max_attempts:
+                        await self._dead_letter(envelope, repr(error), tries=tried)
                         return
+                    await self._store.record_failure(self.name, envelope, tried, repr(error))
                     self._count(envelope, "retried")
-                    await asyncio.sleep(self._retry.delay(attempt))
+                    await asyncio.sleep(self._retry.delay(tried))
                 else:
                     self._count(envelope, "handled")
+                    if tried > 1:
+                        await self._store.forget_attempts(self.name, envelope)
                     return
         finally:
             current_cause.reset(token)
 
-    def _dead_letter(self, envelope: Envelope, error: str, *, attempts: int) -> None:
+    async def _dead_letter(self, envelope: Envelope, error: str, *, tries: int) -> None:
         self._count(envelope, "dead_lettered")
         log.error(
             "dead letter: %s could not handle %s %s after %d attempts: %s",
             self.name,
             envelope.type,
             envelope.id,
-            attempts,
+            tries,
             error,
         )
-        self._on_dead_letter(
-            DeadLetter(
-                id=new_id(),
-                consumer=self.name,
-                envelope=envelope,
-                error=error,
-                attempts=attempts,
-                failed_at=isoformat(utcnow()),
-            )
-        )
+        await self._store.add_dead_letter(self.name, envelope, error, tries)
+        self._blocked.add(envelope.aggregate_id)
 
     def _count(self, envelope: Envelope, outcome: str) -> None:
         self._stats[(envelope.type, self.name, outcome)] += 1

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bus.envelope import Envelope, decode, encode
 from app.kernel.ids import utcnow
-from app.kernel.sql import SqlDatabase, UtcDateTime
+from app.kernel.sql import SqlDatabase, UtcDateTime, insert
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -61,9 +60,8 @@ async def add_to_outbox(
 async def claim_in_inbox(connection: AsyncConnection, inbox: sa.Table, envelope: Envelope) -> bool:
     """Record the envelope as handled in this transaction. False: it was handled before,
     so the caller must do nothing."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = (
-        dialect.insert(inbox)
+        insert(connection, inbox)
         .values(event_id=envelope.id, type=envelope.type, handled_at=utcnow())
         .on_conflict_do_nothing(index_elements=["event_id"])
     )

@@ -1,13 +1,20 @@
-"""/api/admin: what the bus is doing. The gateway owns these routes (decision 3)."""
+"""/api/admin: what the bus is doing, and its dead letters to inspect, replay or discard.
+The gateway owns these routes (decision 3)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, Request, delete, get, post
+from litestar.params import PathParameter
 
+from app.bus import Bus, DeadLetter, Envelope
+from app.kernel.errors import NotFound
+from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.runtime import Runtime
+
+LetterId = Annotated[str, PathParameter(max_length=64, description="A dead letter's id.")]
 
 
 class Count(msgspec.Struct, frozen=True):
@@ -24,6 +31,39 @@ class BusState(msgspec.Struct, frozen=True):
     counts: list[Count]
 
 
+class DeadLetterOut(msgspec.Struct, frozen=True):
+    id: str
+    consumer: str
+    event_type: str
+    aggregate_id: str
+    error: str
+    attempts: int
+    failed_at: str
+    envelope: Envelope
+
+
+class Replayed(msgspec.Struct, frozen=True):
+    replayed: list[str]
+
+
+def _out(letter: DeadLetter) -> DeadLetterOut:
+    return DeadLetterOut(
+        id=letter.id,
+        consumer=letter.consumer,
+        event_type=letter.envelope.type,
+        aggregate_id=letter.envelope.aggregate_id,
+        error=letter.error,
+        attempts=letter.attempts,
+        failed_at=letter.failed_at,
+        envelope=letter.envelope,
+    )
+
+
+def _bus(request: Request[Any, Any, Any]) -> Bus:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.bus
+
+
 class AdminController(Controller):
     path = "/api/admin"
     tags = ["admin"]
@@ -35,14 +75,65 @@ class AdminController(Controller):
         description="`busy` is 0 when every event has been handled and every charge has ended.",
     )
     async def bus_state(self, request: Request[Any, Any, Any]) -> BusState:
-        runtime: Runtime = request.app.state.runtime
-        bus = runtime.bus
+        bus = _bus(request)
         return BusState(
             running=bus.running,
             busy=bus.activity.busy,
-            dead_letters=len(bus.dead_letters),
+            dead_letters=await bus.store.count_dead_letters(),
             counts=[
                 Count(type=t, consumer=c, outcome=o, count=n)
                 for (t, c, o), n in sorted(bus.stats.items())
             ],
         )
+
+    @get(
+        "/dead-letters",
+        operation_id="listDeadLetters",
+        summary="Events a consumer could not handle, with the error and the attempts made",
+    )
+    async def dead_letters(
+        self, request: Request[Any, Any, Any], limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    ) -> Page[DeadLetterOut]:
+        letters = await _bus(request).store.dead_letters(after=cursor, limit=limit + 1)
+        return page_of([_out(letter) for letter in letters], limit)
+
+    @get("/dead-letters/{letter_id:str}", operation_id="getDeadLetter", summary="One dead letter")
+    async def dead_letter(
+        self, request: Request[Any, Any, Any], letter_id: LetterId
+    ) -> DeadLetterOut:
+        letter = await _bus(request).store.dead_letter(letter_id)
+        if letter is None:
+            raise NotFound(f"no dead letter {letter_id!r}")
+        return _out(letter)
+
+    @post(
+        "/dead-letters/{letter_id:str}/replay",
+        operation_id="replayDeadLetter",
+        summary="Deliver it again, then the events of its aggregate parked behind it",
+        status_code=202,
+    )
+    async def replay(self, request: Request[Any, Any, Any], letter_id: LetterId) -> Replayed:
+        if await _bus(request).replay(letter_id) is None:
+            raise NotFound(f"no dead letter {letter_id!r}")
+        return Replayed(replayed=[letter_id])
+
+    @post(
+        "/dead-letters/replay",
+        operation_id="replayAllDeadLetters",
+        summary="Replay every dead letter",
+        status_code=202,
+    )
+    async def replay_all(self, request: Request[Any, Any, Any]) -> Replayed:
+        bus = _bus(request)
+        replayed = [i for i in await bus.store.dead_letter_ids() if await bus.replay(i)]
+        return Replayed(replayed=replayed)
+
+    @delete(
+        "/dead-letters/{letter_id:str}",
+        operation_id="discardDeadLetter",
+        summary="Drop it for good; the events parked behind it are delivered",
+        status_code=204,
+    )
+    async def discard(self, request: Request[Any, Any, Any], letter_id: LetterId) -> None:
+        if await _bus(request).discard(letter_id) is None:
+            raise NotFound(f"no dead letter {letter_id!r}")

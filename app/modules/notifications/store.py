@@ -14,12 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bus import Envelope
 from app.bus.sql_outbox import claim_in_inbox, inbox_table
-from app.kernel.sql import SqlDatabase, UtcDateTime
+from app.kernel.sql import SqlDatabase, UtcDateTime, insert
 
 metadata = sa.MetaData()
 
@@ -82,7 +81,6 @@ class Handling:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
 
     async def contact(self, user_id: str) -> Contact | None:
         statement = sa.select(contacts.c.user_id, contacts.c.name, contacts.c.email).where(
@@ -93,7 +91,7 @@ class Handling:
 
     async def keep_contact(self, contact: Contact, *, sequence: int) -> None:
         """Upsert the contact unless a newer event about this user (higher sequence) was kept."""
-        statement = self._dialect.insert(contacts).values(sequence=sequence, **contact.__dict__)
+        statement = insert(self._connection, contacts).values(sequence=sequence, **contact.__dict__)
         statement = statement.on_conflict_do_update(
             index_elements=[contacts.c.user_id],
             set_={
@@ -108,7 +106,7 @@ class Handling:
     async def add_notification(self, notification: NotificationRow) -> bool:
         """Insert it; False when this order already has a notification of this kind."""
         statement = (
-            self._dialect.insert(notifications)
+            insert(self._connection, notifications)
             .values(**notification.__dict__)
             .on_conflict_do_nothing(index_elements=[notifications.c.order_id, notifications.c.kind])
         )

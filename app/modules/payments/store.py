@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bus import Envelope
 from app.bus.sql_outbox import SqlOutbox, add_to_outbox, claim_in_inbox, inbox_table, outbox_table
-from app.kernel.sql import SqlDatabase, UtcDateTime
+from app.kernel.sql import SqlDatabase, UtcDateTime, insert
 from app.modules.payments.processor import ChargeResult, Outcome
 
 metadata = sa.MetaData()
@@ -76,11 +73,6 @@ class _Stale(Exception):
 _columns = [payments.c[name] for name in PaymentRow.__dataclass_fields__]
 
 
-def _insert(connection: AsyncConnection, table: sa.Table) -> Any:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
-
 class PaymentsStore(SqlDatabase):
     def __init__(self, url: str) -> None:
         super().__init__(url, metadata)
@@ -92,7 +84,7 @@ class PaymentsStore(SqlDatabase):
             if not await claim_in_inbox(connection, inbox, cause):
                 return False
             statement = (
-                _insert(connection, payments)
+                insert(connection, payments)
                 .values(**asdict(payment))
                 .on_conflict_do_nothing(index_elements=["order_id"])
             )
@@ -181,7 +173,7 @@ class PaymentsStore(SqlDatabase):
     ) -> tuple[int, ChargeResult | None]:
         async with self.transaction() as connection:
             statement = (
-                _insert(connection, processor_ledger)
+                insert(connection, processor_ledger)
                 .values(
                     order_id=order_id,
                     amount=amount,

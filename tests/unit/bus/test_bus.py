@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 import pytest
 
-from app.bus import Bus, Envelope, Event, RetryPolicy
+from app.bus import Bus, DeliveryStore, Envelope, Event, RetryPolicy
 from app.bus.envelope import decode, encode, wrap
 from app.bus.transport import InProcessTransport
 from app.kernel.errors import BoundaryViolation
@@ -36,10 +37,11 @@ def envelope(n: int, aggregate: str = "a", sequence: int = 1) -> Envelope:
     )
 
 
-def new_bus(max_attempts: int = 3) -> Bus:
+def new_bus(max_attempts: int = 3, store_url: str = "sqlite+aiosqlite:///:memory:") -> Bus:
     return Bus(
         InProcessTransport(),
         retry=RetryPolicy(max_attempts=max_attempts, base_delay=0.001, max_delay=0.002),
+        store=DeliveryStore(store_url),
     )
 
 
@@ -102,7 +104,7 @@ async def test_a_failing_handler_is_retried_then_succeeds() -> None:
     assert bus.stats[("Pinged", "c", "failed")] == 2
     assert bus.stats[("Pinged", "c", "retried")] == 2
     assert bus.stats[("Pinged", "c", "handled")] == 1
-    assert bus.dead_letters == []
+    assert await bus.store.dead_letters(after=None, limit=10) == []
     await bus.stop()
 
 
@@ -118,7 +120,7 @@ async def test_a_handler_that_keeps_failing_becomes_a_dead_letter(
     await bus.start()
     sent = envelope(1)
     await bus.transport.publish(sent)
-    [letter] = bus.dead_letters
+    [letter] = await bus.store.dead_letters(after=None, limit=10)
     assert (letter.consumer, letter.envelope, letter.attempts) == ("c", sent, 2)
     assert "boom" in letter.error
     assert any("boom" in record.getMessage() for record in caplog.records)
@@ -138,7 +140,8 @@ async def test_a_malformed_payload_is_dead_lettered_without_calling_the_handler(
     bad = msgspec.structs.replace(envelope(1), payload={"n": "one"})
     await bus.transport.publish(bad)
     assert not called
-    assert "payload is invalid" in bus.dead_letters[0].error
+    [letter] = await bus.store.dead_letters(after=None, limit=10)
+    assert "payload is invalid" in letter.error
     await bus.stop()
 
 
@@ -231,3 +234,113 @@ async def test_wait_quiet_times_out_naming_the_work_under_way() -> None:
         await bus.wait_quiet(0.05)
     await bus.stop()
     task.cancel()
+
+
+class Flaky:
+    """A handler that fails while broken, and records what it handled."""
+
+    def __init__(self) -> None:
+        self.broken = True
+        self.handled: list[tuple[str, int]] = []
+
+    async def __call__(self, event: Pinged, envelope: Envelope) -> None:
+        if self.broken:
+            raise RuntimeError("handler is broken")
+        self.handled.append((envelope.aggregate_id, event.n))
+
+
+async def test_later_events_of_a_dead_lettered_aggregate_wait_until_it_is_replayed() -> None:
+    bus = new_bus(max_attempts=2)
+    handler = Flaky()
+    bus.subscribe("c", Pinged, handler)
+    await bus.start()
+
+    await bus.transport.publish(envelope(1, "a", 1))
+    await bus.transport.publish(envelope(2, "a", 2))  # parked behind the dead letter
+    handler.broken = False
+    await bus.transport.publish(envelope(9, "b", 1))  # another aggregate is not held up
+    assert handler.handled == [("b", 9)]
+    assert bus.stats[("Pinged", "c", "parked")] == 1
+
+    [letter] = await bus.store.dead_letters(after=None, limit=10)
+    assert await bus.replay(letter.id) == letter
+    await bus.wait_quiet(2)
+
+    assert handler.handled == [("b", 9), ("a", 1), ("a", 2)]
+    assert await bus.store.dead_letters(after=None, limit=10) == []
+    assert await bus.store.parked_for("c", "a") == []
+    await bus.stop()
+
+
+async def test_discarding_a_dead_letter_delivers_what_waited_behind_it() -> None:
+    bus = new_bus(max_attempts=1)
+    handler = Flaky()
+    bus.subscribe("c", Pinged, handler)
+    await bus.start()
+    await bus.transport.publish(envelope(1, "a", 1))
+    await bus.transport.publish(envelope(2, "a", 2))
+    handler.broken = False
+
+    [letter] = await bus.store.dead_letters(after=None, limit=10)
+    await bus.discard(letter.id)
+    await bus.wait_quiet(2)
+
+    assert handler.handled == [("a", 2)]
+    await bus.stop()
+
+
+async def test_dead_letters_and_parked_events_survive_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bus.db'}"
+    first = new_bus(max_attempts=1, store_url=url)
+    broken = Flaky()
+    first.subscribe("c", Pinged, broken)
+    await first.start()
+    await first.transport.publish(envelope(1, "a", 1))
+    await first.transport.publish(envelope(2, "a", 2))
+    await first.stop()
+
+    second = new_bus(max_attempts=1, store_url=url)
+    fixed = Flaky()
+    fixed.broken = False
+    second.subscribe("c", Pinged, fixed)
+    await second.start()
+    await second.transport.publish(envelope(3, "a", 3))  # still parked: the letter is back
+    assert fixed.handled == []
+
+    [letter] = await second.store.dead_letters(after=None, limit=10)
+    await second.replay(letter.id)
+    await second.wait_quiet(2)
+    assert fixed.handled == [("a", 1), ("a", 2), ("a", 3)]
+    await second.stop()
+
+
+async def test_attempts_are_remembered_across_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bus.db'}"
+    first = new_bus(max_attempts=3, store_url=url)
+    never = asyncio.Event()
+    second_attempt = asyncio.Event()
+    calls = 0
+
+    async def fails_then_hangs(event: Pinged, env: Envelope) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("first attempt fails")
+        second_attempt.set()
+        await never.wait()  # the process "dies" during the second attempt
+
+    first.subscribe("c", Pinged, fails_then_hangs)
+    await first.start()
+    sent = envelope(1)
+    task = asyncio.create_task(first.transport.publish(sent))
+    await asyncio.wait_for(second_attempt.wait(), 2)
+    await first.stop()
+    task.cancel()
+
+    second = new_bus(max_attempts=3, store_url=url)
+    second.subscribe("c", Pinged, Flaky())  # still broken
+    await second.start()
+    await second.transport.publish(sent)
+    [letter] = await second.store.dead_letters(after=None, limit=10)
+    assert letter.attempts == 3  # the failed first attempt counts: 2 more, not 3 fresh
+    await second.stop()
