@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     password_hashing: Literal["argon2id", "argon2id-fast"] = "argon2id"
     replica_wait_seconds: Seconds = 2.0
+    idempotency_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
 
     bus_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     bus_retry_base_seconds: Seconds = 0.05

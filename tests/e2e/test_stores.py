@@ -11,7 +11,7 @@ from tests.support.seams import Seams
 pytestmark = pytest.mark.anyio
 
 EXPECTED_TABLES = {
-    "users": {"users", "outbox"},
+    "users": {"users", "outbox", "idempotency_keys"},
     "payments": {"payments", "processor_ledger", "outbox", "inbox"},
     "notifications": {"contacts", "notifications", "inbox"},
 }

@@ -10,6 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
+from app.kernel.idempotency import IdempotencyKeyHeader, fingerprint, replay_response
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.modules.orders.service import OrderService
 
@@ -86,14 +87,29 @@ class OrdersController(Controller):
             "409 with Retry-After. Retrying after that delay succeeds."
         ),
     )
-    async def place(self, data: JSONBody[PlaceOrder], orders: Orders) -> OrderOut:
-        order = await orders.place(
-            user_id=data.user_id,
-            currency=data.currency,
-            payment_token=data.payment_token,
-            items=[msgspec.to_builtins(item) for item in data.items],
+    async def place(
+        self,
+        data: JSONBody[PlaceOrder],
+        orders: Orders,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[OrderOut]:
+        order: dict[str, Any] = {
+            "user_id": data.user_id,
+            "currency": data.currency,
+            "payment_token": data.payment_token,
+            "items": [msgspec.to_builtins(item) for item in data.items],
+        }
+        if idempotency_key is None:
+            return Response(_out(await orders.place(**order)), status_code=201)
+        write = orders.idempotent_write(
+            scope=f"user:{data.user_id}",
+            key=idempotency_key,
+            fingerprint=fingerprint("POST /api/orders", msgspec.json.encode(data)),
+            status=201,
+            render=lambda placed: msgspec.json.encode(_out(placed)),
         )
-        return _out(order)
+        stored, replayed = await orders.place_once(write, **order)
+        return replay_response(stored, replayed, OrderOut)
 
     @get("/", operation_id="listOrders", summary="List orders, filtered by user and status")
     async def list_orders(

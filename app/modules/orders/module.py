@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar.di import Provide
 
+from app.kernel.idempotency import Idempotency
 from app.kernel.module import Assembly, Module, ModuleContext
 from app.modules.orders.api import OrdersController
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
@@ -15,7 +16,13 @@ from app.modules.users.contracts import UserRegistered
 
 def assemble(context: ModuleContext) -> Assembly:
     store: OrderDocuments = context.store
-    service = OrderService(store, context.bus, replica_wait=context.settings.replica_wait_seconds)
+    settings = context.settings
+    service = OrderService(
+        store,
+        context.bus,
+        replica_wait=settings.replica_wait_seconds,
+        idempotency=Idempotency(settings.idempotency_ttl_seconds),
+    )
     return Assembly(
         route_handlers=[OrdersController],
         dependencies={"orders": Provide(lambda: service, use_cache=True, sync_to_thread=False)},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -16,9 +17,10 @@ import pycountry
 
 from app.bus import Envelope, Event, ModuleBus
 from app.kernel.errors import Conflict, InvalidInput, NotFound, TryAgain
+from app.kernel.idempotency import Idempotency, IdempotentWrite, KeyTaken, StoredResponse
 from app.kernel.ids import isoformat, new_id, utcnow
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
-from app.modules.orders.store import OrderDocuments
+from app.modules.orders.store import DuplicateIdempotencyKey, OrderDocuments
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered
 
@@ -34,16 +36,54 @@ Document = dict[str, Any]
 
 
 class OrderService:
-    def __init__(self, store: OrderDocuments, bus: ModuleBus, *, replica_wait: float) -> None:
+    def __init__(
+        self,
+        store: OrderDocuments,
+        bus: ModuleBus,
+        *,
+        replica_wait: float,
+        idempotency: Idempotency,
+    ) -> None:
         self._store = store
         self._bus = bus
         self._replica_wait = replica_wait
+        self._idempotency = idempotency
         self._arrivals: dict[str, asyncio.Event] = {}
 
     # Requests.
 
+    def idempotent_write(
+        self, *, scope: str, key: str, fingerprint: str, status: int, render: Any
+    ) -> IdempotentWrite:
+        return self._idempotency.write(scope, key, fingerprint, status, render)
+
+    async def place_once(self, write: IdempotentWrite, **order: Any) -> tuple[StoredResponse, bool]:
+        """Place an order at most once per idempotency key: (the response, replayed?)."""
+        key = f"{write.scope}\x1f{write.key}"
+
+        async def find() -> StoredResponse | None:
+            found = await self._store.find_by_idempotency_key(key)
+            if found is None:
+                return None
+            stored = _stored_response(found["idempotency"])
+            if stored.expired:  # free the key for a new request
+                await self._store.forget_idempotency_key(found["_id"])
+                return None
+            return stored
+
+        async def execute() -> bytes:
+            return write.render(await self.place(**order, remember=write))
+
+        return await self._idempotency.run(write, find, execute)
+
     async def place(
-        self, *, user_id: str, currency: str, payment_token: str, items: list[Document]
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        payment_token: str,
+        items: list[Document],
+        remember: IdempotentWrite | None = None,
     ) -> Document:
         if pycountry.currencies.get(alpha_3=currency) is None:
             raise InvalidInput("currency", f"{currency!r} is not an ISO 4217 currency code")
@@ -81,7 +121,19 @@ class OrderService:
             "outbox": [msgspec.to_builtins(placed)],
             "handled": [],
         }
-        await self._store.insert_order(order)
+        if remember is not None:
+            response = remember.response_for(order)
+            order["idempotency"] = {
+                "key": f"{remember.scope}\x1f{remember.key}",
+                "fingerprint": response.fingerprint,
+                "status": response.status,
+                "body": response.body.decode(),
+                "expires_at": isoformat(response.expires_at),
+            }
+        try:
+            await self._store.insert_order(order)
+        except DuplicateIdempotencyKey:
+            raise KeyTaken from None
         self._bus.committed([placed])
         return order
 
@@ -208,3 +260,12 @@ class OrderService:
             if self._arrivals.get(user_id) is arrival:
                 del self._arrivals[user_id]
         return await self._store.knows_user(user_id)
+
+
+def _stored_response(record: Document) -> StoredResponse:
+    return StoredResponse(
+        fingerprint=record["fingerprint"],
+        status=record["status"],
+        body=record["body"].encode(),
+        expires_at=datetime.fromisoformat(record["expires_at"]),
+    )

@@ -20,6 +20,10 @@ class DuplicateOrder(Exception):
     """An order with this `_id` is already stored."""
 
 
+class DuplicateIdempotencyKey(Exception):
+    """An order created under this idempotency key (doc["idempotency"]["key"]) is stored."""
+
+
 class OrderDocuments(Protocol):
     """Order documents (dicts of JSON values, `_id` a str) with a revision for optimistic writes."""
 
@@ -57,6 +61,12 @@ class OrderDocuments(Protocol):
     async def remember_user(self, user_id: str, sequence: int) -> None: ...
 
     async def knows_user(self, user_id: str) -> bool: ...
+
+    # An order placed with an Idempotency-Key carries {"idempotency": {"key": …, …}};
+    # the key is unique across orders (DuplicateIdempotencyKey on insert).
+    async def find_by_idempotency_key(self, key: str) -> dict[str, Any] | None: ...
+
+    async def forget_idempotency_key(self, order_id: str) -> None: ...
 
 
 def check_set_fields(

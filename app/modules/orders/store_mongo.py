@@ -12,7 +12,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app.modules.orders.store import DuplicateOrder, check_set_fields
+from app.modules.orders.store import DuplicateIdempotencyKey, DuplicateOrder, check_set_fields
 
 
 async def _settle(result: Any) -> Any:
@@ -46,6 +46,7 @@ class PymongoOrderDocuments:
         await _settle(self.orders.create_index([("user_id", ASCENDING), ("_id", ASCENDING)]))
         await _settle(self.orders.create_index([("status", ASCENDING), ("_id", ASCENDING)]))
         await _settle(self.orders.create_index("outbox.id", sparse=True))
+        await _settle(self.orders.create_index("idempotency.key", unique=True, sparse=True))
 
     async def ping(self) -> None:
         await _settle(self.database.command("ping"))
@@ -57,6 +58,8 @@ class PymongoOrderDocuments:
         try:
             await _settle(self.orders.insert_one({**doc, "rev": 1}))
         except DuplicateKeyError as error:
+            if await self.get_order(doc["_id"]) is None and "idempotency" in doc:
+                raise DuplicateIdempotencyKey(doc["idempotency"]["key"]) from error
             raise DuplicateOrder(doc["_id"]) from error
 
     async def get_order(self, order_id: str) -> dict[str, Any] | None:
@@ -124,6 +127,13 @@ class PymongoOrderDocuments:
         await _settle(
             self.users.update_one({"_id": user_id}, {"$max": {"sequence": sequence}}, upsert=True)
         )
+
+    async def find_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = await _settle(self.orders.find_one({"idempotency.key": key}))
+        return doc
+
+    async def forget_idempotency_key(self, order_id: str) -> None:
+        await _settle(self.orders.update_one({"_id": order_id}, {"$unset": {"idempotency": ""}}))
 
     async def knows_user(self, user_id: str) -> bool:
         found = await _settle(self.users.find_one({"_id": user_id}, {"_id": 1}))

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from app.modules.orders.store import DuplicateOrder, check_set_fields
+from app.modules.orders.store import DuplicateIdempotencyKey, DuplicateOrder, check_set_fields
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -21,12 +21,15 @@ CREATE TABLE IF NOT EXISTS orders (
     user_id TEXT NOT NULL,
     status TEXT NOT NULL,
     has_outbox INTEGER NOT NULL,
+    idempotency_key TEXT,
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id);
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, id);
 -- Partial: once relayed, almost no order has pending events, so this index stays tiny.
 CREATE INDEX IF NOT EXISTS orders_with_outbox ON orders (id) WHERE has_outbox = 1;
+CREATE UNIQUE INDEX IF NOT EXISTS orders_by_idempotency_key ON orders (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS users (
     user_id TEXT PRIMARY KEY,
     sequence INTEGER NOT NULL
@@ -80,6 +83,9 @@ class SqliteOrderDocuments:
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
+        if columns and "idempotency_key" not in columns:  # a data dir from before the column
+            db.execute("ALTER TABLE orders ADD COLUMN idempotency_key TEXT")
         db.executescript(SCHEMA)
         self._connection = db
 
@@ -96,11 +102,13 @@ class SqliteOrderDocuments:
         try:
             with self._transaction() as db:
                 db.execute(
-                    "INSERT INTO orders (id, user_id, status, has_outbox, doc) "
-                    "VALUES (:id, :user_id, :status, :has_outbox, :doc)",
+                    "INSERT INTO orders (id, user_id, status, has_outbox, idempotency_key, doc) "
+                    "VALUES (:id, :user_id, :status, :has_outbox, :idempotency_key, :doc)",
                     _columns(stored),
                 )
         except sqlite3.IntegrityError as error:
+            if "idempotency_key" in str(error):
+                raise DuplicateIdempotencyKey(stored["idempotency"]["key"]) from error
             raise DuplicateOrder(stored["_id"]) from error
 
     async def get_order(self, order_id: str) -> dict[str, Any] | None:
@@ -187,6 +195,24 @@ class SqliteOrderDocuments:
                 (user_id, sequence),
             )
 
+    async def find_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT doc FROM orders WHERE idempotency_key = ?", (key,)
+        ).fetchone()
+        return None if row is None else _decode(row[0])
+
+    async def forget_idempotency_key(self, order_id: str) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT doc FROM orders WHERE id = ?", (order_id,)).fetchone()
+            if row is None:
+                return
+            doc = _decode(row[0])
+            doc.pop("idempotency", None)
+            db.execute(
+                "UPDATE orders SET idempotency_key = NULL, doc = :doc WHERE id = :id",
+                _columns(doc),
+            )
+
     async def knows_user(self, user_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone()
         return row is not None
@@ -199,5 +225,6 @@ def _columns(doc: dict[str, Any]) -> dict[str, Any]:
         "user_id": doc["user_id"],
         "status": doc["status"],
         "has_outbox": 1 if doc.get("outbox") else 0,
+        "idempotency_key": (doc.get("idempotency") or {}).get("key"),
         "doc": _encoder.encode(doc).decode(),
     }

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, patch, post
+from litestar import Controller, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
+from app.kernel.idempotency import IdempotencyKeyHeader, fingerprint, replay_response
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.modules.users.service import UserService
 from app.modules.users.store import UserRow
@@ -58,9 +59,26 @@ class UsersController(Controller):
     path = "/"
 
     @post("/", operation_id="registerUser", summary="Register a user")
-    async def register(self, data: JSONBody[RegisterUser], users: Users) -> UserOut:
-        user = await users.register(name=data.name, email=data.email, password=data.password)
-        return _out(user)
+    async def register(
+        self,
+        data: JSONBody[RegisterUser],
+        users: Users,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[UserOut]:
+        if idempotency_key is None:
+            user = await users.register(name=data.name, email=data.email, password=data.password)
+            return Response(_out(user), status_code=201)
+        write = users.idempotent_write(
+            scope="POST /api/users",  # registration has no caller yet: the route is the scope
+            key=idempotency_key,
+            fingerprint=fingerprint("POST /api/users", msgspec.json.encode(data)),
+            status=201,
+            render=lambda user: msgspec.json.encode(_out(user)),
+        )
+        stored, replayed = await users.register_once(
+            write, name=data.name, email=data.email, password=data.password
+        )
+        return replay_response(stored, replayed, UserOut)
 
     @get("/", operation_id="listUsers", summary="List users, a page at a time")
     async def list_users(

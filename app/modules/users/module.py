@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar.di import Provide
 
+from app.kernel.idempotency import Idempotency
 from app.kernel.module import Assembly, Module, ModuleContext
 from app.modules.users.api import UsersController
 from app.modules.users.contracts import UserRegistered, UserUpdated
@@ -14,8 +15,12 @@ from app.modules.users.store import UsersStore
 
 def assemble(context: ModuleContext) -> Assembly:
     store: UsersStore = context.store
+    settings = context.settings
     service = UserService(
-        store, context.bus, Passwords(make_hasher(context.settings.password_hashing))
+        store,
+        context.bus,
+        Passwords(make_hasher(settings.password_hashing)),
+        Idempotency(settings.idempotency_ttl_seconds),
     )
     return Assembly(
         route_handlers=[UsersController],

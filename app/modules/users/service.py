@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from app.bus import ModuleBus
 from app.kernel.errors import Conflict, NotFound
+from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
 from app.kernel.ids import isoformat, new_id, utcnow
 from app.modules.users.contracts import UserRegistered, UserUpdated
 from app.modules.users.passwords import Passwords
@@ -15,12 +17,35 @@ MAX_UPDATE_RACES = 5
 
 
 class UserService:
-    def __init__(self, store: UsersStore, bus: ModuleBus, passwords: Passwords) -> None:
+    def __init__(
+        self, store: UsersStore, bus: ModuleBus, passwords: Passwords, idempotency: Idempotency
+    ) -> None:
         self._store = store
         self._bus = bus
         self._passwords = passwords
+        self._idempotency = idempotency
 
-    async def register(self, *, name: str, email: str, password: str) -> UserRow:
+    def idempotent_write(
+        self, *, scope: str, key: str, fingerprint: str, status: int, render: Any
+    ) -> IdempotentWrite:
+        return self._idempotency.write(scope, key, fingerprint, status, render)
+
+    async def register_once(
+        self, write: IdempotentWrite, *, name: str, email: str, password: str
+    ) -> tuple[StoredResponse, bool]:
+        """Register at most once per idempotency key: (the response, replayed?)."""
+
+        async def execute() -> bytes:
+            user = await self.register(name=name, email=email, password=password, remember=write)
+            return write.render(user)
+
+        return await self._idempotency.run(
+            write, lambda: self._store.remembered(write.scope, write.key), execute
+        )
+
+    async def register(
+        self, *, name: str, email: str, password: str, remember: IdempotentWrite | None = None
+    ) -> UserRow:
         now = utcnow()
         user = UserRow(
             id=new_id(),
@@ -39,7 +64,7 @@ class UserService:
             sequence=1,
         )
         try:
-            await self._store.insert(user, [event])
+            await self._store.insert(user, [event], remember)
         except EmailTaken:
             raise Conflict(f"a user with email {user.email!r} already exists") from None
         self._bus.committed([event])

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.bus import Envelope
 from app.bus.sql_outbox import SqlOutbox, add_to_outbox, outbox_table
+from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
 from app.kernel.sql import SqlDatabase, UtcDateTime
 
 metadata = sa.MetaData()
@@ -28,6 +29,16 @@ users = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
 )
 outbox = outbox_table(metadata)
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("scope", sa.String(100), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -69,15 +80,51 @@ class UsersStore(SqlDatabase):
         super().__init__(url, metadata)
         self.outbox = SqlOutbox(self, outbox)
 
-    async def insert(self, user: UserRow, events: list[Envelope]) -> None:
+    async def insert(
+        self, user: UserRow, events: list[Envelope], remember: IdempotentWrite | None = None
+    ) -> None:
+        """The user, its events and (with a key) the response to replay, in one transaction."""
         try:
             async with self.transaction() as connection:
                 await connection.execute(
                     users.insert().values(email_key=email_key(user.email), **user.__dict__)
                 )
                 await add_to_outbox(connection, outbox, events)
+                if remember is not None:
+                    response = remember.response_for(user)
+                    await connection.execute(
+                        idempotency_keys.insert().values(
+                            scope=remember.scope,
+                            key=remember.key,
+                            fingerprint=response.fingerprint,
+                            status=response.status,
+                            body=response.body,
+                            expires_at=response.expires_at,
+                        )
+                    )
         except IntegrityError as error:
+            if remember is not None and await self.remembered(remember.scope, remember.key):
+                raise KeyTaken from error
             raise EmailTaken(user.email) from error
+
+    async def remembered(self, scope: str, key: str) -> StoredResponse | None:
+        """The response stored for a key; an expired one is forgotten (the key is free)."""
+        where = (idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+        async with self.transaction() as connection:
+            row = (
+                (await connection.execute(sa.select(idempotency_keys).where(*where)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            stored = StoredResponse(
+                row["fingerprint"], row["status"], row["body"], row["expires_at"]
+            )
+            if stored.expired:
+                await connection.execute(idempotency_keys.delete().where(*where))
+                return None
+            return stored
 
     async def get(self, user_id: str) -> UserRow | None:
         async with self.reading() as connection:
