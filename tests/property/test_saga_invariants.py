@@ -1,0 +1,289 @@
+"""Random sequences of API calls through the gateway keep the order saga's books straight.
+
+Whatever users, orders (any test card, any items) and cancels arrive in whatever order,
+once the bus is quiet: no order is left PENDING, every PAID order has exactly one
+succeeded payment of its total and one "payment received" notification, a declined card
+notifies nobody, and what the processor captured minus what it refunded is exactly the
+sum of the PAID orders' totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, precondition, rule
+
+from app.modules.payments.store import PaymentsStore
+from app.settings import Settings
+from tests.support.seams import Seams, fast_settings, running
+
+T = TypeVar("T")
+
+TOKENS = ("tok_visa", "tok_chargeDeclined", "tok_processing_error", "tok_slow")
+CURRENCIES = ("EUR", "USD", "JPY", "GBP", "CHF")
+SKUS = ("book", "pen", "lamp", "mug")
+RETRIED_UNTIL_CAPTURED = 3  # tok_processing_error fails twice, then captures (decision 7)
+
+# Final order status -> the payment statuses that may stand behind it, and the
+# notifications each payment status leaves (decisions 7 and 8).
+PAYMENT_BEHIND = {
+    "PAID": {"SUCCEEDED"},
+    "REFUNDED": {"REFUNDED"},
+    "CANCELLED": {"FAILED", "REFUNDED"},  # never charged, or charged and given back
+}
+NOTIFIED = {
+    "SUCCEEDED": ["payment_succeeded"],
+    "REFUNDED": ["payment_refunded", "payment_succeeded"],
+    "FAILED": [],
+}
+
+Line = tuple[str, int, int]
+lines = st.lists(
+    st.tuples(
+        st.sampled_from(SKUS),
+        st.integers(min_value=1, max_value=1_000),
+        st.integers(min_value=1, max_value=100_000_000),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@dataclass(frozen=True)
+class Placed:
+    total: int
+    token: str
+
+
+def answered(response: httpx.Response, *expected: int) -> httpx.Response:
+    """The response, after checking its status is one the API promises (never a 5xx)."""
+    assert response.status_code < 500, f"{response.status_code}: {response.text}"
+    assert response.status_code in expected, f"{response.status_code}: {response.text}"
+    return response
+
+
+class SagaMachine(RuleBasedStateMachine):
+    """The whole system on one event loop that this machine owns.
+
+    The app must run on the loop that makes the calls (see tests/support/seams.py). It is
+    hosted by one long-lived task on that loop rather than entered from a rule: Litestar's
+    lifespan holds an anyio task group, which must be exited by the task that entered it,
+    and every `run_until_complete` is a task of its own.
+    """
+
+    users = Bundle("users")
+    orders = Bundle("orders")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.placed: dict[str, Placed] = {}
+        self.cancel_requested: set[str] = set()
+        self.broken = False
+        self.loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        ready: asyncio.Future[Seams] = self.loop.create_future()
+        self._host = self.loop.create_task(self._serve(ready))
+        self.loop.run_until_complete(
+            asyncio.wait((ready, self._host), return_when=asyncio.FIRST_COMPLETED)
+        )
+        if not ready.done():
+            self.loop.close()
+            self._host.result()  # the app failed to start: raise why
+        self.seams = ready.result()
+
+    def store_settings(self) -> Settings:
+        return fast_settings(ephemeral="true")
+
+    async def _serve(self, ready: asyncio.Future[Seams]) -> None:
+        async with running(self.store_settings()) as seams:
+            ready.set_result(seams)
+            await self._stop.wait()
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        try:
+            return self.loop.run_until_complete(work)
+        except BaseException:
+            self.broken = True  # teardown then only stops the app: the first failure stands
+            raise
+
+    # Rules: what clients do.
+
+    @initialize(target=users)
+    def register_first_user(self) -> dict[str, Any]:
+        return self.run(self.seams.register("Ada"))
+
+    @rule(target=users)
+    def register_user(self) -> dict[str, Any]:
+        return self.run(self.seams.register("Bo"))
+
+    @rule(
+        target=orders,
+        user=users,
+        token=st.sampled_from(TOKENS),
+        items=lines,
+        currency=st.sampled_from(CURRENCIES),
+    )
+    def place_order(
+        self, user: dict[str, Any], token: str, items: list[Line], currency: str
+    ) -> str:
+        response = self.run(self.seams.order(user, token, items=items, currency=currency))
+        order = answered(response, 201).json()
+        total = sum(quantity * unit_price for _, quantity, unit_price in items)
+        assert (order["status"], order["total"]) == ("PENDING", total)
+        self.placed[order["id"]] = Placed(total, token)
+        order_id: str = order["id"]
+        return order_id
+
+    @rule(order_id=orders)
+    def cancel_order(self, order_id: str) -> None:
+        response = self.run(self.seams.client.post(f"/api/orders/{order_id}/cancel"))
+        answered(response, 200, 202, 409)
+        event(f"cancel answered {response.status_code}")
+        if response.status_code == 409:
+            return
+        # 200: a PENDING order is CANCELLED at once; 202: a PAID one waits for its refund.
+        expected = {200: "CANCELLED", 202: "PAID"}[response.status_code]
+        assert response.json()["status"] == expected, response.text
+        self.cancel_requested.add(order_id)
+
+    @rule(
+        user=users,
+        flaw=st.sampled_from(("unknown_currency", "zero_quantity", "too_many_items")),
+    )
+    def refuse_invalid_order(self, user: dict[str, Any], flaw: str) -> None:
+        currency, items = "EUR", [("book", 1, 100)]
+        if flaw == "unknown_currency":
+            currency = "XXQ"  # three capitals, but no ISO 4217 code
+        elif flaw == "zero_quantity":
+            items = [("book", 0, 100)]
+        else:
+            items = [("book", 1, 100)] * 101
+
+        async def attempt() -> tuple[int, httpx.Response, int]:
+            before = len(await self.seams.all_pages("/api/orders", user_id=user["id"]))
+            response = await self.seams.order(user, "tok_visa", items=items, currency=currency)
+            after = len(await self.seams.all_pages("/api/orders", user_id=user["id"]))
+            return before, response, after
+
+        before, response, after = self.run(attempt())
+        answered(response, 400)
+        assert after == before, f"a refused order was stored: {before} -> {after}"
+
+    # Waiting and checking only tell something once there are orders.
+    @precondition(lambda self: self.placed)
+    @rule()
+    def settle(self) -> None:
+        """Let every charge and refund finish, so later cancels meet PAID orders too."""
+        self.run(self.seams.settle())
+
+    @precondition(lambda self: self.placed)
+    @rule()
+    def check_after_quiet(self) -> None:
+        self.run(self.books_balance_once_quiet())
+
+    def teardown(self) -> None:
+        try:
+            if not self.broken:
+                self.run(self.books_balance_once_quiet())
+        finally:
+            self._stop.set()
+            self.loop.run_until_complete(self._host)
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    # The invariants, read through the API once the bus is quiet.
+
+    async def books_balance_once_quiet(self) -> None:
+        await self.seams.settle()
+        orders = {o["id"]: o for o in await self.seams.all_pages("/api/orders")}
+        payments: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        for payment in await self.seams.all_pages("/api/payments"):
+            payments[payment["order_id"]].append(payment)
+        notes: defaultdict[str, list[str]] = defaultdict(list)
+        for note in await self.seams.all_pages("/api/notifications"):
+            notes[note["order_id"]].append(note["kind"])
+
+        assert set(orders) == set(self.placed), "orders API and accepted orders differ"
+        assert set(payments) <= set(orders), "a payment for an order nobody placed"
+        assert set(notes) <= set(orders), "a notification for an order nobody placed"
+        statuses = Counter(o["status"] for o in orders.values())
+        assert statuses["PENDING"] == 0, f"orders left PENDING: {statuses}"
+
+        for order_id, order in orders.items():
+            placed = self.placed[order_id]
+            status = order["status"]
+            assert order["total"] == placed.total
+            assert len(payments[order_id]) == 1, (order, payments[order_id])
+            (payment,) = payments[order_id]
+            story = (order, payment, notes[order_id])
+            event(f"{placed.token} ended {status}, payment {payment['status']}")
+            assert payment["amount"] == placed.total, story
+            assert payment["status"] in PAYMENT_BEHIND[status], story
+            # Exactly one "payment received" per capture, one "refunded" per refund.
+            assert sorted(notes[order_id]) == NOTIFIED[payment["status"]], story
+            if placed.token == "tok_chargeDeclined":
+                assert (status, payment["status"], notes[order_id]) == (
+                    "CANCELLED",
+                    "FAILED",
+                    [],
+                ), story
+            if placed.token == "tok_processing_error":
+                if status == "CANCELLED":
+                    assert order_id in self.cancel_requested, story
+                if payment["status"] == "SUCCEEDED":
+                    assert payment["attempts"] == RETRIED_UNTIL_CAPTURED, story
+
+        paid = sum(o["total"] for o in orders.values() if o["status"] == "PAID")
+        succeeded = sum(p["amount"] for (p,) in payments.values() if p["status"] == "SUCCEEDED")
+        assert succeeded == paid, f"succeeded payments {succeeded} != PAID totals {paid}"
+        captured, refunded = await self._processor_ledger()
+        assert captured - refunded == paid, (
+            f"processor holds {captured} - {refunded} = {captured - refunded}, "
+            f"PAID orders total {paid}"
+        )
+
+    async def _processor_ledger(self) -> tuple[int, int]:
+        payments = next(m for m in self.seams.runtime.modules if m.module.name == "payments")
+        assert isinstance(payments.store, PaymentsStore)
+        return await payments.store.ledger_totals()
+
+
+class SagaOnFiles(SagaMachine):
+    """The same machine with every store in SQLite files under a fresh data dir."""
+
+    def __init__(self) -> None:
+        self._data_dir = tempfile.TemporaryDirectory(prefix="seams-saga-")
+        super().__init__()
+
+    def store_settings(self) -> Settings:
+        return fast_settings(data_dir=self._data_dir.name)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self._data_dir.cleanup()
+
+
+SAGA_RUN = settings(
+    max_examples=25,
+    stateful_step_count=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class TestSagaInvariantsInMemory(SagaMachine.TestCase):  # type: ignore[misc,valid-type]
+    settings = SAGA_RUN
+
+
+class TestSagaInvariantsOnFiles(SagaOnFiles.TestCase):  # type: ignore[misc,valid-type]
+    settings = settings(SAGA_RUN, max_examples=5)
