@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     payment_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     payment_retry_base_seconds: Seconds = 0.1
+    payment_retry_max_seconds: Seconds = 5.0
     slow_card_seconds: Seconds = 0.25
 
     @classmethod

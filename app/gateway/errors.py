@@ -70,7 +70,8 @@ def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Respon
         HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     )
     detail = error.detail if error.detail and error.detail != title else title
-    return problem(request, status, title, detail, headers=error.headers)
+    extensions = {"errors": [{"field": "body", "message": detail}]} if status == 400 else {}
+    return problem(request, status, title, detail, headers=error.headers, **extensions)
 
 
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

@@ -12,6 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from app.gateway.admin import AdminController
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
+from app.gateway.input_rules import check_input
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
 from app.gateway.topology import TopologyController
 from app.runtime import Runtime
@@ -46,6 +47,8 @@ def build_gateway(runtime: Runtime) -> Litestar:
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],
         before_send=[add_request_id_header],
+        before_request=check_input,
+        logging_config=None,  # `python -m app` configures logging from APP_LOG_LEVEL
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=runtime.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

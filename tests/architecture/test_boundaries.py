@@ -184,6 +184,7 @@ def test_topology_edges_are_exactly_the_declared_ones() -> None:
 
 def test_a_new_subscription_changes_the_diagram(plant: Any) -> None:
     package, _ = plant('"""Clean."""\n')
+
     def assemble(context: ModuleContext) -> Assembly:
         async def noted(event: PaymentSucceeded, envelope: Any) -> None:
             return None

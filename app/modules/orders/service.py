@@ -48,7 +48,7 @@ class OrderService:
         self._bus = bus
         self._replica_wait = replica_wait
         self._idempotency = idempotency
-        self._arrivals: dict[str, asyncio.Event] = {}
+        self._arrivals: dict[str, tuple[asyncio.Event, int]] = {}  # user -> (signal, waiters)
 
     # Requests.
 
@@ -180,9 +180,9 @@ class OrderService:
 
     async def on_user_registered(self, event: UserRegistered, envelope: Envelope) -> None:
         await self._store.remember_user(event.user_id, envelope.sequence)
-        arrival = self._arrivals.pop(event.user_id, None)
-        if arrival is not None:
-            arrival.set()
+        waiting = self._arrivals.get(event.user_id)
+        if waiting is not None:
+            waiting[0].set()
 
     async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
         await self._follow(event.order_id, envelope, {PENDING: PAID})
@@ -251,14 +251,20 @@ class OrderService:
         """Whether the replica has the user, waiting a bounded time for it to arrive."""
         if await self._store.knows_user(user_id):
             return True
-        arrival = self._arrivals.setdefault(user_id, asyncio.Event())
-        if await self._store.knows_user(user_id):
-            return True
+        arrival, waiting = self._arrivals.get(user_id, (asyncio.Event(), 0))
+        self._arrivals[user_id] = (arrival, waiting + 1)
         try:
+            if await self._store.knows_user(user_id):
+                return True
             await asyncio.wait_for(arrival.wait(), self._replica_wait)
         except TimeoutError:
-            if self._arrivals.get(user_id) is arrival:
-                del self._arrivals[user_id]
+            pass
+        finally:
+            arrival, waiting = self._arrivals.get(user_id, (arrival, 1))
+            if waiting <= 1:
+                self._arrivals.pop(user_id, None)
+            else:
+                self._arrivals[user_id] = (arrival, waiting - 1)
         return await self._store.knows_user(user_id)
 
 

@@ -24,7 +24,7 @@ def assemble(context: ModuleContext) -> Assembly:
         RetryPolicy(
             max_attempts=settings.payment_max_attempts,
             base_delay=settings.payment_retry_base_seconds,
-            max_delay=settings.bus_retry_max_seconds,
+            max_delay=settings.payment_retry_max_seconds,
         ),
     )
     return Assembly(

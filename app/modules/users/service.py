@@ -55,6 +55,7 @@ class UserService:
             created_at=now,
             updated_at=now,
             version=1,
+            event_sequence=1,
         )
         event = self._bus.envelope(
             UserRegistered(
@@ -87,6 +88,7 @@ class UserService:
         email: str | None = None,
         password: str | None = None,
     ) -> UserRow:
+        await self.get(user_id)  # an unknown user is a 404 before any costly hashing
         password_hash = None if password is None else await self._passwords.hash(password)
         for _ in range(MAX_UPDATE_RACES):
             current = await self.get(user_id)
@@ -101,11 +103,12 @@ class UserService:
             changed = replace(changed, updated_at=utcnow(), version=current.version + 1)
             events = []
             if (changed.name, changed.email) != (current.name, current.email):
+                changed = replace(changed, event_sequence=current.event_sequence + 1)
                 events.append(
                     self._bus.envelope(
                         UserUpdated(user_id=user_id, name=changed.name, email=changed.email),
                         aggregate_id=user_id,
-                        sequence=changed.version,
+                        sequence=changed.event_sequence,
                     )
                 )
             try:

@@ -27,6 +27,7 @@ users = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("event_sequence", sa.Integer, nullable=False),
 )
 outbox = outbox_table(metadata)
 idempotency_keys = sa.Table(
@@ -49,7 +50,8 @@ class UserRow:
     password_hash: str
     created_at: datetime
     updated_at: datetime
-    version: int
+    version: int  # every change
+    event_sequence: int  # every published event: what consumers order by (decision 9)
 
 
 class EmailTaken(Exception):
@@ -69,6 +71,7 @@ def _row(mapping: Any) -> UserRow:
         created_at=mapping["created_at"],
         updated_at=mapping["updated_at"],
         version=mapping["version"],
+        event_sequence=mapping["event_sequence"],
     )
 
 
@@ -152,6 +155,7 @@ class UsersStore(SqlDatabase):
             "password_hash": user.password_hash,
             "updated_at": user.updated_at,
             "version": user.version,
+            "event_sequence": user.event_sequence,
         }
         try:
             async with self.transaction() as connection:

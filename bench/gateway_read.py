@@ -1,0 +1,331 @@
+"""GET /api/users/{id} through Seams' whole gateway, divided by the bare read, in one run.
+
+    python bench/gateway_read.py [--seconds S] [--connections C] [--generator auto|wrk|python]
+
+Seams (`python -m app`, uvicorn with uvloop and httptools, one worker, every middleware
+and hook of the gateway) writes a few users into a fresh data dir. Then, alternately
+bare, seams, bare, seams, one server at a time is started pinned to core 0 (`taskset -c
+0`) and loaded by wrk pinned to core 1 (`taskset -c 1 wrk -t1 -cC -dSs --latency`) reading
+one user's row; the bare side is bench/bare_read.py (decision 16: no middleware, same
+row, same file, same driver). The best of the two rounds of each side is reported, with
+the ratio seams/bare. Without wrk on PATH a built-in Python load generator (asyncio
+sockets, keep-alive, its own process pinned to core 1) stands in, and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing
+import multiprocessing.queues
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from _support import (
+    BENCH,
+    HOST,
+    Server,
+    commit,
+    free_port,
+    machine,
+    percentile,
+    pin_prefix,
+    pin_self,
+    register_users,
+    start_seams,
+)
+
+Side = Literal["bare", "seams"]
+SERVER_CORE = 0
+LOAD_CORE = 1
+ROUNDS = 2
+SIDES: tuple[Side, ...] = ("bare", "seams")  # alternated, bare first, each round
+
+
+@dataclass(frozen=True)
+class Load:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx answers plus socket errors
+
+
+# wrk
+
+
+def wrk_version() -> str:
+    completed = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    first = (completed.stdout or completed.stderr).strip().splitlines()
+    return first[0].split(" [")[0] if first else "wrk"
+
+
+def _duration_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def parse_wrk(output: str) -> Load:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    if rate is None or p50 is None or p99 is None:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    errors = 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non_2xx is not None:
+        errors += int(non_2xx.group(1))
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if sockets is not None:
+        errors += sum(int(count) for count in sockets.groups())
+    return Load(
+        float(rate.group(1)), _duration_ms(p50.group(1)), _duration_ms(p99.group(1)), errors
+    )
+
+
+def run_wrk(url: str, *, connections: int, seconds: int, warmup: int) -> Load:
+    command = [*pin_prefix(LOAD_CORE), "wrk", "-t1", f"-c{connections}"]
+    if warmup > 0:
+        subprocess.run([*command, f"-d{warmup}s", url], capture_output=True, check=True)
+    completed = subprocess.run(
+        [*command, f"-d{seconds}s", "--latency", url], capture_output=True, text=True, check=True
+    )
+    return parse_wrk(completed.stdout)
+
+
+# The built-in load generator: a separate process, keep-alive, one request in flight per
+# connection, like wrk -t1 but with Python's per-request cost on the load core.
+
+
+async def _hammer(port: int, path: str, connections: int, seconds: float, warmup: float) -> Load:
+    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    latencies: list[float] = []
+    failures = 0
+    measure_from = time.perf_counter() + warmup
+    end = measure_from + seconds
+
+    async def one_connection() -> None:
+        nonlocal failures
+        while time.perf_counter() < end:
+            try:
+                reader, writer = await asyncio.open_connection(HOST, port)
+            except OSError:
+                failures += 1
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                while (sent := time.perf_counter()) < end:
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                    if length is None:
+                        raise ValueError("no content-length")
+                    await reader.readexactly(int(length.group(1)))
+                    if sent >= measure_from:
+                        latencies.append(time.perf_counter() - sent)
+                        if not head.startswith((b"HTTP/1.1 2", b"HTTP/1.0 2")):
+                            failures += 1
+            except (OSError, ValueError, asyncio.IncompleteReadError):
+                if time.perf_counter() >= measure_from:
+                    failures += 1
+            finally:
+                writer.close()
+
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    return Load(
+        len(latencies) / seconds,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        failures,
+    )
+
+
+def _python_load_process(
+    port: int,
+    path: str,
+    connections: int,
+    seconds: float,
+    warmup: float,
+    results: multiprocessing.queues.Queue[Load],
+) -> None:
+    pin_self(LOAD_CORE)
+    try:
+        import uvloop
+
+        load = uvloop.run(_hammer(port, path, connections, seconds, warmup))
+    except ImportError:
+        load = asyncio.run(_hammer(port, path, connections, seconds, warmup))
+    results.put(load)
+
+
+def run_python_load(port: int, path: str, *, connections: int, seconds: int, warmup: int) -> Load:
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.queues.Queue[Load] = context.Queue()
+    process = context.Process(
+        target=_python_load_process,
+        args=(port, path, connections, float(seconds), float(warmup), results),
+    )
+    process.start()
+    load = results.get(timeout=seconds + warmup + 60)
+    process.join()
+    return load
+
+
+# The two servers.
+
+
+def start_bare(users_db: Path, *, port: int, log_path: Path) -> Server:
+    argv = [
+        *pin_prefix(SERVER_CORE),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bare_read:app",
+        "--app-dir",
+        str(BENCH),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return Server("bare", argv, port=port, log_path=log_path, env={"BARE_USERS_DB": str(users_db)})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python bench/gateway_read.py", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--seconds", type=int, default=8, help="measured seconds per run (8)")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (64)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured seconds first (1)")
+    parser.add_argument("--users", type=int, default=100, help="users in users.db (100)")
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator: wrk if on PATH (auto), or the built-in Python one",
+    )
+    arguments = parser.parse_args(argv)
+
+    generator = arguments.generator
+    if generator in ("auto", "wrk") and shutil.which("wrk") is None:
+        print(
+            "wrk is not on PATH: install it (`apt-get install wrk`) for figures comparable "
+            "with PERFORMANCE.md. Falling back to the built-in Python load generator.",
+            file=sys.stderr,
+        )
+        generator = "python"
+    elif generator == "auto":
+        generator = "wrk"
+    if generator == "wrk":
+        described = (
+            f"{wrk_version()} -t1 -c{arguments.connections} -d{arguments.seconds}s --latency"
+        )
+    else:
+        described = (
+            f"built-in Python generator (asyncio sockets, uvloop, keep-alive), "
+            f"{arguments.connections} connections, {arguments.seconds} s"
+        )
+    pinned = bool(pin_prefix(SERVER_CORE)) and bool(pin_prefix(LOAD_CORE))
+    where = "servers on core 0, load on core 1" if pinned else "NOT pinned (no taskset/2 cores)"
+
+    data = Path(tempfile.mkdtemp(prefix="seams-read-"))
+    print(
+        f"Gateway read benchmark: commit {commit()}, {machine()}\n"
+        f"seams: python -m app (uvicorn auto -> uvloop + httptools, 1 worker, whole gateway)\n"
+        f"bare:  uvicorn bench/bare_read.py --loop uvloop --http httptools (no middleware)\n"
+        f"load:  {described}, after a {arguments.warmup} s warm-up; {where}",
+        flush=True,
+    )
+    try:
+        # Seams writes the data both sides read.
+        seams = start_seams(data / "db", port=free_port(), log_path=data / "setup.log")
+        try:
+            seams.wait_until("/ready")
+            ids = register_users(seams.base_url, arguments.users, tag=data.name)
+        finally:
+            seams.stop()
+        path = f"/api/users/{ids[len(ids) // 2]}"
+        print(f"read:  GET {path} (one row of {len(ids)} in {data / 'db' / 'users.db'})\n")
+
+        results: dict[Side, list[Load]] = {"bare": [], "seams": []}
+        print(f"{'round':>5}  {'side':<5}  {'req/s':>8}  {'p50':>9}  {'p99':>9}  {'errors':>6}")
+        for round_number in range(1, ROUNDS + 1):
+            for side in SIDES:
+                port = free_port()
+                log_path = data / f"{side}-{round_number}.log"
+                if side == "bare":
+                    server = start_bare(data / "db" / "users.db", port=port, log_path=log_path)
+                else:
+                    server = start_seams(
+                        data / "db", port=port, log_path=log_path, pin_core=SERVER_CORE
+                    )
+                try:
+                    server.wait_until(path)
+                    if generator == "wrk":
+                        load = run_wrk(
+                            server.base_url + path,
+                            connections=arguments.connections,
+                            seconds=arguments.seconds,
+                            warmup=arguments.warmup,
+                        )
+                    else:
+                        load = run_python_load(
+                            port,
+                            path,
+                            connections=arguments.connections,
+                            seconds=arguments.seconds,
+                            warmup=arguments.warmup,
+                        )
+                finally:
+                    server.stop()
+                results[side].append(load)
+                print(
+                    f"{round_number:>5}  {side:<5}  {load.requests_per_second:>8.0f}  "
+                    f"{load.p50_ms:>6.2f} ms  {load.p99_ms:>6.2f} ms  {load.errors:>6}",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+    best = {
+        side: max(loads, key=lambda load: load.requests_per_second)
+        for side, loads in results.items()
+    }
+    ratio = (
+        best["seams"].requests_per_second / best["bare"].requests_per_second
+        if best["bare"].requests_per_second > 0
+        else math.nan
+    )
+    print()
+    for side in SIDES:
+        load = best[side]
+        print(f"best {side:<5}: {load.requests_per_second:>8.0f} req/s, p99 {load.p99_ms:.2f} ms")
+    print(f"seams/bare: {ratio:.2f} (the goal of >= 0.70 belongs to a later issue)")
+    errors = sum(load.errors for loads in results.values() for load in loads)
+    if errors:
+        print(f"errors: {errors} non-2xx answers or socket errors; the figures are suspect")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The payments module booted alone behind the gateway, fed order events as orders would
+publish them: one charge per order however often it is told, retries it gives up on, and
+refunds for cancelled orders that never keep the customer's money (decisions 7 and 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app.bus.envelope import Envelope, wrap
+from app.kernel.ids import new_id
+from app.modules.orders.contracts import OrderCancelled, OrderPlaced
+from app.modules.payments.contracts import PaymentFailed
+from app.modules.payments.module import module as payments_module
+from app.modules.payments.store import PaymentsStore
+from tests.support.scenario import Scenario, scenario
+
+pytestmark = pytest.mark.anyio
+
+TOTAL = 1250
+
+
+@pytest.fixture
+async def payments(anyio_backend: str) -> AsyncIterator[Scenario]:
+    async with scenario(payments_module) as alone:
+        yield alone
+
+
+def placed(order_id: str, token: str = "tok_visa") -> Envelope:
+    event = OrderPlaced(
+        order_id=order_id, user_id="user-1", total=TOTAL, currency="EUR", payment_token=token
+    )
+    return wrap(
+        event,
+        producer="orders",
+        aggregate_id=order_id,
+        sequence=1,
+        correlation_id="c",
+        causation_id=None,
+    )
+
+
+def cancelled(order_id: str, status_when_cancelled: str = "PAID") -> Envelope:
+    event = OrderCancelled(
+        order_id=order_id, user_id="user-1", status_when_cancelled=status_when_cancelled
+    )
+    return wrap(
+        event,
+        producer="orders",
+        aggregate_id=order_id,
+        sequence=2,
+        correlation_id="c",
+        causation_id=None,
+    )
+
+
+async def deliver(payments: Scenario, *envelopes: Envelope) -> None:
+    for envelope in envelopes:
+        await payments.redeliver(envelope)
+    await payments.settle()
+
+
+async def payments_for(payments: Scenario, order_id: str) -> list[dict[str, Any]]:
+    return await payments.seams.all_pages("/api/payments", order_id=order_id)
+
+
+async def ledger(payments: Scenario) -> tuple[int, int]:
+    """(captured, refunded) as the simulated processor's own books say."""
+    store: PaymentsStore = payments.store
+    return await store.ledger_totals()
+
+
+def published(payments: Scenario) -> list[str]:
+    return [envelope.type for envelope in payments.published]
+
+
+class LogWatch(logging.Handler):
+    """Sets an asyncio.Event when a log record containing `fragment` is emitted."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.fragment = fragment
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.fragment in record.getMessage():
+            self.seen.set()
+
+
+async def test_visa_order_is_captured_once_and_succeeds(payments: Scenario) -> None:
+    order_id = new_id()
+
+    await deliver(payments, placed(order_id))
+
+    [payment] = await payments_for(payments, order_id)
+    assert (payment["status"], payment["amount"], payment["attempts"]) == ("SUCCEEDED", TOTAL, 1)
+    assert await ledger(payments) == (TOTAL, 0)
+    assert published(payments) == ["PaymentSucceeded"]
+
+
+async def test_the_same_order_placed_delivered_twice_makes_one_payment_and_one_capture(
+    payments: Scenario,
+) -> None:
+    order_id = new_id()
+    envelope = placed(order_id)
+
+    await deliver(payments, envelope, envelope)
+
+    [payment] = await payments_for(payments, order_id)
+    assert (payment["status"], payment["attempts"]) == ("SUCCEEDED", 1)
+    assert await ledger(payments) == (TOTAL, 0)
+    assert published(payments) == ["PaymentSucceeded"]
+    assert payments.seams.runtime.bus.stats[("OrderPlaced", "payments", "handled")] == 2
+
+
+async def test_a_second_order_placed_for_the_same_order_under_a_new_id_changes_nothing(
+    payments: Scenario,
+) -> None:
+    order_id = new_id()
+
+    await deliver(payments, placed(order_id), placed(order_id))
+
+    assert len(await payments_for(payments, order_id)) == 1
+    assert await ledger(payments) == (TOTAL, 0)
+    assert published(payments) == ["PaymentSucceeded"]
+
+
+async def test_concurrent_deliveries_of_one_order_placed_capture_once(
+    payments: Scenario,
+) -> None:
+    envelope = placed(new_id())
+
+    await asyncio.gather(*(payments.redeliver(envelope) for _ in range(3)))
+    await payments.settle()
+
+    assert len(await payments.seams.all_pages("/api/payments")) == 1
+    assert await ledger(payments) == (TOTAL, 0)
+    assert published(payments) == ["PaymentSucceeded"]
+
+
+async def test_a_declined_card_fails_the_payment_at_once(payments: Scenario) -> None:
+    order_id = new_id()
+
+    await deliver(payments, placed(order_id, "tok_chargeDeclined"))
+
+    [payment] = await payments_for(payments, order_id)
+    assert (payment["status"], payment["failure_reason"], payment["attempts"]) == (
+        "FAILED",
+        "card_declined",
+        1,
+    )
+    assert await ledger(payments) == (0, 0)
+    [failed] = payments.published_events()
+    assert isinstance(failed, PaymentFailed)
+    assert failed.reason == "card_declined"
+
+
+async def test_a_processing_error_is_retried_until_captured_on_the_third_attempt(
+    payments: Scenario,
+) -> None:
+    order_id = new_id()
+
+    await deliver(payments, placed(order_id, "tok_processing_error"))
+
+    [payment] = await payments_for(payments, order_id)
+    assert (payment["status"], payment["attempts"]) == ("SUCCEEDED", 3)
+    assert await ledger(payments) == (TOTAL, 0)
+    assert published(payments) == ["PaymentSucceeded"]
+
+
+async def test_a_processing_error_gives_up_after_the_configured_attempts(
+    anyio_backend: str,
+) -> None:
+    async with scenario(payments_module, payment_max_attempts="2") as payments:
+        order_id = new_id()
+
+        await deliver(payments, placed(order_id, "tok_processing_error"))
+
+        [payment] = await payments_for(payments, order_id)
+        assert (payment["status"], payment["attempts"]) == ("FAILED", 2)
+        assert "gave up after 2 attempts" in payment["failure_reason"]
+        assert await ledger(payments) == (0, 0)
+        [failed] = payments.published_events()
+        assert isinstance(failed, PaymentFailed)
+        assert "gave up after 2 attempts" in failed.reason
+
+
+async def test_cancelling_a_succeeded_payment_refunds_it_once_even_when_told_twice(
+    payments: Scenario,
+) -> None:
+    order_id = new_id()
+    await deliver(payments, placed(order_id))
+    cancel = cancelled(order_id, "PAID")
+
+    await deliver(payments, cancel, cancel)
+
+    [payment] = await payments_for(payments, order_id)
+    assert payment["status"] == "REFUNDED"
+    assert await ledger(payments) == (TOTAL, TOTAL)
+    assert published(payments) == ["PaymentSucceeded", "PaymentRefunded"]
+
+
+async def test_a_second_cancel_under_a_new_id_does_not_refund_again(
+    payments: Scenario,
+) -> None:
+    order_id = new_id()
+    await deliver(payments, placed(order_id))
+
+    await deliver(payments, cancelled(order_id), cancelled(order_id))
+
+    assert [p["status"] for p in await payments_for(payments, order_id)] == ["REFUNDED"]
+    assert await ledger(payments) == (TOTAL, TOTAL)
+    assert published(payments) == ["PaymentSucceeded", "PaymentRefunded"]
+
+
+async def test_cancelling_a_declined_payment_leaves_it_failed_and_refunds_nothing(
+    payments: Scenario,
+) -> None:
+    order_id = new_id()
+    await deliver(payments, placed(order_id, "tok_chargeDeclined"))
+
+    await deliver(payments, cancelled(order_id, "CANCELLED"))
+
+    [payment] = await payments_for(payments, order_id)
+    assert (payment["status"], payment["failure_reason"]) == ("FAILED", "card_declined")
+    assert await ledger(payments) == (0, 0)
+    assert published(payments) == ["PaymentFailed"]
+
+
+async def test_a_cancel_for_an_order_payments_never_saw_is_ignored(payments: Scenario) -> None:
+    await deliver(payments, cancelled(new_id(), "PENDING"))
+
+    assert await payments.seams.all_pages("/api/payments") == []
+    assert published(payments) == []
+    assert payments.seams.runtime.bus.stats[("OrderCancelled", "payments", "failed")] == 0
+
+
+async def test_cancelling_during_a_slow_charge_never_keeps_the_money(anyio_backend: str) -> None:
+    async with scenario(payments_module, slow_card_seconds="0.2") as payments:
+        order_id = new_id()
+        await payments.redeliver(placed(order_id, "tok_slow"))
+
+        await deliver(payments, cancelled(order_id, "PENDING"))
+
+        [payment] = await payments_for(payments, order_id)
+        assert (payment["status"], payment["failure_reason"]) in (
+            ("FAILED", "order_cancelled"),
+            ("REFUNDED", None),
+        )
+        captured, refunded = await ledger(payments)
+        assert captured - refunded == 0
+        assert published(payments) in (
+            ["PaymentFailed"],
+            ["PaymentSucceeded", "PaymentRefunded"],
+        )
+
+
+async def test_cancelling_between_retries_stops_them_without_a_capture(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A backoff long enough that the cancel surely lands while the charge waits to retry.
+    slow_retries = {"payment_retry_base_seconds": "0.2", "bus_retry_max_seconds": "0.2"}
+    caplog.set_level(logging.INFO, logger="app.modules.payments")
+    first_failure = LogWatch("processing_error, retrying")
+    logging.getLogger("app.modules.payments").addHandler(first_failure)
+    try:
+        async with scenario(payments_module, **slow_retries) as payments:
+            order_id = new_id()
+            await payments.redeliver(placed(order_id, "tok_processing_error"))
+            await asyncio.wait_for(first_failure.seen.wait(), 5)
+
+            await deliver(payments, cancelled(order_id, "PENDING"))
+
+            [payment] = await payments_for(payments, order_id)
+            assert (payment["status"], payment["failure_reason"], payment["attempts"]) == (
+                "FAILED",
+                "order_cancelled",
+                1,
+            )
+            assert await ledger(payments) == (0, 0)
+            assert published(payments) == ["PaymentFailed"]
+    finally:
+        logging.getLogger("app.modules.payments").removeHandler(first_failure)

@@ -1,0 +1,150 @@
+"""The simulated card processor: what each test token answers, and its ledger, which never
+captures an order twice nor counts a refund twice (decision 7)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.modules.payments.processor import CardProcessor, ChargeResult, Outcome, decide
+from app.modules.payments.store import PaymentsStore
+
+CAPTURED = ChargeResult(Outcome.CAPTURED)
+DECLINED = ChargeResult(Outcome.DECLINED, "card_declined")
+TRANSIENT = ChargeResult(Outcome.TRANSIENT, "processing_error")
+INVALID = ChargeResult(Outcome.DECLINED, "invalid_token")
+
+
+@pytest.mark.parametrize(
+    ("token", "answers"),
+    [
+        ("tok_visa", [CAPTURED, CAPTURED, CAPTURED, CAPTURED]),
+        ("tok_slow", [CAPTURED, CAPTURED, CAPTURED, CAPTURED]),
+        ("tok_chargeDeclined", [DECLINED, DECLINED, DECLINED, DECLINED]),
+        ("tok_processing_error", [TRANSIENT, TRANSIENT, CAPTURED, CAPTURED]),
+        ("tok_unknown", [INVALID, INVALID, INVALID, INVALID]),
+        ("", [INVALID, INVALID, INVALID, INVALID]),
+    ],
+)
+def test_each_token_decides_the_answer_for_attempts_one_to_four(
+    token: str, answers: list[ChargeResult]
+) -> None:
+    assert [decide(token, attempt) for attempt in (1, 2, 3, 4)] == answers
+
+
+@pytest.fixture
+async def ledger(anyio_backend: str) -> AsyncIterator[PaymentsStore]:
+    store = PaymentsStore("sqlite+aiosqlite:///:memory:")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def processor(ledger: PaymentsStore) -> CardProcessor:
+    return CardProcessor(ledger, slow_seconds=0)
+
+
+async def charge(processor: CardProcessor, order_id: str, token: str) -> ChargeResult:
+    return await processor.charge(order_id=order_id, amount=1250, currency="EUR", token=token)
+
+
+@pytest.mark.anyio
+async def test_charging_one_order_five_times_captures_it_once(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    answers = [await charge(processor, "order-1", "tok_visa") for _ in range(5)]
+
+    assert answers == [CAPTURED] * 5
+    assert await ledger.ledger_totals() == (1250, 0)
+
+
+@pytest.mark.anyio
+async def test_concurrent_charges_of_one_order_capture_it_once(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    answers = await asyncio.gather(*(charge(processor, "order-1", "tok_visa") for _ in range(5)))
+
+    assert answers == [CAPTURED] * 5
+    assert await ledger.ledger_totals() == (1250, 0)
+
+
+@pytest.mark.anyio
+async def test_each_order_is_captured_on_its_own(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    await charge(processor, "order-1", "tok_visa")
+    await charge(processor, "order-2", "tok_slow")
+    await charge(processor, "order-3", "tok_chargeDeclined")
+
+    assert await ledger.ledger_totals() == (2 * 1250, 0)
+
+
+@pytest.mark.anyio
+async def test_processing_error_is_transient_twice_then_captured_once(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    answers = [await charge(processor, "order-1", "tok_processing_error") for _ in range(5)]
+
+    assert answers == [TRANSIENT, TRANSIENT, CAPTURED, CAPTURED, CAPTURED]
+    assert await ledger.ledger_totals() == (1250, 0)
+
+
+@pytest.mark.anyio
+async def test_a_declined_order_stays_declined_and_captures_nothing(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    answers = [await charge(processor, "order-1", "tok_chargeDeclined") for _ in range(3)]
+
+    assert answers == [DECLINED] * 3
+    assert await ledger.ledger_totals() == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_a_refund_after_capture_is_counted_once_even_when_asked_twice(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    await charge(processor, "order-1", "tok_visa")
+
+    first = await processor.refund("order-1")
+    await processor.refund("order-1")
+
+    assert first is True
+    assert await ledger.ledger_totals() == (1250, 1250)
+
+
+@pytest.mark.anyio
+async def test_a_refunded_order_charged_again_is_not_captured_again(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    await charge(processor, "order-1", "tok_visa")
+    await processor.refund("order-1")
+
+    await charge(processor, "order-1", "tok_visa")
+
+    assert await ledger.ledger_totals() == (1250, 1250)
+
+
+@pytest.mark.anyio
+async def test_refunding_a_declined_charge_returns_false(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    await charge(processor, "order-1", "tok_chargeDeclined")
+
+    assert await processor.refund("order-1") is False
+    assert await ledger.ledger_totals() == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_refunding_an_order_never_charged_or_only_transiently_failed_returns_false(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    await charge(processor, "order-2", "tok_processing_error")
+
+    assert await processor.refund("order-1") is False
+    assert await processor.refund("order-2") is False
+    assert await ledger.ledger_totals() == (0, 0)
