@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from _support import (
+from harness import (
     BENCH,
     HOST,
     Server,

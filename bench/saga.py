@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _support import (
+from harness import (
     commit,
     cpu_seconds,
     free_port,
