@@ -6,9 +6,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
+from app.kernel.ids import utcnow
 from app.kernel.module import Assembly, Module, ModuleContext, Store
 from app.settings import Settings
 
@@ -29,6 +31,7 @@ class Runtime:
         self.settings = settings
         self.bus = bus
         self.modules = [self._assemble(module) for module in modules]
+        self._purger: asyncio.Task[None] | None = None
 
     def _assemble(self, module: Module) -> RunningModule:
         store = module.open_store(self.settings.store_url(module.name))
@@ -56,8 +59,34 @@ class Runtime:
         for running in self.modules:
             for hook in running.assembly.on_start:
                 await hook()
+        self._purger = asyncio.create_task(self._purge_forever(), name="purge")
+
+    async def purge(self, retention_seconds: float | None = None) -> int:
+        """Delete what each module keeps only for the retention (decision 10)."""
+        retention = (
+            self.settings.retention_seconds if retention_seconds is None else retention_seconds
+        )
+        cutoff = utcnow() - timedelta(seconds=retention)
+        removed = 0
+        for running in self.modules:
+            if running.assembly.purge is not None:
+                removed += await running.assembly.purge(cutoff)
+        return removed
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.purge_interval_seconds)
+            try:
+                removed = await self.purge()
+            except Exception as error:  # retention is housekeeping: never stop the app for it
+                log.warning("purge failed: %r", error)
+            else:
+                log.info("purge removed %d rows older than the retention", removed)
 
     async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            await asyncio.gather(self._purger, return_exceptions=True)
         for running in reversed(self.modules):
             for hook in running.assembly.on_stop:
                 await hook()

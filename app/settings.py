@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bus_retry_base_seconds: Seconds = 0.05
     bus_retry_max_seconds: Seconds = 5.0
     outbox_sweep_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    retention_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86_400.0
+    purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3_600.0
 
     payment_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     payment_retry_base_seconds: Seconds = 0.1

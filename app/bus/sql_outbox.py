@@ -7,6 +7,7 @@ envelopes it causes and the ids it handled are written in one transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -95,3 +96,25 @@ class SqlOutbox:
         )
         async with self._database.transaction() as connection:
             await connection.execute(statement)
+
+
+async def purge_handled(
+    database: SqlDatabase,
+    cutoff: datetime,
+    *,
+    outbox: sa.Table | None = None,
+    inbox: sa.Table | None = None,
+) -> int:
+    """Delete outbox rows delivered and inbox ids handled before the cutoff (decision 10).
+
+    An inbox id older than the retention can no longer stop a redelivery, so the retention
+    must be longer than any redelivery can take (days, not seconds)."""
+    removed = 0
+    async with database.transaction() as connection:
+        if outbox is not None:
+            result = await connection.execute(outbox.delete().where(outbox.c.delivered_at < cutoff))
+            removed += result.rowcount
+        if inbox is not None:
+            result = await connection.execute(inbox.delete().where(inbox.c.handled_at < cutoff))
+            removed += result.rowcount
+    return removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from litestar.di import Provide
@@ -49,6 +50,9 @@ class Assembly:
     outbox: OutboxSource | None = None
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Deletes what is kept only for a while (delivered outbox rows, handled inbox ids,
+    # expired idempotency keys) from before the given moment; returns how many went.
+    purge: Callable[[datetime], Awaitable[int]] | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ def assemble(context: ModuleContext) -> Assembly:
         dependencies={
             "notifications": Provide(lambda: service, use_cache=True, sync_to_thread=False)
         },
+        purge=store.purge,
         handlers={
             UserRegistered: service.on_user_registered,
             UserUpdated: service.on_user_updated,

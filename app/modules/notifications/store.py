@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bus import Envelope
-from app.bus.sql_outbox import claim_in_inbox, inbox_table
+from app.bus.sql_outbox import claim_in_inbox, inbox_table, purge_handled
 from app.kernel.sql import SqlDatabase, UtcDateTime, insert
 
 metadata = sa.MetaData()
@@ -117,6 +117,9 @@ class Handling:
 class NotificationsStore(SqlDatabase):
     def __init__(self, url: str) -> None:
         super().__init__(url, metadata)
+
+    async def purge(self, cutoff: datetime) -> int:
+        return await purge_handled(self, cutoff, inbox=inbox)
 
     @asynccontextmanager
     async def handling(self, envelope: Envelope) -> AsyncIterator[Handling | None]:

@@ -35,6 +35,7 @@ def assemble(context: ModuleContext) -> Assembly:
             OrderCancelled: service.on_order_cancelled,
         },
         outbox=store.outbox,
+        purge=store.purge,
         on_start=[service.resume],
     )
 

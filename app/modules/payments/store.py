@@ -9,7 +9,14 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from app.bus import Envelope
-from app.bus.sql_outbox import SqlOutbox, add_to_outbox, claim_in_inbox, inbox_table, outbox_table
+from app.bus.sql_outbox import (
+    SqlOutbox,
+    add_to_outbox,
+    claim_in_inbox,
+    inbox_table,
+    outbox_table,
+    purge_handled,
+)
 from app.kernel.sql import SqlDatabase, UtcDateTime, insert
 from app.modules.payments.processor import ChargeResult, Outcome
 
@@ -89,6 +96,9 @@ class PaymentsStore(SqlDatabase):
                 .on_conflict_do_nothing(index_elements=["order_id"])
             )
             return bool((await connection.execute(statement)).rowcount == 1)
+
+    async def purge(self, cutoff: datetime) -> int:
+        return await purge_handled(self, cutoff, outbox=outbox, inbox=inbox)
 
     async def was_handled(self, envelope: Envelope) -> bool:
         async with self.reading() as connection:

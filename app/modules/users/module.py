@@ -26,6 +26,7 @@ def assemble(context: ModuleContext) -> Assembly:
         route_handlers=[UsersController],
         dependencies={"users": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         outbox=store.outbox,
+        purge=store.purge,
     )
 
 

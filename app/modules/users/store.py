@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app.bus import Envelope
-from app.bus.sql_outbox import SqlOutbox, add_to_outbox, outbox_table
+from app.bus.sql_outbox import SqlOutbox, add_to_outbox, outbox_table, purge_handled
 from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
+from app.kernel.ids import utcnow
 from app.kernel.sql import SqlDatabase, UtcDateTime
 
 metadata = sa.MetaData()
@@ -128,6 +129,14 @@ class UsersStore(SqlDatabase):
                 await connection.execute(idempotency_keys.delete().where(*where))
                 return None
             return stored
+
+    async def purge(self, cutoff: datetime) -> int:
+        removed = await purge_handled(self, cutoff, outbox=outbox)
+        async with self.transaction() as connection:
+            expired = await connection.execute(
+                idempotency_keys.delete().where(idempotency_keys.c.expires_at < utcnow())
+            )
+        return removed + expired.rowcount
 
     async def get(self, user_id: str) -> UserRow | None:
         async with self.reading() as connection:
