@@ -1,121 +1,85 @@
-"""The notifications module, booted alone with users through the real composition root.
-
-Payment events are fed straight to the transport, as the payments module would publish them.
-
-The app runs on the test's own event loop (httpx's ASGI transport and the app's lifespan):
-Litestar 2's AsyncTestClient runs the app on a portal thread with a second loop, so handlers
-fed from the test would run on another loop than the app's, and `wait_quiet` from the test
-would wait on an asyncio.Event set from the other thread (litestar-org/litestar#1920).
-"""
+"""The notifications module booted alone behind the gateway, fed users' and payments' events
+as those modules would publish them: it keeps a replica of users' contacts, ordered by the
+users' event sequence, and records one email per payment fact, retrying a payment whose
+contact has not arrived yet. It publishes nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
-import httpx
 import pytest
 
-from app.bus import Event
 from app.bus.envelope import Envelope, wrap
 from app.kernel.ids import new_id
-from app.main import create_app
 from app.modules.notifications.module import module as notifications_module
 from app.modules.notifications.money import format_amount
 from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered, UserUpdated
-from app.modules.users.module import module as users_module
-from app.runtime import Runtime
-from app.settings import Settings
+from tests.support.scenario import Scenario, scenario
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+async def notifications(anyio_backend: str) -> AsyncIterator[Scenario]:
+    async with scenario(notifications_module) as alone:
+        yield alone
 
 
-class System:
-    """Users and notifications behind the gateway, and the runtime to feed events in."""
-
-    def __init__(self, http: httpx.AsyncClient, runtime: Runtime) -> None:
-        self.http = http
-        self.runtime = runtime
-
-
-@asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[System]:
-    app = create_app(
-        Settings(
-            ephemeral=True,
-            password_hashing="argon2id-fast",
-            bus_retry_base_seconds=0.001,
-            **settings,
-        ),
-        modules=[users_module, notifications_module],
+async def register(
+    notifications: Scenario,
+    email: str = "ada@example.com",
+    *,
+    name: str = "Ada",
+    user_id: str | None = None,
+) -> str:
+    """A user's contact arrives, as the users module publishes it on registration."""
+    user_id = user_id or new_id()
+    registered = UserRegistered(
+        user_id=user_id, name=name, email=email, registered_at="2025-01-01T00:00:00Z"
     )
-    # Litestar types its ASGI callable more narrowly than httpx's generic ASGI signature.
-    transport = httpx.ASGITransport(app=cast(Any, app))
-    async with (
-        app.lifespan(),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as http,
-    ):
-        yield System(http, app.state.runtime)
-
-
-@pytest.fixture
-async def system(anyio_backend: str) -> AsyncIterator[System]:
-    async with running() as system:
-        yield system
-
-
-async def register(system: System, email: str = "ada@example.com") -> str:
-    response = await system.http.post(
-        "/api/users", json={"name": "Ada", "email": email, "password": "correct horse"}
-    )
-    assert response.status_code == 201, response.text
-    await system.runtime.bus.wait_quiet(5)
-    user_id: str = response.json()["id"]
+    await notifications.deliver(registered, producer="users", aggregate_id=user_id, sequence=1)
+    await notifications.settle()
     return user_id
 
 
-async def change_email(system: System, user_id: str, email: str) -> None:
-    response = await system.http.patch(f"/api/users/{user_id}", json={"email": email})
-    assert response.status_code == 200, response.text
-    await system.runtime.bus.wait_quiet(5)
+async def change_email(
+    notifications: Scenario, user_id: str, email: str, *, sequence: int = 2, name: str = "Ada"
+) -> None:
+    updated = UserUpdated(user_id=user_id, name=name, email=email)
+    await notifications.deliver(updated, producer="users", aggregate_id=user_id, sequence=sequence)
+    await notifications.settle()
 
 
-def envelope_of(event: Event, *, producer: str, aggregate_id: str, sequence: int = 1) -> Envelope:
-    return wrap(
-        event,
-        producer=producer,
-        aggregate_id=aggregate_id,
-        sequence=sequence,
-        correlation_id="c1",
-        causation_id=None,
-    )
-
-
-def payment_succeeded(
+def succeeded(
     user_id: str, order_id: str, *, amount: int = 1250, currency: str = "EUR"
-) -> Envelope:
-    payment_id = new_id()
-    event = PaymentSucceeded(
-        payment_id=payment_id, order_id=order_id, user_id=user_id, amount=amount, currency=currency
+) -> PaymentSucceeded:
+    return PaymentSucceeded(
+        payment_id=new_id(), order_id=order_id, user_id=user_id, amount=amount, currency=currency
     )
-    return envelope_of(event, producer="payments", aggregate_id=payment_id)
 
 
-async def deliver(system: System, envelope: Envelope) -> None:
-    await system.runtime.bus.transport.publish(envelope)
-    await system.runtime.bus.wait_quiet(5)
+async def pay(
+    notifications: Scenario,
+    user_id: str,
+    order_id: str | None = None,
+    *,
+    amount: int = 1250,
+    currency: str = "EUR",
+) -> Envelope:
+    """A payment for the user's order succeeds, as the payments module publishes it."""
+    event = succeeded(user_id, order_id or new_id(), amount=amount, currency=currency)
+    envelope = await notifications.deliver(
+        event, producer="payments", aggregate_id=event.payment_id
+    )
+    await notifications.settle()
+    return envelope
 
 
-async def listed(system: System, **query: Any) -> dict[str, Any]:
-    response = await system.http.get("/api/notifications", params=query)
+async def listed(notifications: Scenario, **query: Any) -> dict[str, Any]:
+    response = await notifications.client.get("/api/notifications", params=query)
     assert response.status_code == 200, response.text
     page: dict[str, Any] = response.json()
     return page
@@ -136,15 +100,15 @@ class LogWatch(logging.Handler):
 
 @pytest.mark.anyio
 async def test_payment_succeeded_records_one_email_to_the_users_address(
-    system: System, caplog: pytest.LogCaptureFixture
+    notifications: Scenario, caplog: pytest.LogCaptureFixture
 ) -> None:
-    user_id = await register(system, "ada@example.com")
+    user_id = await register(notifications, "ada@example.com")
     order_id = new_id()
 
     with caplog.at_level(logging.INFO, logger="app.modules.notifications"):
-        await deliver(system, payment_succeeded(user_id, order_id, amount=1250, currency="EUR"))
+        await pay(notifications, user_id, order_id, amount=1250, currency="EUR")
 
-    [notification] = (await listed(system))["items"]
+    [notification] = (await listed(notifications))["items"]
     assert notification["user_id"] == user_id
     assert notification["order_id"] == order_id
     assert notification["kind"] == "payment_succeeded"
@@ -153,72 +117,80 @@ async def test_payment_succeeded_records_one_email_to_the_users_address(
     assert "12.50 EUR" in notification["body"]
     sent = [r.getMessage() for r in caplog.records if r.name == "app.modules.notifications"]
     assert sent == [f"email to ada@example.com: {notification['subject']}"]
+    assert notifications.published_events() == []
 
 
 @pytest.mark.anyio
-async def test_payment_refunded_records_a_refund_notification(system: System) -> None:
-    user_id = await register(system)
+async def test_payment_refunded_records_a_refund_notification(notifications: Scenario) -> None:
+    user_id = await register(notifications)
     order_id, payment_id = new_id(), new_id()
     refunded = PaymentRefunded(
         payment_id=payment_id, order_id=order_id, user_id=user_id, amount=1250, currency="JPY"
     )
 
-    await deliver(system, envelope_of(refunded, producer="payments", aggregate_id=payment_id))
+    await notifications.deliver(refunded, producer="payments", aggregate_id=payment_id)
+    await notifications.settle()
 
-    [notification] = (await listed(system))["items"]
+    [notification] = (await listed(notifications))["items"]
     assert notification["kind"] == "payment_refunded"
     assert notification["order_id"] == order_id
     assert "1250 JPY" in notification["body"]
 
 
 @pytest.mark.anyio
-async def test_duplicate_delivery_records_one_notification(system: System) -> None:
-    user_id = await register(system)
-    envelope = payment_succeeded(user_id, new_id())
+async def test_duplicate_delivery_records_one_notification(notifications: Scenario) -> None:
+    user_id = await register(notifications)
+    envelope = await pay(notifications, user_id)
 
-    await deliver(system, envelope)
-    await deliver(system, envelope)
+    await notifications.redeliver(envelope)
+    await notifications.settle()
 
-    assert len((await listed(system))["items"]) == 1
+    assert len((await listed(notifications))["items"]) == 1
+    store: NotificationsStore = notifications.store
+    kept = await store.page(user_id=user_id, order_id=None, after=None, limit=10)
+    assert [row.order_id for row in kept] == [envelope.payload["order_id"]]
+    stats = notifications.seams.runtime.bus.stats
+    assert stats[("PaymentSucceeded", "notifications", "handled")] == 2
 
 
 @pytest.mark.anyio
 async def test_second_event_of_the_same_kind_for_an_order_records_nothing_new(
-    system: System,
+    notifications: Scenario,
 ) -> None:
-    user_id = await register(system)
+    user_id = await register(notifications)
     order_id = new_id()
 
-    await deliver(system, payment_succeeded(user_id, order_id))
-    await deliver(system, payment_succeeded(user_id, order_id))
+    await pay(notifications, user_id, order_id)
+    await pay(notifications, user_id, order_id)
 
-    assert len((await listed(system))["items"]) == 1
-    assert await system.runtime.bus.store.count_dead_letters() == 0
+    assert len((await listed(notifications))["items"]) == 1
+    assert await notifications.seams.runtime.bus.store.count_dead_letters() == 0
 
 
 @pytest.mark.anyio
 async def test_newer_user_update_changes_the_address_of_the_next_notification(
-    system: System,
+    notifications: Scenario,
 ) -> None:
-    user_id = await register(system, "old@example.com")
+    user_id = await register(notifications, "old@example.com")
 
-    await change_email(system, user_id, "new@example.com")
-    await deliver(system, payment_succeeded(user_id, new_id()))
+    await change_email(notifications, user_id, "new@example.com", sequence=2)
+    await pay(notifications, user_id)
 
-    [notification] = (await listed(system))["items"]
+    [notification] = (await listed(notifications))["items"]
     assert notification["to"] == "new@example.com"
 
 
 @pytest.mark.anyio
-async def test_stale_user_update_does_not_overwrite_a_newer_address(system: System) -> None:
-    user_id = await register(system, "old@example.com")
-    await change_email(system, user_id, "new@example.com")  # UserUpdated, sequence 2
-    stale = UserUpdated(user_id=user_id, name="Ada", email="stale@example.com")
+async def test_stale_user_update_does_not_overwrite_a_newer_address(
+    notifications: Scenario,
+) -> None:
+    user_id = await register(notifications, "old@example.com")
+    await change_email(notifications, user_id, "new@example.com", sequence=2)
 
-    await deliver(system, envelope_of(stale, producer="users", aggregate_id=user_id, sequence=1))
-    await deliver(system, payment_succeeded(user_id, new_id()))
+    await change_email(notifications, user_id, "stale@example.com", sequence=1)
+    await pay(notifications, user_id)
 
-    [notification] = (await listed(system))["items"]
+    [notification] = (await listed(notifications))["items"]
     assert notification["to"] == "new@example.com"
 
 
@@ -227,30 +199,28 @@ async def test_payment_for_a_contact_not_yet_known_is_retried_then_recorded(
     anyio_backend: str,
 ) -> None:
     # Enough attempts that the retries outlast the contact's arrival by a wide margin.
-    async with running(bus_max_attempts=50, bus_retry_max_seconds=0.05) as system:
-        bus = system.runtime.bus
+    async with scenario(
+        notifications_module, bus_max_attempts="50", bus_retry_max_seconds="0.05"
+    ) as notifications:
+        bus = notifications.seams.runtime.bus
         user_id = new_id()
+        event = succeeded(user_id, new_id())
         first_failure = LogWatch("handler notifications failed on PaymentSucceeded")
         logging.getLogger("app.bus").addHandler(first_failure)
+        # Delivery returns only once the payment is handled: it waits out its retries.
+        payment = asyncio.create_task(
+            notifications.deliver(event, producer="payments", aggregate_id=event.payment_id)
+        )
         try:
-            payment = asyncio.create_task(
-                bus.transport.publish(payment_succeeded(user_id, new_id()))
-            )
             await asyncio.wait_for(first_failure.seen.wait(), 5)
+            await register(notifications, "late@example.com", name="Late", user_id=user_id)
+            await asyncio.wait_for(payment, 5)
         finally:
             logging.getLogger("app.bus").removeHandler(first_failure)
-        registered = UserRegistered(
-            user_id=user_id,
-            name="Late",
-            email="late@example.com",
-            registered_at="2025-01-01T00:00:00Z",
-        )
+            payment.cancel()  # nothing once it is done; never left running past the test
+        await notifications.settle()
 
-        await deliver(system, envelope_of(registered, producer="users", aggregate_id=user_id))
-        await asyncio.wait_for(payment, 5)
-        await bus.wait_quiet(5)
-
-        [notification] = (await listed(system))["items"]
+        [notification] = (await listed(notifications))["items"]
         assert notification["to"] == "late@example.com"
         assert bus.stats[("PaymentSucceeded", "notifications", "retried")] >= 1
         assert bus.stats[("PaymentSucceeded", "notifications", "handled")] == 1
@@ -258,18 +228,20 @@ async def test_payment_for_a_contact_not_yet_known_is_retried_then_recorded(
 
 
 @pytest.mark.anyio
-async def test_list_filters_by_user_and_order_and_pages_with_cursor(system: System) -> None:
-    ada = await register(system, "ada@example.com")
-    bob = await register(system, "bob@example.com")
+async def test_list_filters_by_user_and_order_and_pages_with_cursor(
+    notifications: Scenario,
+) -> None:
+    ada = await register(notifications, "ada@example.com")
+    bob = await register(notifications, "bob@example.com", name="Bob")
     ada_orders = [new_id() for _ in range(3)]
     for order_id in ada_orders:
-        await deliver(system, payment_succeeded(ada, order_id))
-    await deliver(system, payment_succeeded(bob, new_id()))
+        await pay(notifications, ada, order_id)
+    await pay(notifications, bob)
 
-    first = await listed(system, user_id=ada, limit=2)
-    second = await listed(system, user_id=ada, limit=2, cursor=first["next_cursor"])
-    by_order = await listed(system, order_id=ada_orders[1])
-    bobs = await listed(system, user_id=bob)
+    first = await listed(notifications, user_id=ada, limit=2)
+    second = await listed(notifications, user_id=ada, limit=2, cursor=first["next_cursor"])
+    by_order = await listed(notifications, order_id=ada_orders[1])
+    bobs = await listed(notifications, user_id=bob)
 
     assert [n["order_id"] for n in first["items"] + second["items"]] == ada_orders
     assert first["next_cursor"] == first["items"][-1]["id"]
@@ -279,20 +251,20 @@ async def test_list_filters_by_user_and_order_and_pages_with_cursor(system: Syst
 
 
 @pytest.mark.anyio
-async def test_get_notification_answers_the_one_listed(system: System) -> None:
-    user_id = await register(system)
-    await deliver(system, payment_succeeded(user_id, new_id()))
-    [listed_one] = (await listed(system))["items"]
+async def test_get_notification_answers_the_one_listed(notifications: Scenario) -> None:
+    user_id = await register(notifications)
+    await pay(notifications, user_id)
+    [listed_one] = (await listed(notifications))["items"]
 
-    response = await system.http.get(f"/api/notifications/{listed_one['id']}")
+    response = await notifications.client.get(f"/api/notifications/{listed_one['id']}")
 
     assert response.status_code == 200
     assert response.json() == listed_one
 
 
 @pytest.mark.anyio
-async def test_unknown_notification_is_a_404_problem(system: System) -> None:
-    response = await system.http.get(f"/api/notifications/{new_id()}")
+async def test_unknown_notification_is_a_404_problem(notifications: Scenario) -> None:
+    response = await notifications.client.get(f"/api/notifications/{new_id()}")
 
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -300,8 +272,8 @@ async def test_unknown_notification_is_a_404_problem(system: System) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_filter_longer_than_64_characters_is_refused(system: System) -> None:
-    response = await system.http.get("/api/notifications", params={"user_id": "u" * 65})
+async def test_a_filter_longer_than_64_characters_is_refused(notifications: Scenario) -> None:
+    response = await notifications.client.get("/api/notifications", params={"user_id": "u" * 65})
 
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -313,7 +285,15 @@ async def test_the_inbox_claims_an_envelope_once_and_a_failure_undoes_the_claim(
 ) -> None:
     store = NotificationsStore("sqlite+aiosqlite:///:memory:")
     await store.open()
-    envelope = payment_succeeded(new_id(), new_id())
+    event = succeeded(new_id(), new_id())
+    envelope = wrap(
+        event,
+        producer="payments",
+        aggregate_id=event.payment_id,
+        sequence=1,
+        correlation_id="c1",
+        causation_id=None,
+    )
     try:
         with pytest.raises(RuntimeError):
             async with store.handling(envelope) as handling:

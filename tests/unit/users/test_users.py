@@ -1,5 +1,7 @@
 """The users module booted alone behind the gateway: registration keeps only an argon2id
-hash that never leaves the module, emails are unique whatever their case, and lists page."""
+hash that never leaves the module, emails are unique whatever their case, and lists page.
+What it publishes is recorded: a UserRegistered per registration, a UserUpdated (next
+sequence) per name or email change, nothing for a password change."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from argon2 import PasswordHasher
 
 from app.bus.envelope import decode
 from app.kernel.ids import new_id, utcnow
+from app.modules.users.contracts import UserRegistered, UserUpdated
 from app.modules.users.module import module as users_module
 from app.modules.users.store import EmailTaken, UserRow, UsersStore, outbox
-from tests.support.seams import Seams, fast_settings, running
+from tests.support.scenario import Scenario, scenario
 
 pytestmark = pytest.mark.anyio
 
@@ -24,14 +27,13 @@ _emails = itertools.count(1)
 
 
 @pytest.fixture
-async def seams(anyio_backend: str) -> AsyncIterator[Seams]:
-    async with running(fast_settings(ephemeral="true"), modules=[users_module]) as seams:
-        yield seams
+async def users(anyio_backend: str) -> AsyncIterator[Scenario]:
+    async with scenario(users_module) as alone:
+        yield alone
 
 
-def store_of(seams: Seams) -> UsersStore:
-    store = next(m.store for m in seams.runtime.modules if m.module.name == "users")
-    return cast(UsersStore, store)
+def store_of(users: Scenario) -> UsersStore:
+    return cast(UsersStore, users.store)
 
 
 def an_email() -> str:
@@ -39,9 +41,9 @@ def an_email() -> str:
 
 
 async def register(
-    seams: Seams, email: str, name: str = "Ada", password: str = PASSWORD
+    users: Scenario, email: str, name: str = "Ada", password: str = PASSWORD
 ) -> dict[str, Any]:
-    response = await seams.client.post(
+    response = await users.client.post(
         "/api/users", json={"name": name, "email": email, "password": password}
     )
     assert response.status_code == 201, response.text
@@ -49,10 +51,10 @@ async def register(
     return user
 
 
-async def test_registration_answers_201_without_the_password_or_its_hash(seams: Seams) -> None:
+async def test_registration_answers_201_without_the_password_or_its_hash(users: Scenario) -> None:
     email = an_email()
 
-    response = await seams.client.post(
+    response = await users.client.post(
         "/api/users", json={"name": "Ada", "email": email, "password": PASSWORD}
     )
 
@@ -62,18 +64,18 @@ async def test_registration_answers_201_without_the_password_or_its_hash(seams: 
     assert (user["name"], user["email"]) == ("Ada", email)
     for answer in (
         response,
-        await seams.client.get(f"/api/users/{user['id']}"),
-        await seams.client.get("/api/users"),
+        await users.client.get(f"/api/users/{user['id']}"),
+        await users.client.get("/api/users"),
     ):
         assert PASSWORD not in answer.text
         assert "argon2" not in answer.text
         assert "password" not in answer.text
 
 
-async def test_the_stored_hash_is_argon2id_and_verifies_the_password(seams: Seams) -> None:
-    user = await register(seams, an_email())
+async def test_the_stored_hash_is_argon2id_and_verifies_the_password(users: Scenario) -> None:
+    user = await register(users, an_email())
 
-    stored = await store_of(seams).get(user["id"])
+    stored = await store_of(users).get(user["id"])
 
     assert stored is not None
     assert stored.password_hash.startswith("$argon2id$")
@@ -81,11 +83,11 @@ async def test_the_stored_hash_is_argon2id_and_verifies_the_password(seams: Seam
     assert PASSWORD not in stored.password_hash
 
 
-async def test_the_registration_event_carries_no_password_or_hash(seams: Seams) -> None:
-    user = await register(seams, an_email())
-    await seams.settle()
+async def test_the_registration_event_carries_no_password_or_hash(users: Scenario) -> None:
+    user = await register(users, an_email())
+    await users.settle()
 
-    async with store_of(seams).reading() as connection:
+    async with store_of(users).reading() as connection:
         rows = (await connection.execute(sa.select(outbox.c.envelope))).scalars().all()
 
     [event] = [decode(row) for row in rows]
@@ -94,35 +96,95 @@ async def test_the_registration_event_carries_no_password_or_hash(seams: Seams) 
     assert event.payload["user_id"] == user["id"]
 
 
-async def test_an_email_is_unique_whatever_its_case(seams: Seams) -> None:
-    first = await register(seams, "Ada.Case@Example.com")
+async def test_registering_publishes_one_user_registered_without_password_or_hash(
+    users: Scenario,
+) -> None:
+    email = an_email()
+    user = await register(users, email, name="Ada")
+    await users.settle()
 
-    response = await seams.client.post(
+    [registered] = users.published_events()
+    assert isinstance(registered, UserRegistered)
+    assert (registered.user_id, registered.name, registered.email) == (user["id"], "Ada", email)
+    [envelope] = users.published
+    assert (envelope.producer, envelope.aggregate_id, envelope.sequence) == (
+        "users",
+        user["id"],
+        1,
+    )
+    assert not [key for key in envelope.payload if "password" in key or "hash" in key]
+    assert PASSWORD not in str(envelope.payload)
+    assert "argon2" not in str(envelope.payload)
+
+
+async def test_a_name_and_email_change_publishes_one_user_updated_with_sequence_2(
+    users: Scenario,
+) -> None:
+    user = await register(users, an_email())
+    await users.settle()
+    new_email = an_email()
+
+    response = await users.client.patch(
+        f"/api/users/{user['id']}", json={"name": "Ada Lovelace", "email": new_email}
+    )
+    await users.settle()
+
+    assert response.status_code == 200, response.text
+    assert [type(event) for event in users.published_events()] == [UserRegistered, UserUpdated]
+    updated = users.published_events()[1]
+    assert updated == UserUpdated(user_id=user["id"], name="Ada Lovelace", email=new_email)
+    envelope = users.published[1]
+    assert (envelope.aggregate_id, envelope.sequence) == (user["id"], 2)
+    assert not [key for key in envelope.payload if "password" in key or "hash" in key]
+
+
+async def test_a_password_only_change_publishes_nothing(users: Scenario) -> None:
+    user = await register(users, an_email())
+    await users.settle()
+    before = list(users.published)
+
+    response = await users.client.patch(
+        f"/api/users/{user['id']}", json={"password": "another secret"}
+    )
+    await users.settle()
+
+    assert response.status_code == 200, response.text
+    assert users.published == before
+    assert [e.type for e in before] == ["UserRegistered"]
+    stored = await store_of(users).get(user["id"])
+    assert stored is not None
+    assert stored.event_sequence == 1
+
+
+async def test_an_email_is_unique_whatever_its_case(users: Scenario) -> None:
+    first = await register(users, "Ada.Case@Example.com")
+
+    response = await users.client.post(
         "/api/users",
         json={"name": "Eve", "email": "ada.case@example.COM", "password": PASSWORD},
     )
 
     assert response.status_code == 409
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert [u["id"] for u in await seams.all_pages("/api/users")] == [first["id"]]
+    assert [u["id"] for u in await users.seams.all_pages("/api/users")] == [first["id"]]
 
 
-async def test_surrounding_spaces_never_make_a_taken_email_new(seams: Seams) -> None:
-    first = await register(seams, "spaced@example.com")
+async def test_surrounding_spaces_never_make_a_taken_email_new(users: Scenario) -> None:
+    first = await register(users, "spaced@example.com")
 
-    response = await seams.client.post(
+    response = await users.client.post(
         "/api/users",
         json={"name": "Eve", "email": "  Spaced@Example.com ", "password": PASSWORD},
     )
 
     # Refused either as malformed (400) or as taken (409): never a second account.
     assert response.status_code in (400, 409), response.text
-    assert [u["id"] for u in await seams.all_pages("/api/users")] == [first["id"]]
+    assert [u["id"] for u in await users.seams.all_pages("/api/users")] == [first["id"]]
 
 
-async def test_the_store_compares_emails_trimmed_and_case_folded(seams: Seams) -> None:
-    store = store_of(seams)
-    await register(seams, "folded@example.com")
+async def test_the_store_compares_emails_trimmed_and_case_folded(users: Scenario) -> None:
+    store = store_of(users)
+    await register(users, "folded@example.com")
     now = utcnow()
     twin = UserRow(
         id=new_id(),
@@ -139,42 +201,42 @@ async def test_the_store_compares_emails_trimmed_and_case_folded(seams: Seams) -
         await store.insert(twin, [])
 
 
-async def test_patch_changes_name_and_email_and_frees_the_old_email(seams: Seams) -> None:
+async def test_patch_changes_name_and_email_and_frees_the_old_email(users: Scenario) -> None:
     old_email, new_email = an_email(), an_email()
-    user = await register(seams, old_email)
+    user = await register(users, old_email)
 
-    response = await seams.client.patch(
+    response = await users.client.patch(
         f"/api/users/{user['id']}", json={"name": "Ada Lovelace", "email": new_email}
     )
 
     assert response.status_code == 200, response.text
     assert (response.json()["name"], response.json()["email"]) == ("Ada Lovelace", new_email)
-    read = await seams.get(f"/api/users/{user['id']}")
+    read = await users.seams.get(f"/api/users/{user['id']}")
     assert (read["name"], read["email"]) == ("Ada Lovelace", new_email)
-    taken = await seams.client.post(
+    taken = await users.client.post(
         "/api/users", json={"name": "Eve", "email": new_email.upper(), "password": PASSWORD}
     )
     assert taken.status_code == 409
-    await register(seams, old_email, name="Eve")
+    await register(users, old_email, name="Eve")
 
 
-async def test_patch_cannot_take_another_users_email_in_any_case(seams: Seams) -> None:
-    first = await register(seams, an_email())
-    second = await register(seams, an_email(), name="Bob")
+async def test_patch_cannot_take_another_users_email_in_any_case(users: Scenario) -> None:
+    first = await register(users, an_email())
+    second = await register(users, an_email(), name="Bob")
 
-    response = await seams.client.patch(
+    response = await users.client.patch(
         f"/api/users/{second['id']}", json={"email": first["email"].upper()}
     )
 
     assert response.status_code == 409
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert (await seams.get(f"/api/users/{second['id']}"))["email"] == second["email"]
+    assert (await users.seams.get(f"/api/users/{second['id']}"))["email"] == second["email"]
 
 
-async def test_a_user_may_change_the_case_of_their_own_email(seams: Seams) -> None:
-    user = await register(seams, an_email())
+async def test_a_user_may_change_the_case_of_their_own_email(users: Scenario) -> None:
+    user = await register(users, an_email())
 
-    response = await seams.client.patch(
+    response = await users.client.patch(
         f"/api/users/{user['id']}", json={"email": user["email"].upper()}
     )
 
@@ -182,28 +244,28 @@ async def test_a_user_may_change_the_case_of_their_own_email(seams: Seams) -> No
     assert response.json()["email"] == user["email"].upper()
 
 
-async def test_patch_password_replaces_the_hash(seams: Seams) -> None:
-    user = await register(seams, an_email())
+async def test_patch_password_replaces_the_hash(users: Scenario) -> None:
+    user = await register(users, an_email())
 
-    response = await seams.client.patch(
+    response = await users.client.patch(
         f"/api/users/{user['id']}", json={"password": "another secret"}
     )
 
     assert response.status_code == 200
     assert "another secret" not in response.text
-    stored = await store_of(seams).get(user["id"])
+    stored = await store_of(users).get(user["id"])
     assert stored is not None
     assert PasswordHasher().verify(stored.password_hash, "another secret")
 
 
-async def test_pages_of_one_walk_every_user_exactly_once(seams: Seams) -> None:
-    registered = [(await register(seams, an_email()))["id"] for _ in range(5)]
+async def test_pages_of_one_walk_every_user_exactly_once(users: Scenario) -> None:
+    registered = [(await register(users, an_email()))["id"] for _ in range(5)]
 
     seen: list[str] = []
     cursor: str | None = None
     for _ in range(len(registered) + 1):  # bounded: one page per user, then the end
         params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
-        page = await seams.get("/api/users", **params)
+        page = await users.seams.get("/api/users", **params)
         assert len(page["items"]) <= 1
         seen.extend(user["id"] for user in page["items"])
         cursor = page["next_cursor"]
