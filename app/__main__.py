@@ -27,14 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "topology"],
-        help="serve (default), or print the topology derived from the code",
+        choices=["serve", "topology", "create-admin"],
+        help="serve (default); print the topology derived from the code; or create the "
+        "first admin (or make an existing user one)",
     )
     parser.add_argument(
         "--format",
         choices=["mermaid", "json"],
         default="mermaid",
         help="topology: a Mermaid flowchart (default) or JSON",
+    )
+    parser.add_argument("--email", help="create-admin: the admin's email")
+    parser.add_argument("--name", default="Admin", help="create-admin: the admin's name")
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="create-admin: read the password from standard input (otherwise it is asked for)",
     )
     parser.add_argument("--host", help="interface to listen on (APP_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (APP_PORT, default 8000)")
@@ -66,7 +74,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if arguments.command == "topology":
         return print_topology(settings, arguments.format)
+    if arguments.command == "create-admin":
+        return create_admin(settings, arguments.email, arguments.name, arguments.password_stdin)
     return serve(settings)
+
+
+def create_admin(settings: Settings, email: str | None, name: str, from_stdin: bool) -> int:
+    """The first admin: there is no default password, so it is created here, on purpose."""
+    import asyncio
+    import getpass
+
+    from app.main import create_app
+
+    if not email:
+        print("python -m app create-admin: --email is required", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n") if from_stdin else getpass.getpass("Password: ")
+    if not 8 <= len(password) <= 128:
+        print("python -m app create-admin: the password needs 8-128 characters", file=sys.stderr)
+        return 2
+    runtime = create_app(settings).state.runtime
+
+    async def run() -> str:
+        await runtime.start()
+        try:
+            user = await runtime.command("create-admin")(name=name, email=email, password=password)
+            await runtime.bus.wait_quiet(10)  # its UserRegistered reaches the replicas now
+            return str(user.id)
+        finally:
+            await runtime.stop()
+
+    print(f"admin {email} ({asyncio.run(run())}) can now log in at POST /api/auth/token")
+    return 0
 
 
 def print_topology(settings: Settings, output: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from litestar import Litestar
@@ -9,6 +10,8 @@ from litestar import Litestar
 from app.bus import Bus, DeliveryStore, RetryPolicy
 from app.bus.transport import InProcessTransport, Transport
 from app.gateway import build_gateway
+from app.gateway.auth import JwtIssuer, jwt_auth
+from app.gateway.secrets import resolve_secret_key
 from app.kernel.module import Module
 from app.runtime import Runtime
 from app.settings import Settings
@@ -31,10 +34,16 @@ def create_transport(settings: Settings) -> Transport:
     )
 
 
+# Drivers that log statement parameters at DEBUG would write password hashes to the log.
+PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg")
+
+
 def create_app(
     settings: Settings | None = None, modules: Sequence[Module] | None = None
 ) -> Litestar:
     settings = settings or Settings.from_env()
+    for name in PARAMETER_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
     bus = Bus(
         create_transport(settings),
         retry=RetryPolicy(
@@ -45,5 +54,8 @@ def create_app(
         outbox_sweep_seconds=settings.outbox_sweep_seconds,
         store=DeliveryStore(settings.store_url("bus")),
     )
-    runtime = Runtime(settings, bus, default_modules() if modules is None else modules)
-    return build_gateway(runtime)
+    auth = jwt_auth(settings, resolve_secret_key(settings))
+    runtime = Runtime(
+        settings, bus, default_modules() if modules is None else modules, JwtIssuer(auth)
+    )
+    return build_gateway(runtime, auth)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
+from app.kernel.errors import BoundaryViolation
+from app.kernel.identity import TokenIssuer
 from app.kernel.ids import utcnow
 from app.kernel.module import Assembly, Module, ModuleContext, Store
 from app.settings import Settings
@@ -26,10 +29,14 @@ class RunningModule:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, bus: Bus, modules: Sequence[Module]) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, modules: Sequence[Module], tokens: TokenIssuer
+    ) -> None:
         verify_boundaries([module.boundary for module in modules])
+        verify_prefixes(modules)
         self.settings = settings
         self.bus = bus
+        self.tokens = tokens
         self.modules = [self._assemble(module) for module in modules]
         self._purger: asyncio.Task[None] | None = None
 
@@ -38,7 +45,9 @@ class Runtime:
         scoped = self.bus.scoped(
             module.name, publishes=module.publishes, subscribes=module.subscribes
         )
-        context = ModuleContext(module.name, store, scoped, self.settings.for_modules())
+        context = ModuleContext(
+            module.name, store, scoped, self.settings.for_modules(), self.tokens
+        )
         assembly = module.assemble(context)
         for event_type, handler in assembly.handlers.items():
             scoped.subscribe(event_type, handler)
@@ -60,6 +69,13 @@ class Runtime:
             for hook in running.assembly.on_start:
                 await hook()
         self._purger = asyncio.create_task(self._purge_forever(), name="purge")
+
+    def command(self, name: str) -> Callable[..., Awaitable[Any]]:
+        """A command a module offers to the command line, e.g. users' create-admin."""
+        for running in self.modules:
+            if name in running.assembly.commands:
+                return running.assembly.commands[name]
+        raise LookupError(f"no module offers the command {name!r}")
 
     async def purge(self, retention_seconds: float | None = None) -> int:
         """Delete what each module keeps only for the retention (decision 10)."""
@@ -101,6 +117,22 @@ class Runtime:
         checks = {part: await _answers(store, timeout) for part, store in stores.items()}
         checks["bus"] = "ok" if self.bus.running else "not running"
         return checks
+
+
+GATEWAY_PREFIXES = ("admin", "topology")
+
+
+def verify_prefixes(modules: Sequence[Module]) -> None:
+    """Each /api/<prefix> has one owner: a module, or the gateway."""
+    owners: dict[str, str] = {prefix: "the gateway" for prefix in GATEWAY_PREFIXES}
+    for module in modules:
+        for prefix in (module.name, *module.also_serves):
+            if prefix in owners:
+                raise BoundaryViolation(
+                    f"module {module.name!r} wants /api/{prefix}, which {owners[prefix]} "
+                    "serves already: every /api/<prefix> has one owner"
+                )
+            owners[prefix] = f"module {module.name!r}"
 
 
 async def _answers(store: Store, timeout: float) -> str:

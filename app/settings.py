@@ -32,6 +32,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bus_url: str = "memory://"
     bus_db_url: str | None = None
 
+    secret_key: str | None = None
+    access_token_minutes: Annotated[int, msgspec.Meta(ge=1)] = 60
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 6_000
+    login_attempts_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
+
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     password_hashing: Literal["argon2id", "argon2id-fast"] = "argon2id"
     replica_wait_seconds: Seconds = 2.0
@@ -65,10 +71,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         except msgspec.ValidationError as error:
             raise SettingsError(f"invalid setting: {_env_name(str(error))}") from error
 
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
     def for_modules(self) -> Settings:
-        """What modules are handed: no store URLs, since each store is opened for its module."""
+        """What modules are handed: no store URLs and no secret key; each store is opened
+        for its module, and tokens are signed by the gateway."""
         return msgspec.structs.replace(
             self,
+            secret_key=None,
             users_db_url=None,
             orders_db_url=None,
             payments_db_url=None,

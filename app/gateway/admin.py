@@ -10,6 +10,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import PathParameter
 
 from app.bus import Bus, DeadLetter, Envelope
+from app.gateway.auth import admins_only
 from app.kernel.errors import NotFound
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.runtime import Runtime
@@ -67,6 +68,7 @@ def _bus(request: Request[Any, Any, Any]) -> Bus:
 class AdminController(Controller):
     path = "/api/admin"
     tags = ["admin"]
+    guards = [admins_only]
 
     @get(
         "/bus",

@@ -71,7 +71,11 @@ def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Respon
     )
     detail = error.detail if error.detail and error.detail != title else title
     extensions = {"errors": [{"field": "body", "message": detail}]} if status == 400 else {}
-    return problem(request, status, title, detail, headers=error.headers, **extensions)
+    headers = dict(error.headers or {})
+    if status == 429 and "Retry-After" not in headers:
+        # Litestar's rate limit says when the window resets; clients read Retry-After.
+        headers["Retry-After"] = headers.get("RateLimit-Reset", "1")
+    return problem(request, status, title, detail, headers=headers, **extensions)
 
 
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

@@ -6,29 +6,49 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.security.jwt import JWTAuth, Token
 
 from app.gateway.admin import AdminController
+from app.gateway.auth import provide_caller, rate_limit
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
 from app.gateway.topology import TopologyController
-from app.runtime import Runtime
+from app.kernel.errors import BoundaryViolation
+from app.kernel.identity import Caller
+from app.runtime import RunningModule, Runtime
 
 
-def module_router(name: str, runtime: Runtime) -> Router:
-    running = next(m for m in runtime.modules if m.module.name == name)
-    return Router(
-        path=f"/api/{name}",
-        route_handlers=list(running.assembly.route_handlers),
-        dependencies=dict(running.assembly.dependencies),
-        tags=[name],
-    )
+def module_routers(running: RunningModule) -> list[Router]:
+    """The module's routes under /api/<name> (and the prefixes it also serves), with its
+    dependencies registered on its own routers only."""
+    name = running.module.name
+    mounts = {name: running.assembly.route_handlers, **running.assembly.also_routes}
+    undeclared = set(mounts) - {name, *running.module.also_serves}
+    if undeclared:
+        raise BoundaryViolation(
+            f"module {name!r} mounts /api/{', /api/'.join(sorted(undeclared))} without "
+            "declaring it in `also_serves`"
+        )
+    return [
+        Router(
+            path=f"/api/{prefix}",
+            route_handlers=list(handlers),
+            dependencies=dict(running.assembly.dependencies),
+            tags=[name],
+        )
+        for prefix, handlers in mounts.items()
+    ]
 
 
-def build_gateway(runtime: Runtime) -> Litestar:
+def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
+    settings = runtime.settings
+
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         await runtime.start()
@@ -42,15 +62,25 @@ def build_gateway(runtime: Runtime) -> Litestar:
             HealthController,
             TopologyController,
             AdminController,
-            *(module_router(m.module.name, runtime) for m in runtime.modules),
+            *(router for running in runtime.modules for router in module_routers(running)),
         ],
+        on_app_init=[auth.on_app_init],
+        dependencies={"caller": Provide(provide_caller, sync_to_thread=False)},
+        cors_config=(
+            CORSConfig(allow_origins=settings.cors_origin_list)
+            if settings.cors_origin_list
+            else None
+        ),
         lifespan=[lifespan],
-        middleware=[RequestIdMiddleware()],
+        middleware=[
+            RequestIdMiddleware(),
+            *([limits.middleware] if (limits := rate_limit(settings)) else []),
+        ],
         before_send=[add_request_id_header],
         before_request=check_input,
         logging_config=None,  # `python -m app` configures logging from APP_LOG_LEVEL
         exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=runtime.settings.max_body_bytes,
+        request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Seams",
             version="0.1.0",

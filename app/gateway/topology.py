@@ -10,6 +10,7 @@ import msgspec
 from litestar import Controller, Litestar, Request, get
 
 from app.bus import event_type_name
+from app.kernel.identity import Caller
 from app.runtime import Runtime
 
 HIDDEN_METHODS = {"OPTIONS", "HEAD"}
@@ -141,5 +142,13 @@ class TopologyController(Controller):
         operation_id="getTopology",
         summary="Modules, routes, stores and event flows, derived from the code",
     )
-    async def topology(self, request: Request[Any, Any, Any]) -> Topology:
-        return topology_of(request.app, request.app.state.runtime)
+    async def topology(self, request: Request[Caller, Any, Any]) -> Topology:
+        """Admins see where each store lives; everyone else only what kind of store it is."""
+        topology = topology_of(request.app, request.app.state.runtime)
+        if request.user.is_admin:
+            return topology
+        hidden = [
+            msgspec.structs.replace(m, store=StoreInfo(kind=m.store.kind, url="(admins only)"))
+            for m in topology.modules
+        ]
+        return msgspec.structs.replace(topology, modules=hidden)

@@ -25,6 +25,19 @@ class InvalidInput(DomainError):
         self.message = message
 
 
+class Unauthorized(DomainError):
+    status = 401
+    title = "Unauthorized"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
 class Forbidden(DomainError):
     status = 403
     title = "Forbidden"

@@ -14,6 +14,7 @@ from app.bus import Event, ModuleBus, event_type_name
 from app.bus.consumer import Handler
 from app.bus.outbox import OutboxSource
 from app.kernel.boundaries import ModuleSource
+from app.kernel.identity import TokenIssuer
 from app.settings import Settings
 
 
@@ -38,14 +39,17 @@ class ModuleContext:
     store: Any
     bus: ModuleBus
     settings: Settings
+    tokens: TokenIssuer  # signs access tokens; only the module owning credentials uses it
 
 
 @dataclass
 class Assembly:
     """What a module hands back to the composition root once it has built its parts."""
 
-    route_handlers: Sequence[ControllerRouterHandler]
+    route_handlers: Sequence[ControllerRouterHandler]  # served under /api/<module name>
     dependencies: Mapping[str, Provide]
+    # Routes under other /api/<prefix>es the module declared in `also_serves`.
+    also_routes: Mapping[str, Sequence[ControllerRouterHandler]] = field(default_factory=dict)
     handlers: Mapping[type[Event], Handler] = field(default_factory=dict)
     outbox: OutboxSource | None = None
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
@@ -53,6 +57,8 @@ class Assembly:
     # Deletes what is kept only for a while (delivered outbox rows, handled inbox ids,
     # expired idempotency keys) from before the given moment; returns how many went.
     purge: Callable[[datetime], Awaitable[int]] | None = None
+    # Operations the command line may run (`python -m app <name>`), by name.
+    commands: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Module:
     open_store: Callable[[str], Store]
     assemble: Callable[[ModuleContext], Assembly]
     description: str = ""
+    also_serves: tuple[str, ...] = ()  # other /api/<prefix>es it owns (users: "auth")
     package: str = ""  # where its code lives; app.modules.<name> unless said otherwise
 
     @property

@@ -157,7 +157,9 @@ async def test_a_bad_order_is_a_400_problem_and_writes_nothing(
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
 
     response = await seams.client.post(
-        "/api/orders", content=content, headers={"content-type": "application/json"}
+        "/api/orders",
+        content=content,
+        headers={**user["headers"], "content-type": "application/json"},
     )
 
     assert_invalid(response, names)
@@ -198,7 +200,7 @@ async def test_a_mongodb_operator_looking_sku_is_plain_data_stored_verbatim(
     order = valid_order(user["id"])
     order["items"] = [{"sku": "$where", "quantity": 1, "unit_price": 100}]
 
-    response = await seams.client.post("/api/orders", json=order)
+    response = await seams.client.post("/api/orders", json=order, headers=user["headers"])
 
     assert response.status_code == 201, response.text
     placed = response.json()
@@ -382,7 +384,7 @@ async def test_a_body_over_the_limit_is_a_413_problem_and_writes_nothing() -> No
         order = valid_order(user["id"])
         order["items"][0]["sku"] = "x" * 4096
 
-        response = await seams.client.post("/api/orders", json=order)
+        response = await seams.client.post("/api/orders", json=order, headers=user["headers"])
 
         assert_problem(response, 413)
         assert await written(seams) == Written([], [], 0)
@@ -408,7 +410,9 @@ async def test_an_order_for_a_user_orders_has_not_seen_is_a_409_with_retry_after
     async with running(fast_settings(ephemeral="true", replica_wait_seconds="0.2")) as seams:
         stranger = new_id()
 
-        response = await seams.client.post("/api/orders", json=valid_order(stranger))
+        response = await seams.client.post(
+            "/api/orders", json=valid_order(stranger), headers=seams.headers_for(stranger)
+        )
 
         body = assert_problem(response, 409)
         assert response.headers["retry-after"] == "1"
@@ -418,11 +422,16 @@ async def test_an_order_for_a_user_orders_has_not_seen_is_a_409_with_retry_after
 
 async def test_an_order_right_after_registration_waits_for_the_replica_and_succeeds() -> None:
     async with running(fast_settings(ephemeral="true", replica_wait_seconds="0.2")) as seams:
-        refused = await seams.client.post("/api/orders", json=valid_order(new_id()))
+        stranger = new_id()
+        refused = await seams.client.post(
+            "/api/orders", json=valid_order(stranger), headers=seams.headers_for(stranger)
+        )
         assert refused.status_code == 409
         user = await seams.register("Ada")  # no settle: the replica may not have it yet
 
-        response = await seams.client.post("/api/orders", json=valid_order(user["id"]))
+        response = await seams.client.post(
+            "/api/orders", json=valid_order(user["id"]), headers=user["headers"]
+        )
 
         assert response.status_code == 201, response.text
         await seams.settle()

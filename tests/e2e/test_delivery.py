@@ -108,7 +108,7 @@ async def test_fifty_concurrent_identical_requests_make_one_order_and_one_charge
         "payment_token": "tok_visa",
         "items": [{"sku": "lamp", "quantity": 1, "unit_price": 4200}],
     }
-    headers = {"Idempotency-Key": "order-lamp-1"}
+    headers = {**user["headers"], "Idempotency-Key": "order-lamp-1"}
 
     answers = await asyncio.gather(
         *(seams.client.post("/api/orders", json=body, headers=headers) for _ in range(50))
@@ -155,9 +155,12 @@ async def test_the_same_key_with_another_body_is_a_422(seams: Seams) -> None:
     # Keys are scoped to the caller: another user may use the same key for an order.
     body = {"currency": "EUR", "payment_token": "tok_visa",
             "items": [{"sku": "a", "quantity": 1, "unit_price": 1}]}  # fmt: skip
-    for owner in (user["id"], first.json()["id"]):
+    mo = await seams.log_in("mo@example.com", "long enough")
+    for owner, headers in ((user["id"], user["headers"]), (first.json()["id"], mo["headers"])):
         placed = await seams.client.post(
-            "/api/orders", json={**body, "user_id": owner}, headers={"Idempotency-Key": "k"}
+            "/api/orders",
+            json={**body, "user_id": owner},
+            headers={**headers, "Idempotency-Key": "k"},
         )
         assert placed.status_code == 201, placed.text
 
@@ -167,8 +170,9 @@ async def test_an_expired_key_can_be_used_again() -> None:
         user = await seams.register("Ned")
         body = {"user_id": user["id"], "currency": "EUR", "payment_token": "tok_visa",
                 "items": [{"sku": "a", "quantity": 1, "unit_price": 1}]}  # fmt: skip
-        first = await seams.client.post("/api/orders", json=body, headers={"Idempotency-Key": "x"})
+        headers = {**user["headers"], "Idempotency-Key": "x"}
+        first = await seams.client.post("/api/orders", json=body, headers=headers)
         await asyncio.sleep(0.06)  # the key's lifetime, not a wait for the system
-        second = await seams.client.post("/api/orders", json=body, headers={"Idempotency-Key": "x"})
+        second = await seams.client.post("/api/orders", json=body, headers=headers)
         assert (first.status_code, second.status_code) == (201, 201)
         assert first.json()["id"] != second.json()["id"]

@@ -18,13 +18,18 @@ def owned_by_gateway(path: str) -> bool:
 async def test_every_api_route_lives_under_its_module(seams: Seams) -> None:
     spec = (await seams.client.get("/schema/openapi.json")).json()
     modules = {running.module.name for running in seams.runtime.modules}
+    prefixes = {
+        prefix: running.module.name
+        for running in seams.runtime.modules
+        for prefix in (running.module.name, *running.module.also_serves)
+    }
     for path in spec["paths"]:
         if owned_by_gateway(path):
             continue
-        owner = path.split("/")[2]
-        assert path.startswith("/api/") and owner in modules, path
-    served = {p.split("/")[2] for p in spec["paths"] if not owned_by_gateway(p)}
+        assert path.startswith("/api/") and path.split("/")[2] in prefixes, path
+    served = {prefixes[p.split("/")[2]] for p in spec["paths"] if not owned_by_gateway(p)}
     assert served == modules
+    assert prefixes["auth"] == "users"  # decision 3: users owns credentials
 
 
 async def test_docs_are_served_at_schema() -> None:

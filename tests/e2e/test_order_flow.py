@@ -103,7 +103,7 @@ async def test_one_request_id_follows_an_order_to_its_events(seams: Seams) -> No
     user = await seams.register("Gus")
     response = await seams.client.post(
         "/api/orders",
-        headers={"X-Request-ID": "trace-me-123"},
+        headers={**user["headers"], "X-Request-ID": "trace-me-123"},
         json={
             "user_id": user["id"],
             "currency": "EUR",

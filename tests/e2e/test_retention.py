@@ -32,7 +32,7 @@ async def test_purge_keeps_recent_rows_and_removes_old_ones() -> None:
         user = await seams.register("Pat")
         await seams.client.post(
             "/api/orders",
-            headers={"Idempotency-Key": "once"},
+            headers={**user["headers"], "Idempotency-Key": "once"},
             json={"user_id": user["id"], "currency": "EUR", "payment_token": "tok_visa",
                   "items": [{"sku": "a", "quantity": 1, "unit_price": 5}]},
         )  # fmt: skip

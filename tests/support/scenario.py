@@ -38,6 +38,10 @@ class Scenario:
     def client(self) -> httpx.AsyncClient:
         return self.seams.client
 
+    def headers_for(self, user_id: str) -> dict[str, str]:
+        """Act as this user (the client itself acts as an admin)."""
+        return self.seams.headers_for(user_id)
+
     @property
     def store(self) -> Any:
         """The module's own store, to assert the state it keeps."""

@@ -17,6 +17,7 @@ import httpx
 from httpx import Response
 from litestar import Litestar
 
+from app.kernel.identity import Caller, Role
 from app.kernel.module import Module
 from app.main import create_app
 from app.runtime import Runtime
@@ -30,7 +31,9 @@ FAST = {
     "payment_retry_base_seconds": "0.001",
     "slow_card_seconds": "0.02",
     "replica_wait_seconds": "2",
+    "rate_limit_per_minute": "0",
 }
+PASSWORD = "correct horse"
 
 _emails = itertools.count(1)
 
@@ -54,13 +57,27 @@ class Seams:
         await self.runtime.bus.wait_quiet(timeout)
 
     async def register(self, name: str = "Ada") -> dict[str, Any]:
+        """A new user, logged in: the dict has its `token` and the `headers` to act as it."""
         email = f"{name.lower()}.{next(_emails)}@example.com"
         response = await self.client.post(
-            "/api/users", json={"name": name, "email": email, "password": "correct horse"}
+            "/api/users", json={"name": name, "email": email, "password": PASSWORD}
         )
         assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        user: dict[str, Any] = response.json()
+        return {**user, **await self.log_in(email)}
+
+    def headers_for(self, user_id: str, role: Role = "user") -> dict[str, str]:
+        """Act as this user id without logging in (for modules tested without users)."""
+        token = self.runtime.tokens.issue(Caller(id=user_id, role=role))
+        return {"Authorization": f"Bearer {token.access_token}"}
+
+    async def log_in(self, email: str, password: str = PASSWORD) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/auth/token", json={"email": email, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        token = response.json()["access_token"]
+        return {"token": token, "headers": {"Authorization": f"Bearer {token}"}}
 
     async def order(
         self,
@@ -71,6 +88,7 @@ class Seams:
     ) -> Response:
         return await self.client.post(
             "/api/orders",
+            headers=user["headers"],
             json={
                 "user_id": user["id"],
                 "currency": currency,
@@ -113,12 +131,20 @@ async def running(
 ) -> AsyncIterator[Seams]:
     """The app on this test's loop; `prepare` may add subscriptions before the bus starts."""
     app = create_app(settings, modules)
+    runtime: Runtime = app.state.runtime
     if prepare is not None:
-        prepare(app.state.runtime)
+        prepare(runtime)
     # Litestar types its ASGI callable more narrowly than httpx's generic ASGI signature.
     transport = httpx.ASGITransport(app=cast(Any, app))
+    # The test's own requests go as an admin, who may read everything; users act with
+    # their own tokens (Seams.register). The admin is an identity, not a stored user.
+    admin = runtime.tokens.issue(Caller(id="test-admin", role="admin"))
     async with (
         app.lifespan(),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as client,
+        httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver.local",
+            headers={"Authorization": f"Bearer {admin.access_token}"},
+        ) as client,
     ):
         yield Seams(app, client)

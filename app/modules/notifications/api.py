@@ -10,6 +10,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
+from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.modules.notifications.service import NotificationService
 from app.modules.notifications.store import NotificationRow
@@ -46,6 +47,7 @@ def _out(row: NotificationRow) -> NotificationOut:
 
 
 Notifications = NamedDependency[NotificationService]
+Me = NamedDependency[Caller]
 
 
 class NotificationsController(Controller):
@@ -55,18 +57,19 @@ class NotificationsController(Controller):
     async def list_notifications(
         self,
         notifications: Notifications,
+        caller: Me,
         user_id: UserFilter = None,
         order_id: OrderFilter = None,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[NotificationOut]:
         rows = await notifications.page(
-            user_id=user_id, order_id=order_id, after=cursor, limit=limit + 1
+            caller, user_id=user_id, order_id=order_id, after=cursor, limit=limit + 1
         )
         return page_of([_out(row) for row in rows], limit)
 
     @get("/{notification_id:str}", operation_id="getNotification", summary="Read a notification")
     async def get_notification(
-        self, notification_id: NotificationId, notifications: Notifications
+        self, notification_id: NotificationId, notifications: Notifications, caller: Me
     ) -> NotificationOut:
-        return _out(await notifications.get(notification_id))
+        return _out(await notifications.get(notification_id, caller))

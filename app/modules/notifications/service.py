@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from app.bus import Envelope, ModuleBus
 from app.kernel.errors import NotFound
+from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
 from app.modules.notifications.email import EmailChannel
 from app.modules.notifications.money import format_amount
@@ -86,15 +87,27 @@ class NotificationService:
             compose=lambda contact: refund_issued(contact, event),
         )
 
-    async def get(self, notification_id: str) -> NotificationRow:
+    async def get(self, notification_id: str, caller: Caller) -> NotificationRow:
+        """Another user's notification is a 404, like one that does not exist."""
         notification = await self._store.get(notification_id)
-        if notification is None:
+        if notification is None or not caller.may_see(notification.user_id):
             raise NotFound(f"no notification {notification_id!r}")
         return notification
 
     async def page(
-        self, *, user_id: str | None, order_id: str | None, after: str | None, limit: int
+        self,
+        caller: Caller,
+        *,
+        user_id: str | None,
+        order_id: str | None,
+        after: str | None,
+        limit: int,
     ) -> list[NotificationRow]:
+        """A user lists only their own notifications; an admin, anyone's."""
+        if not caller.is_admin:
+            if user_id not in (None, caller.id):
+                return []
+            user_id = caller.id
         return await self._store.page(user_id=user_id, order_id=order_id, after=after, limit=limit)
 
     async def _keep_contact(self, contact: Contact, envelope: Envelope) -> None:

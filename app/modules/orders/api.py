@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from app.kernel.idempotency import IdempotencyKeyHeader, fingerprint, replay_response
+from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.modules.orders.service import OrderService
 
@@ -30,8 +31,18 @@ class OrderLine(msgspec.Struct, forbid_unknown_fields=True):
     ]
 
 
-class PlaceOrder(msgspec.Struct, forbid_unknown_fields=True):
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+class PlaceOrder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    user_id: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=64,
+                description="Optional: the caller's own id (anyone else's is a 403).",
+            ),
+        ]
+        | None
+    ) = None
     currency: Annotated[
         str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code, e.g. EUR.")
     ]
@@ -72,6 +83,7 @@ def _out(order: dict[str, Any]) -> OrderOut:
 
 
 Orders = NamedDependency[OrderService]
+Me = NamedDependency[Caller]
 
 
 class OrdersController(Controller):
@@ -91,9 +103,11 @@ class OrdersController(Controller):
         self,
         data: JSONBody[PlaceOrder],
         orders: Orders,
+        caller: Me,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[OrderOut]:
         order: dict[str, Any] = {
+            "caller": caller,
             "user_id": data.user_id,
             "currency": data.currency,
             "payment_token": data.payment_token,
@@ -102,7 +116,7 @@ class OrdersController(Controller):
         if idempotency_key is None:
             return Response(_out(await orders.place(**order)), status_code=201)
         write = orders.idempotent_write(
-            scope=f"user:{data.user_id}",
+            scope=f"user:{caller.id}",
             key=idempotency_key,
             fingerprint=fingerprint("POST /api/orders", msgspec.json.encode(data)),
             status=201,
@@ -115,6 +129,7 @@ class OrdersController(Controller):
     async def list_orders(
         self,
         orders: Orders,
+        caller: Me,
         user_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
         status: Annotated[
             Status | None, QueryParameter(description="Only orders in this status.")
@@ -122,12 +137,14 @@ class OrdersController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[OrderOut]:
-        rows = await orders.page(user_id=user_id, status=status, after=cursor, limit=limit + 1)
+        rows = await orders.page(
+            caller, user_id=user_id, status=status, after=cursor, limit=limit + 1
+        )
         return page_of([_out(row) for row in rows], limit)
 
     @get("/{order_id:str}", operation_id="getOrder", summary="Read an order")
-    async def get_order(self, order_id: OrderId, orders: Orders) -> OrderOut:
-        return _out(await orders.get(order_id))
+    async def get_order(self, order_id: OrderId, orders: Orders, caller: Me) -> OrderOut:
+        return _out(await orders.get(order_id, caller))
 
     @post(
         "/{order_id:str}/cancel",
@@ -140,6 +157,6 @@ class OrdersController(Controller):
         ),
         status_code=200,
     )
-    async def cancel(self, order_id: OrderId, orders: Orders) -> Response[OrderOut]:
-        order, final = await orders.cancel(order_id)
+    async def cancel(self, order_id: OrderId, orders: Orders, caller: Me) -> Response[OrderOut]:
+        order, final = await orders.cancel(order_id, caller)
         return Response(_out(order), status_code=200 if final else 202)

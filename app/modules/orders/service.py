@@ -16,8 +16,9 @@ import msgspec
 import pycountry
 
 from app.bus import Envelope, Event, ModuleBus
-from app.kernel.errors import Conflict, InvalidInput, NotFound, TryAgain
+from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, TryAgain
 from app.kernel.idempotency import Idempotency, IdempotentWrite, KeyTaken, StoredResponse
+from app.kernel.identity import Caller
 from app.kernel.ids import isoformat, new_id, utcnow
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.orders.store import DuplicateIdempotencyKey, OrderDocuments
@@ -79,12 +80,18 @@ class OrderService:
     async def place(
         self,
         *,
-        user_id: str,
+        caller: Caller,
+        user_id: str | None,
         currency: str,
         payment_token: str,
         items: list[Document],
         remember: IdempotentWrite | None = None,
     ) -> Document:
+        if user_id is not None and user_id != caller.id:
+            raise Forbidden(
+                "user_id must be your own id, or left out: orders are placed by their user"
+            )
+        user_id = caller.id
         if pycountry.currencies.get(alpha_3=currency) is None:
             raise InvalidInput("currency", f"{currency!r} is not an ISO 4217 currency code")
         if not await self._user_known(user_id):
@@ -137,24 +144,36 @@ class OrderService:
         self._bus.committed([placed])
         return order
 
-    async def get(self, order_id: str) -> Document:
+    async def get(self, order_id: str, caller: Caller) -> Document:
+        """Another user's order is a 404, like one that does not exist."""
         order = await self._store.get_order(order_id)
-        if order is None:
+        if order is None or not caller.may_see(order["user_id"]):
             raise NotFound(f"no order {order_id!r}")
         return order
 
     async def page(
-        self, *, user_id: str | None, status: str | None, after: str | None, limit: int
+        self,
+        caller: Caller,
+        *,
+        user_id: str | None,
+        status: str | None,
+        after: str | None,
+        limit: int,
     ) -> list[Document]:
+        """A user lists only their own orders; an admin, anyone's."""
+        if not caller.is_admin:
+            if user_id not in (None, caller.id):
+                return []
+            user_id = caller.id
         return await self._store.list_orders(
             user_id=user_id, status=status, after=after, limit=limit
         )
 
-    async def cancel(self, order_id: str) -> tuple[Document, bool]:
+    async def cancel(self, order_id: str, caller: Caller) -> tuple[Document, bool]:
         """Cancel an order (decision 8). Returns the order and whether it is final already:
         a PENDING order is CANCELLED at once; a PAID one waits for its refund."""
         for _ in range(MAX_WRITE_RACES):
-            order = await self.get(order_id)
+            order = await self.get(order_id, caller)
             status = order["status"]
             if status == PAID and order["cancel_requested"]:
                 return order, False

@@ -10,6 +10,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
+from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentRow
@@ -42,6 +43,7 @@ def _out(payment: PaymentRow) -> PaymentOut:
 
 
 Payments = NamedDependency[PaymentService]
+Me = NamedDependency[Caller]
 
 
 class PaymentsController(Controller):
@@ -51,19 +53,21 @@ class PaymentsController(Controller):
     async def list_payments(
         self,
         payments: Payments,
+        caller: Me,
         order_id: Annotated[
             str | None, QueryParameter(max_length=64, description="Only this order's.")
         ] = None,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[PaymentOut]:
-        rows = await payments.page(order_id=order_id, after=cursor, limit=limit + 1)
+        rows = await payments.page(caller, order_id=order_id, after=cursor, limit=limit + 1)
         return page_of([_out(row) for row in rows], limit)
 
     @get("/{payment_id:str}", operation_id="getPayment", summary="Read a payment")
     async def get_payment(
         self,
         payments: Payments,
+        caller: Me,
         payment_id: Annotated[str, PathParameter(max_length=64)],
     ) -> PaymentOut:
-        return _out(await payments.get(payment_id))
+        return _out(await payments.get(payment_id, caller))

@@ -18,6 +18,7 @@ from typing import Any
 
 from app.bus import Envelope, ModuleBus, RetryPolicy
 from app.kernel.errors import NotFound
+from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
@@ -69,16 +70,19 @@ class PaymentService:
 
     # Reading.
 
-    async def get(self, payment_id: str) -> PaymentRow:
+    async def get(self, payment_id: str, caller: Caller) -> PaymentRow:
+        """Another user's payment is a 404, like one that does not exist."""
         payment = await self._store.by_id(payment_id)
-        if payment is None:
+        if payment is None or not caller.may_see(payment.user_id):
             raise NotFound(f"no payment {payment_id!r}")
         return payment
 
     async def page(
-        self, *, order_id: str | None, after: str | None, limit: int
+        self, caller: Caller, *, order_id: str | None, after: str | None, limit: int
     ) -> list[PaymentRow]:
-        return await self._store.page(order_id=order_id, after=after, limit=limit)
+        """A user lists only their own payments; an admin, everyone's."""
+        user_id = None if caller.is_admin else caller.id
+        return await self._store.page(order_id=order_id, user_id=user_id, after=after, limit=limit)
 
     # Reacting to orders.
 

@@ -158,9 +158,11 @@ class PaymentsStore(SqlDatabase):
         return None if row is None else PaymentRow(**row)
 
     async def page(
-        self, *, order_id: str | None, after: str | None, limit: int
+        self, *, order_id: str | None, user_id: str | None, after: str | None, limit: int
     ) -> list[PaymentRow]:
         statement = sa.select(*_columns).order_by(payments.c.id).limit(limit)
+        if user_id is not None:
+            statement = statement.where(payments.c.user_id == user_id)
         if order_id is not None:
             statement = statement.where(payments.c.order_id == order_id)
         if after is not None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, get, patch, post
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
 from app.kernel.idempotency import IdempotencyKeyHeader, fingerprint, replay_response
+from app.kernel.identity import AccessToken, Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.modules.users.service import UserService
 from app.modules.users.store import UserRow
@@ -41,6 +42,11 @@ class UpdateUser(msgspec.Struct, forbid_unknown_fields=True):
     password: Password | None = None
 
 
+class Credentials(msgspec.Struct, forbid_unknown_fields=True):
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
 class UserOut(msgspec.Struct):
     id: str
     name: str
@@ -53,12 +59,19 @@ def _out(user: UserRow) -> UserOut:
 
 
 Users = NamedDependency[UserService]
+Me = NamedDependency[Caller]
 
 
 class UsersController(Controller):
     path = "/"
 
-    @post("/", operation_id="registerUser", summary="Register a user")
+    @post(
+        "/",
+        operation_id="registerUser",
+        summary="Register a user (no token needed)",
+        opt={"public": True},
+        security=[],
+    )
     async def register(
         self,
         data: JSONBody[RegisterUser],
@@ -84,15 +97,16 @@ class UsersController(Controller):
     async def list_users(
         self,
         users: Users,
+        caller: Me,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[UserOut]:
-        rows = await users.page(after=cursor, limit=limit + 1)
+        rows = await users.page(caller, after=cursor, limit=limit + 1)
         return page_of([_out(row) for row in rows], limit)
 
     @get("/{user_id:str}", operation_id="getUser", summary="Read a user")
-    async def get_user(self, user_id: UserId, users: Users) -> UserOut:
-        return _out(await users.get(user_id))
+    async def get_user(self, user_id: UserId, users: Users, caller: Me) -> UserOut:
+        return _out(await users.get(user_id, caller))
 
     @patch(
         "/{user_id:str}",
@@ -100,7 +114,29 @@ class UsersController(Controller):
         summary="Change a user's name, email or password",
     )
     async def update_user(
-        self, user_id: UserId, data: JSONBody[UpdateUser], users: Users
+        self, user_id: UserId, data: JSONBody[UpdateUser], users: Users, caller: Me
     ) -> UserOut:
-        user = await users.update(user_id, name=data.name, email=data.email, password=data.password)
+        user = await users.update(
+            user_id, caller, name=data.name, email=data.email, password=data.password
+        )
         return _out(user)
+
+
+class TokenController(Controller):
+    """Served under /api/auth: the users module owns credentials (decision 3)."""
+
+    path = "/"
+
+    @post(
+        "/token",
+        operation_id="createToken",
+        summary="Log in: a bearer token for an email and password",
+        opt={"public": True},
+        security=[],
+        status_code=200,
+    )
+    async def token(
+        self, data: JSONBody[Credentials], users: Users, request: Request[Any, Any, Any]
+    ) -> AccessToken:
+        client = request.client.host if request.client else "unknown"
+        return await users.log_in(email=data.email, password=data.password, client=client)

@@ -6,8 +6,9 @@ from litestar.di import Provide
 
 from app.kernel.idempotency import Idempotency
 from app.kernel.module import Assembly, Module, ModuleContext
-from app.modules.users.api import UsersController
+from app.modules.users.api import TokenController, UsersController
 from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.login_limits import LoginAttempts
 from app.modules.users.passwords import Passwords, make_hasher
 from app.modules.users.service import UserService
 from app.modules.users.store import UsersStore
@@ -21,9 +22,13 @@ def assemble(context: ModuleContext) -> Assembly:
         context.bus,
         Passwords(make_hasher(settings.password_hashing)),
         Idempotency(settings.idempotency_ttl_seconds),
+        context.tokens,
+        LoginAttempts(settings.login_attempts_per_minute),
     )
     return Assembly(
         route_handlers=[UsersController],
+        also_routes={"auth": [TokenController]},
+        commands={"create-admin": service.create_admin},
         dependencies={"users": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         outbox=store.outbox,
         purge=store.purge,
@@ -35,6 +40,7 @@ module = Module(
     description="Registration, profiles and credentials (SQL: SQLite or PostgreSQL).",
     publishes=(UserRegistered, UserUpdated),
     subscribes=(),
+    also_serves=("auth",),
     open_store=UsersStore,
     assemble=assemble,
 )

@@ -6,10 +6,12 @@ from dataclasses import replace
 from typing import Any
 
 from app.bus import ModuleBus
-from app.kernel.errors import Conflict, NotFound
+from app.kernel.errors import Conflict, NotFound, Unauthorized
 from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
+from app.kernel.identity import AccessToken, Caller, Role, TokenIssuer
 from app.kernel.ids import isoformat, new_id, utcnow
 from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.login_limits import LoginAttempts
 from app.modules.users.passwords import Passwords
 from app.modules.users.store import EmailTaken, UserRow, UsersStore
 
@@ -18,12 +20,41 @@ MAX_UPDATE_RACES = 5
 
 class UserService:
     def __init__(
-        self, store: UsersStore, bus: ModuleBus, passwords: Passwords, idempotency: Idempotency
+        self,
+        store: UsersStore,
+        bus: ModuleBus,
+        passwords: Passwords,
+        idempotency: Idempotency,
+        tokens: TokenIssuer,
+        logins: LoginAttempts,
     ) -> None:
         self._store = store
         self._bus = bus
         self._passwords = passwords
         self._idempotency = idempotency
+        self._tokens = tokens
+        self._logins = logins
+
+    async def log_in(self, *, email: str, password: str, client: str) -> AccessToken:
+        """A bearer token for the right email and password; one answer for every failure,
+        so a caller cannot tell an unknown email from a wrong password."""
+        self._logins.check(email, client)
+        user = await self._store.by_email(email)
+        if user is None:
+            await self._passwords.hash(password)  # the same cost either way: no timing oracle
+        elif await self._passwords.verify(user.password_hash, password):
+            self._logins.succeeded(email, client)
+            return self._tokens.issue(Caller(id=user.id, role=user.role))
+        self._logins.failed(email, client)
+        raise Unauthorized("wrong email or password")
+
+    async def create_admin(self, *, name: str, email: str, password: str) -> UserRow:
+        """The first admin, from the command line: a new admin, or an existing user promoted
+        (with the given password)."""
+        existing = await self._store.by_email(email)
+        if existing is None:
+            return await self.register(name=name, email=email, password=password, role="admin")
+        return await self._change(existing.id, password=password, role="admin")
 
     def idempotent_write(
         self, *, scope: str, key: str, fingerprint: str, status: int, render: Any
@@ -44,7 +75,13 @@ class UserService:
         )
 
     async def register(
-        self, *, name: str, email: str, password: str, remember: IdempotentWrite | None = None
+        self,
+        *,
+        name: str,
+        email: str,
+        password: str,
+        role: Role = "user",
+        remember: IdempotentWrite | None = None,
     ) -> UserRow:
         now = utcnow()
         user = UserRow(
@@ -52,6 +89,7 @@ class UserService:
             name=name,
             email=email.strip(),
             password_hash=await self._passwords.hash(password),
+            role=role,
             created_at=now,
             updated_at=now,
             version=1,
@@ -71,32 +109,51 @@ class UserService:
         self._bus.committed([event])
         return user
 
-    async def get(self, user_id: str) -> UserRow:
-        user = await self._store.get(user_id)
+    async def get(self, user_id: str, caller: Caller) -> UserRow:
+        """A user sees only their own record (another's is a 404: existence is not leaked)."""
+        user = await self._store.get(user_id) if caller.may_see(user_id) else None
         if user is None:
             raise NotFound(f"no user {user_id!r}")
         return user
 
-    async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
-        return await self._store.page(after=after, limit=limit)
+    async def page(self, caller: Caller, *, after: str | None, limit: int) -> list[UserRow]:
+        if caller.is_admin:
+            return await self._store.page(after=after, limit=limit)
+        mine = await self._store.get(caller.id)
+        return [mine] if mine is not None and (after is None or mine.id > after) else []
 
     async def update(
+        self,
+        user_id: str,
+        caller: Caller,
+        *,
+        name: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
+    ) -> UserRow:
+        await self.get(user_id, caller)  # unknown or not theirs: a 404 before costly hashing
+        return await self._change(user_id, name=name, email=email, password=password)
+
+    async def _change(
         self,
         user_id: str,
         *,
         name: str | None = None,
         email: str | None = None,
         password: str | None = None,
+        role: Role | None = None,
     ) -> UserRow:
-        await self.get(user_id)  # an unknown user is a 404 before any costly hashing
         password_hash = None if password is None else await self._passwords.hash(password)
         for _ in range(MAX_UPDATE_RACES):
-            current = await self.get(user_id)
+            current = await self._store.get(user_id)
+            if current is None:
+                raise NotFound(f"no user {user_id!r}")
             changed = replace(
                 current,
                 name=current.name if name is None else name,
                 email=current.email if email is None else email.strip(),
                 password_hash=password_hash or current.password_hash,
+                role=current.role if role is None else role,
             )
             if changed == current:
                 return current

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.bus import Envelope
 from app.bus.sql_outbox import SqlOutbox, add_to_outbox, outbox_table, purge_handled
 from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
+from app.kernel.identity import Role
 from app.kernel.ids import utcnow
 from app.kernel.sql import SqlDatabase, UtcDateTime
 
@@ -25,6 +26,7 @@ users = sa.Table(
     sa.Column("email", sa.String(254), nullable=False),
     sa.Column("email_key", sa.String(254), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(10), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
@@ -49,6 +51,7 @@ class UserRow:
     name: str
     email: str
     password_hash: str
+    role: Role
     created_at: datetime
     updated_at: datetime
     version: int  # every change
@@ -69,6 +72,7 @@ def _row(mapping: Any) -> UserRow:
         name=mapping["name"],
         email=mapping["email"],
         password_hash=mapping["password_hash"],
+        role=mapping["role"],
         created_at=mapping["created_at"],
         updated_at=mapping["updated_at"],
         version=mapping["version"],
@@ -139,11 +143,15 @@ class UsersStore(SqlDatabase):
         return removed + expired.rowcount
 
     async def get(self, user_id: str) -> UserRow | None:
+        return await self._one(users.c.id == user_id)
+
+    async def by_email(self, email: str) -> UserRow | None:
+        return await self._one(users.c.email_key == email_key(email))
+
+    async def _one(self, condition: sa.ColumnElement[bool]) -> UserRow | None:
         async with self.reading() as connection:
             row = (
-                (await connection.execute(sa.select(*_columns).where(users.c.id == user_id)))
-                .mappings()
-                .first()
+                (await connection.execute(sa.select(*_columns).where(condition))).mappings().first()
             )
         return None if row is None else _row(row)
 
@@ -162,6 +170,7 @@ class UsersStore(SqlDatabase):
             "email": user.email,
             "email_key": email_key(user.email),
             "password_hash": user.password_hash,
+            "role": user.role,
             "updated_at": user.updated_at,
             "version": user.version,
             "event_sequence": user.event_sequence,

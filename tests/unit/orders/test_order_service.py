@@ -58,7 +58,11 @@ class Orders:
         return user_id
 
     async def post(self, user_id: str, **changes: Any) -> Response:
-        return await self.seams.client.post("/api/orders", json={**an_order(user_id), **changes})
+        return await self.seams.client.post(
+            "/api/orders",
+            json={**an_order(user_id), **changes},
+            headers=self.seams.headers_for(user_id),
+        )
 
     async def place(self, user_id: str, **changes: Any) -> dict[str, Any]:
         response = await self.post(user_id, **changes)

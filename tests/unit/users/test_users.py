@@ -191,6 +191,7 @@ async def test_the_store_compares_emails_trimmed_and_case_folded(users: Scenario
         name="Eve",
         email="  FOLDED@example.com ",
         password_hash="x",
+        role="user",
         created_at=now,
         updated_at=now,
         version=1,

@@ -1,0 +1,51 @@
+"""The key that signs access tokens (decision 1).
+
+`APP_SECRET_KEY` wins. Without it, `--ephemeral` uses a random key per process, and the
+data dir keeps a generated one (file mode 0600) so tokens survive a restart. Only
+`APP_ENV=production` refuses to start without `APP_SECRET_KEY`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from app.settings import Settings
+
+log = logging.getLogger("app.gateway")
+
+KEY_FILE = "secret_key"
+MIN_LENGTH = 32
+
+
+class MissingSecretKey(ValueError):
+    pass
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    if settings.secret_key:
+        if len(settings.secret_key) < MIN_LENGTH:
+            raise MissingSecretKey(f"APP_SECRET_KEY must be at least {MIN_LENGTH} characters")
+        return settings.secret_key
+    if settings.env == "production":
+        raise MissingSecretKey(
+            "APP_ENV=production needs APP_SECRET_KEY (at least 32 random characters, e.g. "
+            "from `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+        )
+    if settings.ephemeral:
+        return secrets.token_urlsafe(48)
+    path = Path(settings.data_dir).expanduser() / KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key)
+    log.warning(
+        "no APP_SECRET_KEY: generated one in %s (mode 0600); set APP_SECRET_KEY in production",
+        path,
+    )
+    return key
