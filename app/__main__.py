@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -143,6 +144,9 @@ def serve(settings: Settings) -> int:
         settings.port,
         where,
     )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
+    # found: a no-op one lets a clean stop exit with status 0 instead of dying of SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     # One worker by design (decision 2): the bus, embedded stores and limits live in it.
     uvicorn.run(
         app,

@@ -57,6 +57,8 @@ class Ledger(Protocol):
 
     async def settle_charge(self, order_id: str, result: ChargeResult) -> None: ...
 
+    async def settled_charge(self, order_id: str) -> ChargeResult | None: ...
+
     async def refund_charge(self, order_id: str) -> bool:
         """Mark a captured charge refunded; False if nothing was captured."""
         ...
@@ -82,3 +84,7 @@ class CardProcessor:
 
     async def refund(self, order_id: str) -> bool:
         return await self._ledger.refund_charge(order_id)
+
+    async def settled(self, order_id: str) -> ChargeResult | None:
+        """The final answer the processor gave for an order, if it gave one."""
+        return await self._ledger.settled_charge(order_id)

@@ -112,8 +112,16 @@ class PaymentService:
                 await self._store.record_inbox(envelope)
                 return
             if payment.status == PROCESSING:
-                await self._finish(payment, FAILED, "order_cancelled", cause=envelope)
-            elif payment.status == SUCCEEDED:
+                settled = await self._processor.settled(event.order_id)
+                if settled is None or settled.outcome is not Outcome.CAPTURED:
+                    await self._finish(payment, FAILED, "order_cancelled", cause=envelope)
+                    return
+                # The processor captured it before a crash left the payment PROCESSING:
+                # record the capture as it happened, then refund it like any paid order.
+                payment = await self._finish(
+                    payment, SUCCEEDED, None, attempts=payment.attempts + 1
+                )
+            if payment.status == SUCCEEDED:
                 await self._processor.refund(event.order_id)  # idempotent: the ledger knows
                 await self._finish(payment, REFUNDED, None, cause=envelope)
             else:
@@ -165,7 +173,7 @@ class PaymentService:
         *,
         attempts: int | None = None,
         cause: Envelope | None = None,
-    ) -> None:
+    ) -> PaymentRow:
         changed = replace(
             payment,
             status=status,
@@ -184,6 +192,7 @@ class PaymentService:
         )
         if written:
             self._bus.committed(events)
+        return changed
 
     @staticmethod
     def _event_for(

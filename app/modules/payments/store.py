@@ -216,6 +216,19 @@ class PaymentsStore(SqlDatabase):
                 .values(outcome=result.outcome.value, reason=result.reason)
             )
 
+    async def settled_charge(self, order_id: str) -> ChargeResult | None:
+        async with self.reading() as connection:
+            row = (
+                await connection.execute(
+                    sa.select(processor_ledger.c.outcome, processor_ledger.c.reason).where(
+                        processor_ledger.c.order_id == order_id
+                    )
+                )
+            ).first()
+        if row is None or row.outcome is None:
+            return None
+        return ChargeResult(Outcome(row.outcome), row.reason)
+
     async def refund_charge(self, order_id: str) -> bool:
         async with self.transaction() as connection:
             result = await connection.execute(

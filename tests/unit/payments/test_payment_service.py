@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from app.bus.envelope import Envelope, wrap
-from app.kernel.ids import new_id
+from app.kernel.ids import new_id, utcnow
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.contracts import PaymentFailed
 from app.modules.payments.module import module as payments_module
-from app.modules.payments.store import PaymentsStore
+from app.modules.payments.processor import ChargeResult, Outcome
+from app.modules.payments.store import PaymentRow, PaymentsStore
 from tests.support.scenario import Scenario, scenario
 
 pytestmark = pytest.mark.anyio
@@ -285,3 +286,28 @@ async def test_cancelling_between_retries_stops_them_without_a_capture(
             assert published(payments) == ["PaymentFailed"]
     finally:
         logging.getLogger("app.modules.payments").removeHandler(first_failure)
+
+
+async def test_a_capture_a_crash_left_unrecorded_is_refunded_when_the_order_is_cancelled(
+    payments: Scenario,
+) -> None:
+    """The processor captured, then the process died before the payment said so: the
+    payment is PROCESSING, the ledger says captured. A cancel must not keep the money."""
+    store: PaymentsStore = payments.store
+    now = utcnow()
+    left = PaymentRow(
+        id=new_id(), order_id="o-crash", user_id="u1", amount=1250, currency="EUR",
+        token="tok_visa", status="PROCESSING", attempts=0, failure_reason=None,
+        event_sequence=0, created_at=now, updated_at=now,
+    )  # fmt: skip
+    assert await store.open_payment(left, placed("o-crash"))
+    await store.count_attempt("o-crash", 1250, "EUR", "tok_visa")
+    await store.settle_charge("o-crash", ChargeResult(Outcome.CAPTURED))
+
+    await deliver(payments, cancelled("o-crash", status_when_cancelled="PENDING"))
+
+    assert [(p["status"], p["attempts"]) for p in await payments_for(payments, "o-crash")] == [
+        ("REFUNDED", 1)
+    ]
+    assert await ledger(payments) == (1250, 1250)
+    assert published(payments) == ["PaymentSucceeded", "PaymentRefunded"]
