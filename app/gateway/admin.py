@@ -13,6 +13,7 @@ from app.bus import Bus, DeadLetter, Envelope
 from app.gateway.auth import admins_only
 from app.kernel.errors import NotFound
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.kernel.problems import AUTHENTICATED, problems
 from app.runtime import Runtime
 
 LetterId = Annotated[str, PathParameter(max_length=64, description="A dead letter's id.")]
@@ -73,6 +74,7 @@ class AdminController(Controller):
     @get(
         "/bus",
         operation_id="getBusState",
+        responses=problems(*AUTHENTICATED, 403),
         summary="Work under way, dead letters, and events handled per type and consumer",
         description="`busy` is 0 when every event has been handled and every charge has ended.",
     )
@@ -91,6 +93,7 @@ class AdminController(Controller):
     @get(
         "/dead-letters",
         operation_id="listDeadLetters",
+        responses=problems(*AUTHENTICATED, 403),
         summary="Events a consumer could not handle, with the error and the attempts made",
     )
     async def dead_letters(
@@ -99,7 +102,12 @@ class AdminController(Controller):
         letters = await _bus(request).store.dead_letters(after=cursor, limit=limit + 1)
         return page_of([_out(letter) for letter in letters], limit)
 
-    @get("/dead-letters/{letter_id:str}", operation_id="getDeadLetter", summary="One dead letter")
+    @get(
+        "/dead-letters/{letter_id:str}",
+        operation_id="getDeadLetter",
+        responses=problems(*AUTHENTICATED, 403, 404),
+        summary="One dead letter",
+    )
     async def dead_letter(
         self, request: Request[Any, Any, Any], letter_id: LetterId
     ) -> DeadLetterOut:
@@ -111,6 +119,7 @@ class AdminController(Controller):
     @post(
         "/dead-letters/{letter_id:str}/replay",
         operation_id="replayDeadLetter",
+        responses=problems(*AUTHENTICATED, 403, 404),
         summary="Deliver it again, then the events of its aggregate parked behind it",
         status_code=202,
     )
@@ -122,6 +131,7 @@ class AdminController(Controller):
     @post(
         "/dead-letters/replay",
         operation_id="replayAllDeadLetters",
+        responses=problems(*AUTHENTICATED, 403),
         summary="Replay every dead letter",
         status_code=202,
     )
@@ -133,6 +143,7 @@ class AdminController(Controller):
     @delete(
         "/dead-letters/{letter_id:str}",
         operation_id="discardDeadLetter",
+        responses=problems(*AUTHENTICATED, 403, 404),
         summary="Drop it for good; the events parked behind it are delivered",
         status_code=204,
     )

@@ -17,6 +17,7 @@ from app.gateway.auth import provide_caller, rate_limit
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
+from app.gateway.openapi import StrictStructSchemaPlugin
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
 from app.gateway.topology import TopologyController
 from app.kernel.errors import BoundaryViolation
@@ -88,6 +89,7 @@ def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
         ),
+        plugins=[StrictStructSchemaPlugin()],
         debug=False,
     )
     app.state.runtime = runtime

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 
 from app.gateway.errors import problem
+from app.kernel.problems import problems
 from app.runtime import Runtime
 
 
@@ -24,13 +25,15 @@ class HealthController(Controller):
     tags = ["gateway"]
     include_in_schema = True
 
-    @get("/health", operation_id="health", summary="The process is alive")
+    @get("/health", operation_id="health", summary="The process is alive", security=[{}])
     async def health(self) -> Health:
         return Health(status="ok")
 
     @get(
         "/ready",
         operation_id="ready",
+        security=[{}],
+        responses=problems(503),
         summary="Every store answers and the bus runs (503 names what fails)",
     )
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:

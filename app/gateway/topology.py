@@ -11,6 +11,7 @@ from litestar import Controller, Litestar, Request, get
 
 from app.bus import event_type_name
 from app.kernel.identity import Caller
+from app.kernel.problems import AUTHENTICATED, problems
 from app.runtime import Runtime
 
 HIDDEN_METHODS = {"OPTIONS", "HEAD"}
@@ -140,6 +141,7 @@ class TopologyController(Controller):
     @get(
         "/api/topology",
         operation_id="getTopology",
+        responses=problems(*AUTHENTICATED),
         summary="Modules, routes, stores and event flows, derived from the code",
     )
     async def topology(self, request: Request[Caller, Any, Any]) -> Topology:

@@ -12,6 +12,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.kernel.problems import AUTHENTICATED, problems
 from app.modules.notifications.service import NotificationService
 from app.modules.notifications.store import NotificationRow
 
@@ -53,7 +54,12 @@ Me = NamedDependency[Caller]
 class NotificationsController(Controller):
     path = "/"
 
-    @get("/", operation_id="listNotifications", summary="List notifications, a page at a time")
+    @get(
+        "/",
+        operation_id="listNotifications",
+        responses=problems(*AUTHENTICATED),
+        summary="List notifications, a page at a time",
+    )
     async def list_notifications(
         self,
         notifications: Notifications,
@@ -68,7 +74,12 @@ class NotificationsController(Controller):
         )
         return page_of([_out(row) for row in rows], limit)
 
-    @get("/{notification_id:str}", operation_id="getNotification", summary="Read a notification")
+    @get(
+        "/{notification_id:str}",
+        operation_id="getNotification",
+        responses=problems(*AUTHENTICATED, 404),
+        summary="Read a notification",
+    )
     async def get_notification(
         self, notification_id: NotificationId, notifications: Notifications, caller: Me
     ) -> NotificationOut:

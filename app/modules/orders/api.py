@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+import pycountry
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from app.kernel.idempotency import IdempotencyKeyHeader, fingerprint, replay_response
 from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.kernel.problems import AUTHENTICATED, WITH_BODY, problems
 from app.modules.orders.service import OrderService
 
 MAX_ITEMS = 100
@@ -20,6 +23,14 @@ MAX_QUANTITY = 1_000
 MAX_UNIT_PRICE = 100_000_000  # minor units; with the other limits every total stays below 2^53
 
 Status = Literal["PENDING", "PAID", "CANCELLED", "REFUNDED"]
+
+# The ISO 4217 list from pycountry, as an enum in the schema: clients and fuzzers see
+# exactly which codes are accepted.
+ISO_4217 = tuple(sorted(currency.alpha_3 for currency in pycountry.currencies))
+if TYPE_CHECKING:
+    CurrencyCode = str
+else:
+    CurrencyCode = Literal[ISO_4217]
 OrderId = Annotated[str, PathParameter(max_length=64, description="An order id.")]
 
 
@@ -43,9 +54,7 @@ class PlaceOrder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ]
         | None
     ) = None
-    currency: Annotated[
-        str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code, e.g. EUR.")
-    ]
+    currency: Annotated[CurrencyCode, msgspec.Meta(description="An ISO 4217 code, e.g. EUR.")]
     payment_token: Annotated[
         str,
         msgspec.Meta(
@@ -92,6 +101,7 @@ class OrdersController(Controller):
     @post(
         "/",
         operation_id="placeOrder",
+        responses=problems(*AUTHENTICATED, *WITH_BODY, 403, 409, 422),
         summary="Place an order; payment follows asynchronously",
         description=(
             "201 with the order PENDING. The order's user must be known to orders: right "
@@ -125,7 +135,12 @@ class OrdersController(Controller):
         stored, replayed = await orders.place_once(write, **order)
         return replay_response(stored, replayed, OrderOut)
 
-    @get("/", operation_id="listOrders", summary="List orders, filtered by user and status")
+    @get(
+        "/",
+        operation_id="listOrders",
+        responses=problems(*AUTHENTICATED),
+        summary="List orders, filtered by user and status",
+    )
     async def list_orders(
         self,
         orders: Orders,
@@ -142,13 +157,22 @@ class OrdersController(Controller):
         )
         return page_of([_out(row) for row in rows], limit)
 
-    @get("/{order_id:str}", operation_id="getOrder", summary="Read an order")
+    @get(
+        "/{order_id:str}",
+        operation_id="getOrder",
+        responses=problems(*AUTHENTICATED, 404),
+        summary="Read an order",
+    )
     async def get_order(self, order_id: OrderId, orders: Orders, caller: Me) -> OrderOut:
         return _out(await orders.get(order_id, caller))
 
     @post(
         "/{order_id:str}/cancel",
         operation_id="cancelOrder",
+        responses={
+            **problems(*AUTHENTICATED, 404, 409),
+            202: ResponseSpec(OrderOut, description="Accepted: the refund follows"),
+        },
         summary="Cancel an order",
         description=(
             "200: a PENDING order is CANCELLED at once. 202: a PAID order stays PAID until "

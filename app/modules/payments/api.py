@@ -12,6 +12,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.kernel.problems import AUTHENTICATED, problems
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentRow
 
@@ -49,7 +50,12 @@ Me = NamedDependency[Caller]
 class PaymentsController(Controller):
     path = "/"
 
-    @get("/", operation_id="listPayments", summary="List payments, optionally for one order")
+    @get(
+        "/",
+        operation_id="listPayments",
+        responses=problems(*AUTHENTICATED),
+        summary="List payments, optionally for one order",
+    )
     async def list_payments(
         self,
         payments: Payments,
@@ -63,7 +69,12 @@ class PaymentsController(Controller):
         rows = await payments.page(caller, order_id=order_id, after=cursor, limit=limit + 1)
         return page_of([_out(row) for row in rows], limit)
 
-    @get("/{payment_id:str}", operation_id="getPayment", summary="Read a payment")
+    @get(
+        "/{payment_id:str}",
+        operation_id="getPayment",
+        responses=problems(*AUTHENTICATED, 404),
+        summary="Read a payment",
+    )
     async def get_payment(
         self,
         payments: Payments,

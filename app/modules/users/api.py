@@ -13,6 +13,7 @@ from litestar.params import JSONBody, PathParameter
 from app.kernel.idempotency import IdempotencyKeyHeader, fingerprint, replay_response
 from app.kernel.identity import AccessToken, Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
+from app.kernel.problems import AUTHENTICATED, PUBLIC, WITH_BODY, problems
 from app.modules.users.service import UserService
 from app.modules.users.store import UserRow
 
@@ -22,7 +23,8 @@ Email = Annotated[
     msgspec.Meta(
         min_length=3,
         max_length=254,
-        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        # ASCII spaces spelled out: `\s` means different things to Python and to clients.
+        pattern=r"^[^@ \t\n\r\f\v]+@[^@ \t\n\r\f\v]+\.[^@ \t\n\r\f\v]+$",
         description="An email address; unique, compared case-insensitively.",
     ),
 ]
@@ -68,9 +70,10 @@ class UsersController(Controller):
     @post(
         "/",
         operation_id="registerUser",
+        responses=problems(*PUBLIC, *WITH_BODY, 409, 422),
         summary="Register a user (no token needed)",
         opt={"public": True},
-        security=[],
+        security=[{}],  # no token needed: an empty requirement allows anonymous calls
     )
     async def register(
         self,
@@ -93,7 +96,12 @@ class UsersController(Controller):
         )
         return replay_response(stored, replayed, UserOut)
 
-    @get("/", operation_id="listUsers", summary="List users, a page at a time")
+    @get(
+        "/",
+        operation_id="listUsers",
+        responses=problems(*AUTHENTICATED),
+        summary="List users, a page at a time",
+    )
     async def list_users(
         self,
         users: Users,
@@ -104,13 +112,19 @@ class UsersController(Controller):
         rows = await users.page(caller, after=cursor, limit=limit + 1)
         return page_of([_out(row) for row in rows], limit)
 
-    @get("/{user_id:str}", operation_id="getUser", summary="Read a user")
+    @get(
+        "/{user_id:str}",
+        operation_id="getUser",
+        responses=problems(*AUTHENTICATED, 404),
+        summary="Read a user",
+    )
     async def get_user(self, user_id: UserId, users: Users, caller: Me) -> UserOut:
         return _out(await users.get(user_id, caller))
 
     @patch(
         "/{user_id:str}",
         operation_id="updateUser",
+        responses=problems(*AUTHENTICATED, *WITH_BODY, 404, 409),
         summary="Change a user's name, email or password",
     )
     async def update_user(
@@ -130,9 +144,10 @@ class TokenController(Controller):
     @post(
         "/token",
         operation_id="createToken",
+        responses=problems(*PUBLIC, *WITH_BODY, 401),
         summary="Log in: a bearer token for an email and password",
         opt={"public": True},
-        security=[],
+        security=[{}],  # no token needed: an empty requirement allows anonymous calls
         status_code=200,
     )
     async def token(
