@@ -127,11 +127,15 @@ def print_topology(settings: Settings, output: str) -> int:
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    from app.gateway.request_id import RequestIdLogFilter
     from app.main import create_app
 
     logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdLogFilter())
     try:
         app = create_app(settings)
     except ValueError as error:
@@ -155,6 +159,7 @@ def serve(settings: Settings) -> int:
         workers=1,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        access_log=False,  # app.access logs each request with its request id instead
     )
     return 0
 

@@ -3,13 +3,14 @@ every response, and made the correlation id of the events a request causes."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.bus.context import current_request_id
+from app.bus.context import current_cause, current_request_id
 from app.kernel.ids import new_id
 
 HEADER = "x-request-id"
@@ -36,12 +37,28 @@ def request_id_of(scope: Scope) -> str:
     return chosen
 
 
+access_log = logging.getLogger("app.access")
+
+
 class RequestIdMiddleware(ASGIMiddleware):
+    """Sets the request id for everything the request runs, and writes the access log line
+    with it (uvicorn's own access log, which cannot know the id, is off)."""
+
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         token = current_request_id.set(request_id_of(scope))
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await next_app(scope, receive, send)
+            await next_app(scope, receive, sending)
         finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("%s %s %d", scope.get("method"), scope["path"], status)
             current_request_id.reset(token)
 
 
@@ -49,3 +66,12 @@ async def add_request_id_header(message: Message, scope: Scope) -> None:
     """before_send hook: runs for every response, errors and unknown routes included."""
     if message["type"] == "http.response.start":
         MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id_of(scope)
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Stamps every log record with the id of the request (or event flow) it belongs to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cause = current_cause.get()
+        record.request_id = current_request_id.get() or (cause.correlation_id if cause else "-")
+        return True

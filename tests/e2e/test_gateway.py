@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from app.gateway.request_id import RequestIdLogFilter
 from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio
@@ -69,3 +72,14 @@ async def test_ready_is_503_when_the_bus_is_stopped() -> None:
         assert ready.status_code == 503
         assert ready.json()["checks"]["bus"] == "not running"
         await seams.runtime.bus.transport.start()
+
+
+async def test_the_request_id_is_logged_with_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.handler.addFilter(RequestIdLogFilter())
+    caplog.set_level(logging.INFO, logger="app.access")
+    async with running(fast_settings(ephemeral="true")) as seams:
+        response = await seams.client.get("/api/orders", headers={"X-Request-ID": "look-for-me"})
+    assert response.headers["x-request-id"] == "look-for-me"
+    [line] = [r for r in caplog.records if r.name == "app.access" and "/api/orders" in r.message]
+    assert line.request_id == "look-for-me"  # type: ignore[attr-defined]
+    assert line.getMessage() == "GET /api/orders 200"
