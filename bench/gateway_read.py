@@ -3,13 +3,16 @@
     python bench/gateway_read.py [--seconds S] [--connections C] [--generator auto|wrk|python]
 
 Seams (`python -m app`, uvicorn with uvloop and httptools, one worker, every middleware
-and hook of the gateway) writes a few users into a fresh data dir. Then, alternately
-bare, seams, bare, seams, one server at a time is started pinned to core 0 (`taskset -c
-0`) and loaded by wrk pinned to core 1 (`taskset -c 1 wrk -t1 -cC -dSs --latency`) reading
-one user's row; the bare side is bench/bare_read.py (decision 16: no middleware, same
-row, same file, same driver). The best of the two rounds of each side is reported, with
-the ratio seams/bare. Without wrk on PATH a built-in Python load generator (asyncio
-sockets, keep-alive, its own process pinned to core 1) stands in, and the output says so.
+and hook of the gateway, authentication on, APP_RATE_LIMIT_PER_MINUTE=0) writes a few
+users into a fresh data dir and logs one of them in. Then, alternately bare, seams, bare,
+seams, one server at a time is started pinned to core 0 (`taskset -c 0`) and loaded by wrk
+pinned to core 1 (`taskset -c 1 wrk -t1 -cC -dSs --latency`) reading that user's row.
+Seams is read as that user (`-H "Authorization: Bearer <token>"`: decision 16, "Seams runs
+with its whole gateway (auth on)"); the bare side is bench/bare_read.py, unauthenticated
+(no middleware, same row, same file, same driver). The best of the two rounds of each
+side is reported, with the ratio seams/bare. Without wrk on PATH a built-in Python load
+generator (asyncio sockets, keep-alive, its own process pinned to core 1) stands in, and
+the output says so.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,8 +96,12 @@ def parse_wrk(output: str) -> Load:
     )
 
 
-def run_wrk(url: str, *, connections: int, seconds: int, warmup: int) -> Load:
+def run_wrk(
+    url: str, *, headers: Mapping[str, str], connections: int, seconds: int, warmup: int
+) -> Load:
     command = [*pin_prefix(LOAD_CORE), "wrk", "-t1", f"-c{connections}"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
     if warmup > 0:
         subprocess.run([*command, f"-d{warmup}s", url], capture_output=True, check=True)
     completed = subprocess.run(
@@ -107,8 +114,16 @@ def run_wrk(url: str, *, connections: int, seconds: int, warmup: int) -> Load:
 # connection, like wrk -t1 but with Python's per-request cost on the load core.
 
 
-async def _hammer(port: int, path: str, connections: int, seconds: float, warmup: float) -> Load:
-    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+async def _hammer(
+    port: int,
+    path: str,
+    headers: Mapping[str, str],
+    connections: int,
+    seconds: float,
+    warmup: float,
+) -> Load:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode()
     latencies: list[float] = []
     failures = 0
     measure_from = time.perf_counter() + warmup
@@ -153,6 +168,7 @@ async def _hammer(port: int, path: str, connections: int, seconds: float, warmup
 def _python_load_process(
     port: int,
     path: str,
+    headers: dict[str, str],
     connections: int,
     seconds: float,
     warmup: float,
@@ -162,18 +178,26 @@ def _python_load_process(
     try:
         import uvloop
 
-        load = uvloop.run(_hammer(port, path, connections, seconds, warmup))
+        load = uvloop.run(_hammer(port, path, headers, connections, seconds, warmup))
     except ImportError:
-        load = asyncio.run(_hammer(port, path, connections, seconds, warmup))
+        load = asyncio.run(_hammer(port, path, headers, connections, seconds, warmup))
     results.put(load)
 
 
-def run_python_load(port: int, path: str, *, connections: int, seconds: int, warmup: int) -> Load:
+def run_python_load(
+    port: int,
+    path: str,
+    *,
+    headers: Mapping[str, str],
+    connections: int,
+    seconds: int,
+    warmup: int,
+) -> Load:
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.queues.Queue[Load] = context.Queue()
     process = context.Process(
         target=_python_load_process,
-        args=(port, path, connections, float(seconds), float(warmup), results),
+        args=(port, path, dict(headers), connections, float(seconds), float(warmup), results),
     )
     process.start()
     load = results.get(timeout=seconds + warmup + 60)
@@ -251,8 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = Path(tempfile.mkdtemp(prefix="seams-read-"))
     print(
         f"Gateway read benchmark: commit {commit()}, {machine()}\n"
-        f"seams: python -m app (uvicorn auto -> uvloop + httptools, 1 worker, whole gateway)\n"
-        f"bare:  uvicorn bench/bare_read.py --loop uvloop --http httptools (no middleware)\n"
+        f"seams: python -m app (uvicorn auto -> uvloop + httptools, 1 worker, whole gateway,"
+        f" auth on, APP_RATE_LIMIT_PER_MINUTE=0); the read is authenticated (Bearer token)\n"
+        f"bare:  uvicorn bench/bare_read.py --loop uvloop --http httptools (no middleware,"
+        f" no auth)\n"
         f"load:  {described}, after a {arguments.warmup} s warm-up; {where}",
         flush=True,
     )
@@ -261,11 +287,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         seams = start_seams(data / "db", port=free_port(), log_path=data / "setup.log")
         try:
             seams.wait_until("/ready")
-            ids = register_users(seams.base_url, arguments.users, tag=data.name)
+            accounts = register_users(seams.base_url, arguments.users, tag=data.name)
         finally:
             seams.stop()
-        path = f"/api/users/{ids[len(ids) // 2]}"
-        print(f"read:  GET {path} (one row of {len(ids)} in {data / 'db' / 'users.db'})\n")
+        # The token stays valid across restarts: the data dir keeps the signing key.
+        reader = accounts[len(accounts) // 2]
+        path = f"/api/users/{reader.id}"
+        headers: dict[Side, dict[str, str]] = {"bare": {}, "seams": reader.headers}
+        print(
+            f"read:  GET {path} (one row of {len(accounts)} in {data / 'db' / 'users.db'});"
+            f" seams as that user (Authorization: Bearer <its token>), bare without a header\n"
+        )
 
         results: dict[Side, list[Load]] = {"bare": [], "seams": []}
         print(f"{'round':>5}  {'side':<5}  {'req/s':>8}  {'p50':>9}  {'p99':>9}  {'errors':>6}")
@@ -280,10 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         data / "db", port=port, log_path=log_path, pin_core=SERVER_CORE
                     )
                 try:
-                    server.wait_until(path)
+                    server.wait_until(path, headers=headers[side])
                     if generator == "wrk":
                         load = run_wrk(
                             server.base_url + path,
+                            headers=headers[side],
                             connections=arguments.connections,
                             seconds=arguments.seconds,
                             warmup=arguments.warmup,
@@ -292,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         load = run_python_load(
                             port,
                             path,
+                            headers=headers[side],
                             connections=arguments.connections,
                             seconds=arguments.seconds,
                             warmup=arguments.warmup,

@@ -1,5 +1,6 @@
 """What bench/saga.py and bench/gateway_read.py share: the Seams server as a real process,
-free ports, percentiles and the machine line every report starts with.
+its first admin, users with their bearer tokens, free ports, percentiles and the machine
+line every report starts with.
 
 Not a module of the app: nothing here imports `app`. The benchmarks talk to Seams over
 HTTP on loopback only, exactly as a client would.
@@ -16,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,10 +27,30 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 
-# Every Seams process a benchmark starts gets these: cheap registration (argon2id with
-# small parameters instead of the default 64 MiB / 3 passes, which cost tens of ms of CPU
-# per user; the benchmarks measure orders and reads, not password hashing) and quiet logs.
-SEAMS_ENV = {"APP_PASSWORD_HASHING": "argon2id-fast", "APP_LOG_LEVEL": "WARNING"}
+# Every Seams process a benchmark starts gets these: cheap registration and login (argon2id
+# with small parameters instead of the default 64 MiB / 3 passes, which cost tens of ms of
+# CPU per user; the benchmarks measure orders and reads, not password hashing), quiet logs,
+# and no per-caller rate limit (decision 12: benchmarks disable it; the default 6,000/min
+# per caller would turn a load run into a run of 429s). Authentication stays on.
+SEAMS_ENV = {
+    "APP_PASSWORD_HASHING": "argon2id-fast",
+    "APP_LOG_LEVEL": "WARNING",
+    "APP_RATE_LIMIT_PER_MINUTE": "0",
+}
+PASSWORD = "correct horse battery staple"  # every benchmark account's, admin included
+ADMIN_EMAIL = "bench-admin@example.com"
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user the benchmark can act as: its id and a bearer token from POST /api/auth/token."""
+
+    id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 def free_port() -> int:
@@ -121,11 +143,14 @@ class Server:
             stderr=subprocess.STDOUT,
         )
 
-    def wait_until(self, path: str, *, timeout: float = 30.0) -> None:
-        """Poll GET path until it answers 200; raise with the server's log if it never does."""
+    def wait_until(
+        self, path: str, *, timeout: float = 30.0, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Poll GET path (with these headers) until it answers 200; raise with the server's
+        log if it never does."""
         deadline = time.monotonic() + timeout
         last = "no answer"
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
+        with httpx.Client(base_url=self.base_url, timeout=2.0, headers=headers) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(
@@ -174,31 +199,84 @@ def start_seams(
     log_path: Path,
     pin_core: int | None = None,
 ) -> Server:
-    """`python -m app --data-dir <data_dir> --port <port>` with SEAMS_ENV, optionally pinned."""
+    """`python -m app --data-dir <data_dir> --port <port>` with SEAMS_ENV (rate limit off,
+    auth on), optionally pinned."""
     prefix = [] if pin_core is None else pin_prefix(pin_core)
     argv = [*prefix, sys.executable, "-m", "app", "--port", str(port), "--data-dir", str(data_dir)]
     return Server("seams", argv, port=port, log_path=log_path, env=SEAMS_ENV)
 
 
-def register_users(base_url: str, count: int, *, tag: str) -> list[str]:
-    """Register `count` users through the gateway; their ids, in registration order."""
-    ids: list[str] = []
+def create_admin(
+    data_dir: Path,
+    *,
+    email: str = ADMIN_EMAIL,
+    name: str = "Bench Admin",
+    password: str = PASSWORD,
+) -> str:
+    """`python -m app create-admin --password-stdin` on the data dir, before the server is
+    started on it (the server and this command must not hold its stores at once). The
+    admin's email, for `log_in`."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "create-admin",
+            "--email",
+            email,
+            "--name",
+            name,
+            "--password-stdin",
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=REPO,
+        env={**os.environ, **SEAMS_ENV},
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"create-admin exited with {completed.returncode}:\n"
+            f"{completed.stdout}{completed.stderr}"
+        )
+    return email
+
+
+def log_in(client: httpx.Client, email: str, password: str = PASSWORD) -> str:
+    """POST /api/auth/token on the client's base URL; the bearer token."""
+    response = client.post("/api/auth/token", json={"email": email, "password": password})
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"POST /api/auth/token for {email} answered {response.status_code}: "
+            f"{response.text[:300]}"
+        )
+    body = response.json()
+    if body.get("token_type") != "bearer":
+        raise RuntimeError(f"POST /api/auth/token: not a bearer token: {response.text[:300]}")
+    token: str = body["access_token"]
+    return token
+
+
+def register_users(base_url: str, count: int, *, tag: str) -> list[Account]:
+    """Register `count` users through the gateway and log each one in; their accounts (id
+    and bearer token), in registration order."""
+    accounts: list[Account] = []
     with httpx.Client(base_url=base_url, timeout=30.0) as client:
         for number in range(count):
+            email = f"bench-{tag}-{number}@example.com"
             response = client.post(
                 "/api/users",
-                json={
-                    "name": f"Bench User {number}",
-                    "email": f"bench-{tag}-{number}@example.com",
-                    "password": "correct horse battery staple",
-                },
+                json={"name": f"Bench User {number}", "email": email, "password": PASSWORD},
             )
             if response.status_code != 201:
                 raise RuntimeError(
                     f"POST /api/users answered {response.status_code}: {response.text[:300]}"
                 )
-            ids.append(response.json()["id"])
-    return ids
+            accounts.append(Account(response.json()["id"], log_in(client, email)))
+    return accounts
 
 
 def cpu_seconds(pid: int) -> float | None:

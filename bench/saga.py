@@ -3,22 +3,24 @@
     python bench/saga.py [--orders N] [--concurrency 1,8,32] [--users U] [--port P]
                          [--wait-saga]
 
-Starts `python -m app` as a real process on loopback with a fresh temporary --data-dir
-(file-backed SQLite, what a user gets by default), APP_PASSWORD_HASHING=argon2id-fast and
-APP_LOG_LEVEL=WARNING. Registers users, places one warm-up order per user (retrying the
-documented 409 + Retry-After while the orders replica catches up), then, for each
-concurrency level, places N orders paid with tok_visa from that many concurrent clients
-(one httpx.AsyncClient, HTTP/1.1 keep-alive, in this process) and times each order from
-its POST being sent to its notification being recorded.
+Creates an admin (`python -m app create-admin`) in a fresh temporary --data-dir, then
+starts `python -m app` on it as a real process on loopback (file-backed SQLite, what a
+user gets by default; APP_PASSWORD_HASHING=argon2id-fast, APP_LOG_LEVEL=WARNING and
+APP_RATE_LIMIT_PER_MINUTE=0; authentication on). Registers users and logs each one in,
+places one warm-up order per user (retrying the documented 409 + Retry-After while the
+orders replica catches up), then, for each concurrency level, places N orders paid with
+tok_visa from that many concurrent clients (one httpx.AsyncClient, HTTP/1.1 keep-alive,
+in this process; each order sent with its user's own bearer token) and times each order
+from its POST being sent to its notification being recorded.
 
-Notifications are observed by ONE poller paging GET /api/notifications?limit=200&cursor=
-<last seen id> every ~5 ms (ids are UUIDv7, so the cursor only returns new rows); the
-first time it sees an order's payment_succeeded notification is that saga's end. Clients
-do not wait for their saga before placing the next order: this is a throughput run, so
-the latency includes the queue of sagas in flight (with --wait-saga each client waits for
-its saga first: a closed loop, latency without that queue). Not a test; nothing asserts,
-but the exit status is 1 when an order failed, a saga never completed or the server did
-not stop cleanly.
+Notifications are observed by ONE poller, logged in as the admin (a user would see only
+their own), paging GET /api/notifications?limit=200&cursor=<last seen id> every ~5 ms
+(ids are UUIDv7, so the cursor only returns new rows); the first time it sees an order's
+payment_succeeded notification is that saga's end. Clients do not wait for their saga
+before placing the next order: this is a throughput run, so the latency includes the queue
+of sagas in flight (with --wait-saga each client waits for its saga first: a closed loop,
+latency without that queue). Not a test; nothing asserts, but the exit status is 1 when
+an order failed, a saga never completed or the server did not stop cleanly.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ from typing import Any
 
 import httpx
 from harness import (
+    Account,
     commit,
     cpu_seconds,
+    create_admin,
     free_port,
+    log_in,
     machine,
     percentile,
     register_users,
@@ -54,9 +59,9 @@ SAGA_TIMEOUT = 60.0  # after a level's last POST, how long its notifications may
 WARMUP_CONCURRENCY = 8
 
 
-def order_body(user_id: str, number: int) -> dict[str, Any]:
+def order_body(number: int) -> dict[str, Any]:
+    """No user_id: the order is the caller's, i.e. the bearer token's user."""
     return {
-        "user_id": user_id,
         "currency": "EUR",
         "payment_token": "tok_visa",
         "items": [{"sku": f"bench-{number % 7}", "quantity": 1 + number % 3, "unit_price": 1999}],
@@ -64,10 +69,12 @@ def order_body(user_id: str, number: int) -> dict[str, Any]:
 
 
 class Poller:
-    """One client paging the notifications as they are recorded; first sight per order."""
+    """One client, as the admin, paging the notifications as they are recorded; first sight
+    per order."""
 
-    def __init__(self, base_url: str, *, interval: float = POLL_INTERVAL) -> None:
+    def __init__(self, base_url: str, token: str, *, interval: float = POLL_INTERVAL) -> None:
         self._base_url = base_url
+        self._headers = {"Authorization": f"Bearer {token}"}
         self._interval = interval
         self._cursor: str | None = None
         self._stopping = False
@@ -78,7 +85,9 @@ class Poller:
         self._waiters: dict[str, asyncio.Future[None]] = {}
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=self._base_url, timeout=30.0) as client:
+        async with httpx.AsyncClient(
+            base_url=self._base_url, timeout=30.0, headers=self._headers
+        ) as client:
             while not self._stopping:
                 params: dict[str, str | int] = {"limit": 200}
                 if self._cursor is not None:
@@ -157,7 +166,7 @@ class Level:
 async def place_orders(
     client: httpx.AsyncClient,
     numbers: Sequence[int],
-    user_ids: Sequence[str],
+    users: Sequence[Account],
     concurrency: int,
     level: Level,
     *,
@@ -170,10 +179,11 @@ async def place_orders(
 
     async def one_client() -> None:
         for number in queue:
-            body = order_body(user_ids[number % len(user_ids)], number)
+            user = users[number % len(users)]
+            body = order_body(number)
             sent, sent_wall = time.perf_counter(), time.time()
             try:
-                response = await client.post("/api/orders", json=body)
+                response = await client.post("/api/orders", json=body, headers=user.headers)
             except httpx.HTTPError as error:
                 level.errors.append(f"POST /api/orders: {error!r}")
                 continue
@@ -192,7 +202,7 @@ async def place_orders(
 async def run_level(
     base_url: str,
     poller: Poller,
-    user_ids: Sequence[str],
+    users: Sequence[Account],
     orders: int,
     concurrency: int,
     *,
@@ -206,7 +216,7 @@ async def run_level(
         await place_orders(
             client,
             range(orders),
-            user_ids,
+            users,
             concurrency,
             level,
             poller=poller,
@@ -222,18 +232,20 @@ async def run_level(
     return level
 
 
-async def warm_up(base_url: str, poller: Poller, user_ids: Sequence[str]) -> float:
+async def warm_up(base_url: str, poller: Poller, users: Sequence[Account]) -> float:
     """One order per user, retrying 409 + Retry-After until orders knows the user; then wait
     for their notifications (so the notifications replica knows every user too). Seconds."""
     started = time.perf_counter()
     placed: list[str] = []
-    queue = iter(enumerate(user_ids))
+    queue = iter(enumerate(users))
 
     async def one_client(client: httpx.AsyncClient) -> None:
-        for number, user_id in queue:
+        for number, user in queue:
             deadline = time.perf_counter() + 30.0
             while True:
-                response = await client.post("/api/orders", json=order_body(user_id, number))
+                response = await client.post(
+                    "/api/orders", json=order_body(number), headers=user.headers
+                )
                 if response.status_code == 201:
                     placed.append(response.json()["id"])
                     break
@@ -241,7 +253,7 @@ async def warm_up(base_url: str, poller: Poller, user_ids: Sequence[str]) -> flo
                 if response.status_code != 409 or retry_after is None:
                     raise RuntimeError(f"warm-up order: {response.status_code} {response.text}")
                 if time.perf_counter() > deadline:
-                    raise RuntimeError(f"user {user_id} never reached orders: {response.text}")
+                    raise RuntimeError(f"user {user.id} never reached orders: {response.text}")
                 await asyncio.sleep(float(retry_after))
 
     async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as client:
@@ -290,25 +302,26 @@ def report(level: Level, poller: Poller) -> tuple[str, str]:
 
 async def drive(
     base_url: str,
-    user_ids: Sequence[str],
+    admin_token: str,
+    users: Sequence[Account],
     orders: int,
     levels: Sequence[int],
     *,
     closed_loop: bool,
     server_pid: int,
 ) -> tuple[list[Level], Poller]:
-    poller = Poller(base_url)
+    poller = Poller(base_url, admin_token)
     polling = asyncio.create_task(poller.run())
     try:
-        warm = await warm_up(base_url, poller, user_ids)
-        print(f"warm-up: {len(user_ids)} orders (one per user) completed in {warm:.2f} s")
+        warm = await warm_up(base_url, poller, users)
+        print(f"warm-up: {len(users)} orders (one per user) completed in {warm:.2f} s")
         results = []
         for concurrency in levels:
             results.append(
                 await run_level(
                     base_url,
                     poller,
-                    user_ids,
+                    users,
                     orders,
                     concurrency,
                     closed_loop=closed_loop,
@@ -368,23 +381,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Seams saga benchmark: commit {commit()}, {machine()}\n"
         f"server: python -m app (uvicorn, 1 worker) on 127.0.0.1:{port}, data dir {data}"
-        f" (file-backed SQLite), APP_PASSWORD_HASHING=argon2id-fast, APP_LOG_LEVEL=WARNING\n"
+        f" (file-backed SQLite), APP_PASSWORD_HASHING=argon2id-fast, APP_LOG_LEVEL=WARNING,"
+        f" APP_RATE_LIMIT_PER_MINUTE=0; auth on\n"
         f"load: {arguments.orders} orders per level, tok_visa, {arguments.users} users, "
-        f"httpx.AsyncClient HTTP/1.1 keep-alive, {mode}"
-        f"; 1 notifications poller every {POLL_INTERVAL * 1000:.0f} ms",
+        f"httpx.AsyncClient HTTP/1.1 keep-alive, each order with its user's bearer token, "
+        f"{mode}; 1 notifications poller (as an admin) every {POLL_INTERVAL * 1000:.0f} ms",
         flush=True,
     )
+    try:
+        admin_email = create_admin(data / "db")
+    except RuntimeError:
+        shutil.rmtree(data, ignore_errors=True)
+        raise
     server = start_seams(data / "db", port=port, log_path=data / "server.log")
     try:
         server.wait_until("/ready")
+        with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+            admin_token = log_in(client, admin_email)
         started = time.perf_counter()
-        user_ids = register_users(server.base_url, arguments.users, tag=data.name)
-        print(f"registered {len(user_ids)} users in {time.perf_counter() - started:.2f} s")
+        users = register_users(server.base_url, arguments.users, tag=data.name)
+        print(
+            f"registered and logged in {len(users)} users in {time.perf_counter() - started:.2f} s"
+        )
         run = event_loop_runner()
         levels, poller = run(
             drive(
                 server.base_url,
-                user_ids,
+                admin_token,
+                users,
                 arguments.orders,
                 arguments.concurrency,
                 closed_loop=arguments.wait_saga,
@@ -416,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if level.missing:
             print(f"  c={level.concurrency}: {len(level.missing)} sagas never completed")
     server_errors = sum(1 for line in log.splitlines() if "ERROR" in line or "Traceback" in line)
-    # uvicorn re-raises the SIGTERM once its graceful shutdown is done: -15 is a clean exit.
+    # 0 is a clean exit; so is -15 (before 05ae5f7, uvicorn re-raised the SIGTERM once its
+    # graceful shutdown was done).
     clean = code in (0, -signal.SIGTERM)
     print(
         f"server: SIGTERM -> exit {code} ({'clean' if clean else 'NOT clean'}); "
