@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from app.bus.context import current_cause
 from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
+from app.bus.metrics import EVENTS, HANDLER_SECONDS
 from app.bus.retry import RetryPolicy
 
 log = logging.getLogger("app.bus")
@@ -138,6 +140,7 @@ class Consumer:
         try:
             while True:
                 tried += 1
+                started = time.perf_counter()
                 try:
                     await subscription.handler(event, envelope)
                 except Exception as error:  # a handler failure is retried, never swallowed
@@ -159,6 +162,9 @@ class Consumer:
                     self._count(envelope, "retried")
                     await asyncio.sleep(self._retry.delay(tried))
                 else:
+                    HANDLER_SECONDS.labels(envelope.type, self.name).observe(
+                        time.perf_counter() - started
+                    )
                     self._count(envelope, "handled")
                     if tried > 1:
                         await self._store.forget_attempts(self.name, envelope)
@@ -181,3 +187,4 @@ class Consumer:
 
     def _count(self, envelope: Envelope, outcome: str) -> None:
         self._stats[(envelope.type, self.name, outcome)] += 1
+        EVENTS.labels(envelope.type, self.name, outcome).inc()

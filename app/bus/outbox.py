@@ -14,6 +14,7 @@ from typing import Protocol
 
 from app.bus.activity import Activity
 from app.bus.envelope import Envelope
+from app.bus.metrics import OUTBOX_BACKLOG, PUBLISHED
 from app.bus.retry import RetryPolicy
 from app.bus.transport import Transport
 
@@ -52,6 +53,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._backlog = OUTBOX_BACKLOG.labels(owner)
 
     @property
     def in_flight(self) -> int:
@@ -80,6 +82,7 @@ class OutboxRelay:
                 continue
             self._in_flight.add(envelope.id)
             self._activity.begin()  # ended by the flush that marks it delivered
+            self._backlog.inc()
             self._activity.spawn(self._publish(envelope), name=f"publish:{envelope.id}")
 
     async def sweep(self) -> None:
@@ -103,11 +106,13 @@ class OutboxRelay:
                 log.warning("publishing %s %s failed: %r", envelope.type, envelope.id, error)
                 await asyncio.sleep(self._retry.delay(min(attempt, 10)))
             else:
+                PUBLISHED.labels(envelope.type, self.owner).inc()
                 self._delivered.append(envelope)
                 self._wake.set()
                 return
         # Stopped before delivery: it stays in the outbox; this relay no longer owes it.
         self._in_flight.discard(envelope.id)
+        self._backlog.dec()
         self._activity.end()
 
     async def _flush_forever(self) -> None:
@@ -128,6 +133,7 @@ class OutboxRelay:
                 continue
             for envelope in batch:
                 self._in_flight.discard(envelope.id)
+                self._backlog.dec()
                 self._activity.end()
 
     async def _sweep_forever(self) -> None:

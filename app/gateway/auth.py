@@ -16,7 +16,12 @@ from litestar.security.jwt import JWTAuth, Token
 from app.kernel.identity import AccessToken, Caller
 from app.settings import Settings
 
-PUBLIC = ["^/health$", "^/ready$", "^/schema"]  # plus handlers marked opt={"public": True}
+PUBLIC = [
+    "^/health$",
+    "^/ready$",
+    "^/schema",
+    "^/metrics$",
+]  # plus handlers marked opt={"public": True}
 
 
 async def caller_of(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | None:

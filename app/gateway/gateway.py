@@ -17,6 +17,7 @@ from app.gateway.auth import provide_caller, rate_limit
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
+from app.gateway.metrics import MetricsController, prometheus
 from app.gateway.openapi import StrictStructSchemaPlugin
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
 from app.gateway.topology import TopologyController
@@ -63,6 +64,7 @@ def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
             HealthController,
             TopologyController,
             AdminController,
+            MetricsController,
             *(router for running in runtime.modules for router in module_routers(running)),
         ],
         on_app_init=[auth.on_app_init],
@@ -75,6 +77,7 @@ def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
         lifespan=[lifespan],
         middleware=[
             RequestIdMiddleware(),
+            prometheus().middleware,
             *([limits.middleware] if (limits := rate_limit(settings)) else []),
         ],
         before_send=[add_request_id_header],
