@@ -75,6 +75,9 @@ class OutboxRelay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush()
+        # What is still in flight stays in the outbox for the next start, not in this relay.
+        self._backlog.dec(len(self._in_flight))
+        self._in_flight.clear()
 
     def hand_off(self, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:

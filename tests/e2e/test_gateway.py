@@ -11,7 +11,7 @@ from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio
 
-GATEWAY_PREFIXES = ("/health", "/ready", "/api/topology", "/api/admin/")
+GATEWAY_PREFIXES = ("/health", "/ready", "/metrics", "/api/topology", "/api/admin/")
 
 
 def owned_by_gateway(path: str) -> bool:
