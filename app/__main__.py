@@ -127,15 +127,10 @@ def print_topology(settings: Settings, output: str) -> int:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from app.gateway.request_id import RequestIdLogFilter
+    from app.logs import configure_logging
     from app.main import create_app
 
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RequestIdLogFilter())
+    configure_logging(settings)
     try:
         app = create_app(settings)
     except ValueError as error:
@@ -158,6 +153,7 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         workers=1,
         log_level=settings.log_level.lower(),
+        log_config=None,  # keep the handlers configure_logging installed
         timeout_graceful_shutdown=10,
         access_log=False,  # app.access logs each request with its request id instead
     )

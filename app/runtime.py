@@ -70,6 +70,16 @@ class Runtime:
                 await hook()
         self._purger = asyncio.create_task(self._purge_forever(), name="purge")
 
+    def owner_of(self, path: str) -> str:
+        """The module that serves a path (/api/<prefix>/…, users for /api/auth); else the
+        gateway."""
+        parts = path.split("/")
+        if len(parts) > 2 and parts[1] == "api":
+            for running in self.modules:
+                if parts[2] in (running.module.name, *running.module.also_serves):
+                    return running.module.name
+        return "gateway"
+
     def command(self, name: str) -> Callable[..., Awaitable[Any]]:
         """A command a module offers to the command line, e.g. users' create-admin."""
         for running in self.modules:

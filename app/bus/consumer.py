@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from app.bus.activity import Activity
-from app.bus.context import current_cause
+from app.bus.context import current_cause, current_module
 from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
@@ -136,6 +136,7 @@ class Consumer:
 
     async def _handle(self, subscription: Subscription, event: Event, envelope: Envelope) -> None:
         token = current_cause.set(envelope)
+        module_token = current_module.set(self.name)
         tried = self._attempts.pop(envelope.id, 0)
         try:
             while True:
@@ -170,6 +171,7 @@ class Consumer:
                         await self._store.forget_attempts(self.name, envelope)
                     return
         finally:
+            current_module.reset(module_token)
             current_cause.reset(token)
 
     async def _dead_letter(self, envelope: Envelope, error: str, *, tries: int) -> None:

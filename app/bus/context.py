@@ -12,3 +12,4 @@ from app.bus.envelope import Envelope
 
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 current_cause: ContextVar[Envelope | None] = ContextVar("current_cause", default=None)
+current_module: ContextVar[str | None] = ContextVar("current_module", default=None)

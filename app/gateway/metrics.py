@@ -10,15 +10,12 @@ from litestar import Controller, MediaType, Request, Response, get
 from litestar.plugins.prometheus import PrometheusConfig
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from app.runtime import Runtime
+
 
 def module_of(request: Request[Any, Any, Any]) -> str:
-    """The module that owns a request's /api/<prefix> (users for /api/auth); else the gateway."""
-    parts = request.url.path.split("/")
-    if len(parts) > 2 and parts[1] == "api":
-        for running in request.app.state.runtime.modules:
-            if parts[2] in (running.module.name, *running.module.also_serves):
-                return str(running.module.name)
-    return "gateway"
+    runtime: Runtime = request.app.state.runtime
+    return runtime.owner_of(request.url.path)
 
 
 def prometheus() -> PrometheusConfig:

@@ -10,7 +10,7 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.bus.context import current_cause, current_request_id
+from app.bus.context import current_module, current_request_id
 from app.kernel.ids import new_id
 
 HEADER = "x-request-id"
@@ -46,6 +46,7 @@ class RequestIdMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         token = current_request_id.set(request_id_of(scope))
+        module = current_module.set(scope["app"].state.runtime.owner_of(scope["path"]))
         status = 500
 
         async def sending(message: Message) -> None:
@@ -59,6 +60,7 @@ class RequestIdMiddleware(ASGIMiddleware):
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("%s %s %d", scope.get("method"), scope["path"], status)
+            current_module.reset(module)
             current_request_id.reset(token)
 
 
@@ -66,12 +68,3 @@ async def add_request_id_header(message: Message, scope: Scope) -> None:
     """before_send hook: runs for every response, errors and unknown routes included."""
     if message["type"] == "http.response.start":
         MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id_of(scope)
-
-
-class RequestIdLogFilter(logging.Filter):
-    """Stamps every log record with the id of the request (or event flow) it belongs to."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        cause = current_cause.get()
-        record.request_id = current_request_id.get() or (cause.correlation_id if cause else "-")
-        return True

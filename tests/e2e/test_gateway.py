@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from app.gateway.request_id import RequestIdLogFilter
+from app.logs import ContextFilter
 from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +75,7 @@ async def test_ready_is_503_when_the_bus_is_stopped() -> None:
 
 
 async def test_the_request_id_is_logged_with_the_request(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.handler.addFilter(RequestIdLogFilter())
+    caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.INFO, logger="app.access")
     async with running(fast_settings(ephemeral="true")) as seams:
         response = await seams.client.get("/api/orders", headers={"X-Request-ID": "look-for-me"})
