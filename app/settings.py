@@ -25,6 +25,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ephemeral: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # off; on: spans go to the provider the process set up (opentelemetry-instrument, tests);
+    # console: printed; otlp: sent to otlp_endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT).
+    tracing: Literal["off", "on", "console", "otlp"] = "off"
+    otlp_endpoint: str | None = None
 
     users_db_url: str | None = None
     orders_db_url: str | None = None

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from app.bus.activity import Activity
 from app.bus.consumer import Consumer, Handler, Subscription
 from app.bus.context import current_cause, current_request_id
@@ -19,6 +21,7 @@ from app.bus.envelope import Envelope, wrap
 from app.bus.events import Event, event_type_name
 from app.bus.outbox import OutboxRelay, OutboxSource
 from app.bus.retry import RetryPolicy
+from app.bus.tracing import current_traceparent, tracer
 from app.bus.transport import Transport
 from app.kernel.errors import BoundaryViolation
 from app.kernel.ids import new_id
@@ -146,14 +149,21 @@ class ModuleBus:
             correlation_id, causation_id = cause.correlation_id, cause.id
         else:
             correlation_id, causation_id = current_request_id.get() or new_id(), None
-        return wrap(
-            event,
-            producer=self.module,
-            aggregate_id=aggregate_id,
-            sequence=sequence,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
+        type_name = event_type_name(type(event))
+        with tracer.start_as_current_span(
+            f"{self.module} publish {type_name}",
+            kind=SpanKind.PRODUCER,
+            attributes={"seams.module": self.module, "messaging.destination.name": type_name},
+        ):
+            return wrap(
+                event,
+                producer=self.module,
+                aggregate_id=aggregate_id,
+                sequence=sequence,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                traceparent=current_traceparent(),
+            )
 
     def subscribe(self, event_type: type[Event], handler: Handler) -> None:
         if event_type not in self.subscribes:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from app.bus.activity import Activity
 from app.bus.context import current_cause, current_module
@@ -25,6 +26,7 @@ from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
 from app.bus.metrics import EVENTS, HANDLER_SECONDS
 from app.bus.retry import RetryPolicy
+from app.bus.tracing import context_of, tracer
 
 log = logging.getLogger("app.bus")
 
@@ -143,7 +145,17 @@ class Consumer:
                 tried += 1
                 started = time.perf_counter()
                 try:
-                    await subscription.handler(event, envelope)
+                    with tracer.start_as_current_span(
+                        f"{self.name} handle {envelope.type}",
+                        context=context_of(envelope.traceparent),
+                        kind=SpanKind.CONSUMER,
+                        attributes={
+                            "seams.module": self.name,
+                            "messaging.message.id": envelope.id,
+                            "seams.attempt": tried,
+                        },
+                    ):
+                        await subscription.handler(event, envelope)
                 except Exception as error:  # a handler failure is retried, never swallowed
                     self._count(envelope, "failed")
                     log.warning(

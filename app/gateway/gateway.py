@@ -21,6 +21,7 @@ from app.gateway.metrics import MetricsController, prometheus
 from app.gateway.openapi import StrictStructSchemaPlugin
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
 from app.gateway.topology import TopologyController
+from app.gateway.tracing import ModuleSpanMiddleware, tracing_plugins
 from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import Caller
 from app.runtime import RunningModule, Runtime
@@ -42,6 +43,7 @@ def module_routers(running: RunningModule) -> list[Router]:
             path=f"/api/{prefix}",
             route_handlers=list(handlers),
             dependencies=dict(running.assembly.dependencies),
+            middleware=[ModuleSpanMiddleware(name)],
             tags=[name],
         )
         for prefix, handlers in mounts.items()
@@ -92,7 +94,7 @@ def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
         ),
-        plugins=[StrictStructSchemaPlugin()],
+        plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings)],
         debug=False,
     )
     app.state.runtime = runtime

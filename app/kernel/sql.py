@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+)
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+tracer = trace.get_tracer("seams.stores")
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -81,13 +90,25 @@ class SqlDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One atomic write: commits when the block ends, rolls back if it raises."""
-        async with self._guard(), self.engine.begin() as connection:
-            yield connection
+        with self._span("transaction"):
+            async with self._guard(), self.engine.begin() as connection:
+                yield connection
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
-        async with self._guard(), self.engine.connect() as connection:
-            yield connection
+        with self._span("read"):
+            async with self._guard(), self.engine.connect() as connection:
+                yield connection
+
+    def _span(self, operation: str) -> AbstractContextManager[Any]:
+        return tracer.start_as_current_span(
+            f"{self.kind} {operation}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system": self.url.get_backend_name(),
+                "db.name": str(self.url.database),
+            },
+        )
 
     async def ping(self) -> None:
         async with self.reading() as connection:

@@ -1,0 +1,28 @@
+"""Trace context across the bus: an envelope carries the W3C traceparent of the span that
+published it, and the consumer's span continues that trace — so one order is one trace
+across every module it touches, in process or over a broker.
+
+Spans go to whatever OpenTelemetry tracer provider the process has; without one they cost
+next to nothing (the API's no-op tracer).
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+tracer = trace.get_tracer("seams")
+_propagator = TraceContextTextMapPropagator()
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_of(traceparent: str | None) -> Context:
+    """The context an envelope was published in; a fresh one (a new trace) without it, never
+    whatever happens to run now — over a broker there is nothing else either."""
+    return _propagator.extract({"traceparent": traceparent}) if traceparent else Context()
