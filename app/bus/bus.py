@@ -21,7 +21,7 @@ from app.bus.envelope import Envelope, wrap
 from app.bus.events import Event, event_type_name
 from app.bus.outbox import OutboxRelay, OutboxSource
 from app.bus.retry import RetryPolicy
-from app.bus.tracing import current_traceparent, tracer
+from app.bus.tracing import current_traceparent, span
 from app.bus.transport import Transport
 from app.kernel.errors import BoundaryViolation
 from app.kernel.ids import new_id
@@ -150,7 +150,7 @@ class ModuleBus:
         else:
             correlation_id, causation_id = current_request_id.get() or new_id(), None
         type_name = event_type_name(type(event))
-        with tracer.start_as_current_span(
+        with span(
             f"{self.module} publish {type_name}",
             kind=SpanKind.PRODUCER,
             attributes={"seams.module": self.module, "messaging.destination.name": type_name},

@@ -26,7 +26,7 @@ from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
 from app.bus.metrics import EVENTS, HANDLER_SECONDS
 from app.bus.retry import RetryPolicy
-from app.bus.tracing import context_of, tracer
+from app.bus.tracing import context_of, span
 
 log = logging.getLogger("app.bus")
 
@@ -66,6 +66,7 @@ class Consumer:
         self._lanes: dict[str, deque[Item]] = {}
         self._attempts: dict[str, int] = {}  # event id -> attempts made before (a restart)
         self._blocked: set[str] = set()  # aggregates with a dead letter
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     def add(self, type_name: str, subscription: Subscription) -> None:
         self._subscriptions[type_name] = subscription
@@ -145,7 +146,7 @@ class Consumer:
                 tried += 1
                 started = time.perf_counter()
                 try:
-                    with tracer.start_as_current_span(
+                    with span(
                         f"{self.name} handle {envelope.type}",
                         context=context_of(envelope.traceparent),
                         kind=SpanKind.CONSUMER,
@@ -200,5 +201,9 @@ class Consumer:
         self._blocked.add(envelope.aggregate_id)
 
     def _count(self, envelope: Envelope, outcome: str) -> None:
-        self._stats[(envelope.type, self.name, outcome)] += 1
-        EVENTS.labels(envelope.type, self.name, outcome).inc()
+        key = (envelope.type, self.name, outcome)
+        self._stats[key] += 1
+        counter = self._counters.get(key)
+        if counter is None:  # labels() costs a lock and a lookup: once per series is enough
+            counter = self._counters[key] = EVENTS.labels(*key)
+        counter.inc()

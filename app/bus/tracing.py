@@ -8,15 +8,39 @@ next to nothing (the API's no-op tracer).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import ProxyTracerProvider, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 tracer = trace.get_tracer("seams")
 _propagator = TraceContextTextMapPropagator()
 
 
+def tracing() -> bool:
+    """Whether the process installed a tracer provider; until then spans are skipped, not
+    just no-ops (a no-op span still costs ~3 µs, a sixth of an in-process event)."""
+    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+
+
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    context: Context | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> AbstractContextManager[Any]:
+    if not tracing():
+        return nullcontext()
+    return tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes)
+
+
 def current_traceparent() -> str | None:
+    if not tracing():
+        return None
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return carrier.get("traceparent")

@@ -63,5 +63,7 @@ class InProcessTransport:
             raise RuntimeError("the in-process transport is stopped")
         receipts: list[asyncio.Future[None]] = []
         self._emitter.emit(envelope.type, envelope, receipts)
-        if receipts:
+        if len(receipts) == 1:  # the common case: no gather, no extra future
+            await receipts[0]
+        elif receipts:
             await asyncio.gather(*receipts)
