@@ -54,10 +54,6 @@ class JwtIssuer:
         return AccessToken(access_token=token, token_type="bearer", expires_in=lifetime)
 
 
-def provide_caller(request: Request[Caller, Any, Any]) -> Caller:
-    return request.user
-
-
 def admins_only(connection: ASGIConnection[Any, Caller, Any, Any], _: BaseRouteHandler) -> None:
     if connection.scope.get("method") == "OPTIONS":
         return  # a preflight carries no credentials and reaches no handler

@@ -7,13 +7,12 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.security.jwt import JWTAuth, Token
 
 from app.gateway.admin import AdminController
-from app.gateway.auth import provide_caller, rate_limit
+from app.gateway.auth import rate_limit
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
@@ -70,7 +69,6 @@ def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
             *(router for running in runtime.modules for router in module_routers(running)),
         ],
         on_app_init=[auth.on_app_init],
-        dependencies={"caller": Provide(provide_caller, sync_to_thread=False)},
         cors_config=(
             CORSConfig(allow_origins=settings.cors_origin_list)
             if settings.cors_origin_list

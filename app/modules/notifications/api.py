@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
@@ -48,7 +48,8 @@ def _out(row: NotificationRow) -> NotificationOut:
 
 
 Notifications = NamedDependency[NotificationService]
-Me = NamedDependency[Caller]
+# The caller, authenticated by the gateway, is request.user (one dependency fewer per request).
+Me = Request[Caller, Any, Any]
 
 
 class NotificationsController(Controller):
@@ -63,14 +64,14 @@ class NotificationsController(Controller):
     async def list_notifications(
         self,
         notifications: Notifications,
-        caller: Me,
+        request: Me,
         user_id: UserFilter = None,
         order_id: OrderFilter = None,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[NotificationOut]:
         rows = await notifications.page(
-            caller, user_id=user_id, order_id=order_id, after=cursor, limit=limit + 1
+            request.user, user_id=user_id, order_id=order_id, after=cursor, limit=limit + 1
         )
         return page_of([_out(row) for row in rows], limit)
 
@@ -81,6 +82,6 @@ class NotificationsController(Controller):
         summary="Read a notification",
     )
     async def get_notification(
-        self, notification_id: NotificationId, notifications: Notifications, caller: Me
+        self, notification_id: NotificationId, notifications: Notifications, request: Me
     ) -> NotificationOut:
-        return _out(await notifications.get(notification_id, caller))
+        return _out(await notifications.get(notification_id, request.user))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import pycountry
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
@@ -92,7 +92,8 @@ def _out(order: dict[str, Any]) -> OrderOut:
 
 
 Orders = NamedDependency[OrderService]
-Me = NamedDependency[Caller]
+# The caller, authenticated by the gateway, is request.user (one dependency fewer per request).
+Me = Request[Caller, Any, Any]
 
 
 class OrdersController(Controller):
@@ -113,11 +114,11 @@ class OrdersController(Controller):
         self,
         data: JSONBody[PlaceOrder],
         orders: Orders,
-        caller: Me,
+        request: Me,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[OrderOut]:
         order: dict[str, Any] = {
-            "caller": caller,
+            "caller": request.user,
             "user_id": data.user_id,
             "currency": data.currency,
             "payment_token": data.payment_token,
@@ -126,7 +127,7 @@ class OrdersController(Controller):
         if idempotency_key is None:
             return Response(_out(await orders.place(**order)), status_code=201)
         write = orders.idempotent_write(
-            scope=f"user:{caller.id}",
+            scope=f"user:{request.user.id}",
             key=idempotency_key,
             fingerprint=fingerprint("POST /api/orders", msgspec.json.encode(data)),
             status=201,
@@ -144,7 +145,7 @@ class OrdersController(Controller):
     async def list_orders(
         self,
         orders: Orders,
-        caller: Me,
+        request: Me,
         user_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
         status: Annotated[
             Status | None, QueryParameter(description="Only orders in this status.")
@@ -153,7 +154,7 @@ class OrdersController(Controller):
         cursor: Cursor = None,
     ) -> Page[OrderOut]:
         rows = await orders.page(
-            caller, user_id=user_id, status=status, after=cursor, limit=limit + 1
+            request.user, user_id=user_id, status=status, after=cursor, limit=limit + 1
         )
         return page_of([_out(row) for row in rows], limit)
 
@@ -163,8 +164,8 @@ class OrdersController(Controller):
         responses=problems(*AUTHENTICATED, 404),
         summary="Read an order",
     )
-    async def get_order(self, order_id: OrderId, orders: Orders, caller: Me) -> OrderOut:
-        return _out(await orders.get(order_id, caller))
+    async def get_order(self, order_id: OrderId, orders: Orders, request: Me) -> OrderOut:
+        return _out(await orders.get(order_id, request.user))
 
     @post(
         "/{order_id:str}/cancel",
@@ -181,6 +182,6 @@ class OrdersController(Controller):
         ),
         status_code=200,
     )
-    async def cancel(self, order_id: OrderId, orders: Orders, caller: Me) -> Response[OrderOut]:
-        order, final = await orders.cancel(order_id, caller)
+    async def cancel(self, order_id: OrderId, orders: Orders, request: Me) -> Response[OrderOut]:
+        order, final = await orders.cancel(order_id, request.user)
         return Response(_out(order), status_code=200 if final else 202)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
@@ -44,7 +44,8 @@ def _out(payment: PaymentRow) -> PaymentOut:
 
 
 Payments = NamedDependency[PaymentService]
-Me = NamedDependency[Caller]
+# The caller, authenticated by the gateway, is request.user (one dependency fewer per request).
+Me = Request[Caller, Any, Any]
 
 
 class PaymentsController(Controller):
@@ -59,14 +60,14 @@ class PaymentsController(Controller):
     async def list_payments(
         self,
         payments: Payments,
-        caller: Me,
+        request: Me,
         order_id: Annotated[
             str | None, QueryParameter(max_length=64, description="Only this order's.")
         ] = None,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[PaymentOut]:
-        rows = await payments.page(caller, order_id=order_id, after=cursor, limit=limit + 1)
+        rows = await payments.page(request.user, order_id=order_id, after=cursor, limit=limit + 1)
         return page_of([_out(row) for row in rows], limit)
 
     @get(
@@ -78,7 +79,7 @@ class PaymentsController(Controller):
     async def get_payment(
         self,
         payments: Payments,
-        caller: Me,
+        request: Me,
         payment_id: Annotated[str, PathParameter(max_length=64)],
     ) -> PaymentOut:
-        return _out(await payments.get(payment_id, caller))
+        return _out(await payments.get(payment_id, request.user))

@@ -61,7 +61,8 @@ def _out(user: UserRow) -> UserOut:
 
 
 Users = NamedDependency[UserService]
-Me = NamedDependency[Caller]
+# The caller, authenticated by the gateway, is request.user (one dependency fewer per request).
+Me = Request[Caller, Any, Any]
 
 
 class UsersController(Controller):
@@ -105,11 +106,11 @@ class UsersController(Controller):
     async def list_users(
         self,
         users: Users,
-        caller: Me,
+        request: Me,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[UserOut]:
-        rows = await users.page(caller, after=cursor, limit=limit + 1)
+        rows = await users.page(request.user, after=cursor, limit=limit + 1)
         return page_of([_out(row) for row in rows], limit)
 
     @get(
@@ -118,8 +119,8 @@ class UsersController(Controller):
         responses=problems(*AUTHENTICATED, 404),
         summary="Read a user",
     )
-    async def get_user(self, user_id: UserId, users: Users, caller: Me) -> UserOut:
-        return _out(await users.get(user_id, caller))
+    async def get_user(self, user_id: UserId, users: Users, request: Me) -> UserOut:
+        return _out(await users.get(user_id, request.user))
 
     @patch(
         "/{user_id:str}",
@@ -128,10 +129,10 @@ class UsersController(Controller):
         summary="Change a user's name, email or password",
     )
     async def update_user(
-        self, user_id: UserId, data: JSONBody[UpdateUser], users: Users, caller: Me
+        self, user_id: UserId, data: JSONBody[UpdateUser], users: Users, request: Me
     ) -> UserOut:
         user = await users.update(
-            user_id, caller, name=data.name, email=data.email, password=data.password
+            user_id, request.user, name=data.name, email=data.email, password=data.password
         )
         return _out(user)
 
