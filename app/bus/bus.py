@@ -22,6 +22,7 @@ from app.bus.events import Event, event_type_name
 from app.bus.outbox import OutboxRelay, OutboxSource
 from app.bus.retry import RetryPolicy
 from app.bus.tracing import current_traceparent, span
+from app.bus.tracing import refresh as refresh_tracing
 from app.bus.transport import Transport
 from app.kernel.errors import BoundaryViolation
 from app.kernel.ids import new_id
@@ -81,6 +82,7 @@ class Bus:
         return relay
 
     async def start(self) -> None:
+        refresh_tracing()
         await self.store.open()
         remembered = await self.store.remembered()
         await self.transport.start()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import uuid6
+import uuid_utils
 
 
 def new_id() -> str:
-    """A time-ordered UUIDv7 string: sorting ids sorts by creation, which pages rely on."""
-    return str(uuid6.uuid7())
+    """A time-ordered UUIDv7 string: sorting ids sorts by creation, which pages rely on.
+    (uuid-utils: 0.2 µs an id; the pure-Python uuid6 took 4.5 µs, 2 per event.)"""
+    return str(uuid_utils.uuid7())
 
 
 def utcnow() -> datetime:

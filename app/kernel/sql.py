@@ -22,6 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from app.bus.tracing import tracing
+
 tracer = trace.get_tracer("seams.stores")
 
 
@@ -101,7 +103,7 @@ class SqlDatabase:
                 yield connection
 
     def _span(self, operation: str) -> AbstractContextManager[Any]:
-        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        if not tracing():
             return nullcontext()  # no tracer provider: skip the span altogether
         return tracer.start_as_current_span(
             f"{self.kind} {operation}",
