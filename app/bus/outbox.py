@@ -74,7 +74,7 @@ class OutboxRelay:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._flush()
+        await self._flush(tries=3)
         # What is still in flight stays in the outbox for the next start, not in this relay.
         self._backlog.dec(len(self._in_flight))
         self._in_flight.clear()
@@ -124,7 +124,10 @@ class OutboxRelay:
             self._wake.clear()
             await self._flush()
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, tries: int | None = None) -> None:
+        """Mark delivered what was delivered; retry failures (forever while running, `tries`
+        times when stopping: what stays unmarked is only delivered again, harmlessly)."""
+        failures = 0
         while self._delivered:
             batch, self._delivered = self._delivered, []
             try:
@@ -132,6 +135,9 @@ class OutboxRelay:
             except Exception as error:  # a redelivery is harmless (inboxes), a loss is not
                 log.warning("marking %d envelopes delivered failed: %r", len(batch), error)
                 self._delivered.extend(batch)
+                failures += 1
+                if tries is not None and failures >= tries:
+                    return
                 await asyncio.sleep(0.1)
                 continue
             for envelope in batch:

@@ -344,3 +344,24 @@ async def test_attempts_are_remembered_across_a_restart(tmp_path: Path) -> None:
     [letter] = await second.store.dead_letters(after=None, limit=10)
     assert letter.attempts == 3  # the failed first attempt counts: 2 more, not 3 fresh
     await second.stop()
+
+
+async def test_stopping_gives_up_on_a_store_that_cannot_mark_delivered() -> None:
+    class BrokenOutbox(MemoryOutbox):
+        async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
+            raise OSError("disk gone")
+
+    outbox = BrokenOutbox()
+    bus = new_bus()
+    handle = bus.scoped("m", publishes=[Pinged], subscribes=[])
+    handle.attach_outbox(outbox)
+    await bus.start()
+    sent = handle.envelope(Pinged(n=1), aggregate_id="a", sequence=1)
+    outbox.add([sent])
+    handle.committed([sent])
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+    await asyncio.wait_for(bus.stop(), 5)  # bounded: the row stays undelivered for next time
+
+    assert outbox.rows[sent.id] == (sent, False)
