@@ -217,11 +217,8 @@ class DeliveryStore(SqlDatabase):
             return await _find(connection, letter_id)
 
     async def dead_letters(self, *, after: str | None, limit: int) -> list[DeadLetter]:
-        statement = sa.select(dead_letters).order_by(dead_letters.c.id).limit(limit)
-        if after is not None:
-            statement = statement.where(dead_letters.c.id > after)
-        async with self.reading() as connection:
-            rows = (await connection.execute(statement)).mappings().all()
+        statement = sa.select(dead_letters)
+        rows = await self.fetch_page(statement, dead_letters.c.id, after=after, limit=limit)
         return [_letter(row) for row in rows]
 
     async def dead_letter_ids(self) -> Sequence[str]:

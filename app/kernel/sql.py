@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -113,6 +113,27 @@ class SqlDatabase:
                 "db.name": str(self.url.database),
             },
         )
+
+    async def fetch_page(
+        self,
+        statement: sa.Select[Any],
+        id_column: sa.ColumnElement[str],
+        *,
+        after: str | None,
+        limit: int,
+        where: Iterable[tuple[sa.ColumnElement[Any], object]] = (),
+    ) -> Sequence[sa.RowMapping]:
+        """One cursor page: rows with an id after `after`, in id order; each (column, value)
+        filter applies unless its value is None."""
+        for column, value in where:
+            if value is not None:
+                statement = statement.where(column == value)
+        if after is not None:
+            statement = statement.where(id_column > after)
+        async with self.reading() as connection:
+            result = await connection.execute(statement.order_by(id_column).limit(limit))
+            rows: Sequence[sa.RowMapping] = result.mappings().all()
+            return rows
 
     async def ping(self) -> None:
         async with self.reading() as connection:

@@ -140,13 +140,11 @@ class NotificationsStore(SqlDatabase):
     async def page(
         self, *, user_id: str | None, order_id: str | None, after: str | None, limit: int
     ) -> list[NotificationRow]:
-        statement = sa.select(*_columns).order_by(notifications.c.id).limit(limit)
-        if user_id is not None:
-            statement = statement.where(notifications.c.user_id == user_id)
-        if order_id is not None:
-            statement = statement.where(notifications.c.order_id == order_id)
-        if after is not None:
-            statement = statement.where(notifications.c.id > after)
-        async with self.reading() as connection:
-            rows = (await connection.execute(statement)).mappings().all()
+        rows = await self.fetch_page(
+            sa.select(*_columns),
+            notifications.c.id,
+            after=after,
+            limit=limit,
+            where=[(notifications.c.user_id, user_id), (notifications.c.order_id, order_id)],
+        )
         return [_notification(row) for row in rows]

@@ -160,15 +160,13 @@ class PaymentsStore(SqlDatabase):
     async def page(
         self, *, order_id: str | None, user_id: str | None, after: str | None, limit: int
     ) -> list[PaymentRow]:
-        statement = sa.select(*_columns).order_by(payments.c.id).limit(limit)
-        if user_id is not None:
-            statement = statement.where(payments.c.user_id == user_id)
-        if order_id is not None:
-            statement = statement.where(payments.c.order_id == order_id)
-        if after is not None:
-            statement = statement.where(payments.c.id > after)
-        async with self.reading() as connection:
-            rows = (await connection.execute(statement)).mappings().all()
+        rows = await self.fetch_page(
+            sa.select(*_columns),
+            payments.c.id,
+            after=after,
+            limit=limit,
+            where=[(payments.c.user_id, user_id), (payments.c.order_id, order_id)],
+        )
         return [PaymentRow(**row) for row in rows]
 
     async def processing_orders(self) -> list[str]:

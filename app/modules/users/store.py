@@ -156,11 +156,7 @@ class UsersStore(SqlDatabase):
         return None if row is None else _row(row)
 
     async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
-        statement = sa.select(*_columns).order_by(users.c.id).limit(limit)
-        if after is not None:
-            statement = statement.where(users.c.id > after)
-        async with self.reading() as connection:
-            rows = (await connection.execute(statement)).mappings().all()
+        rows = await self.fetch_page(sa.select(*_columns), users.c.id, after=after, limit=limit)
         return [_row(row) for row in rows]
 
     async def update(self, user: UserRow, *, expected_version: int, events: list[Envelope]) -> bool:
