@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -66,20 +65,7 @@ def email_key(email: str) -> str:
     return email.strip().casefold()
 
 
-def _row(mapping: Any) -> UserRow:
-    return UserRow(
-        id=mapping["id"],
-        name=mapping["name"],
-        email=mapping["email"],
-        password_hash=mapping["password_hash"],
-        role=mapping["role"],
-        created_at=mapping["created_at"],
-        updated_at=mapping["updated_at"],
-        version=mapping["version"],
-        event_sequence=mapping["event_sequence"],
-    )
-
-
+# Selected exactly as UserRow's fields, so a row mapping builds one: UserRow(**row).
 _columns = [users.c[name] for name in UserRow.__dataclass_fields__]
 
 
@@ -153,11 +139,11 @@ class UsersStore(SqlDatabase):
             row = (
                 (await connection.execute(sa.select(*_columns).where(condition))).mappings().first()
             )
-        return None if row is None else _row(row)
+        return None if row is None else UserRow(**row)
 
     async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
         rows = await self.fetch_page(sa.select(*_columns), users.c.id, after=after, limit=limit)
-        return [_row(row) for row in rows]
+        return [UserRow(**row) for row in rows]
 
     async def update(self, user: UserRow, *, expected_version: int, events: list[Envelope]) -> bool:
         """Write the new state only if nobody changed the user since `expected_version`."""
