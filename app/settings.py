@@ -98,11 +98,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         explicit: str | None = getattr(self, f"{module}_db_url", None)
         if explicit:
             return explicit
-        document_store = module == "orders"
         if self.ephemeral:
-            return "sqlite:///:memory:" if document_store else "sqlite+aiosqlite:///:memory:"
+            return "sqlite:///:memory:"
         path = Path(self.data_dir).expanduser().resolve() / f"{module}.db"
-        return f"sqlite:///{path}" if document_store else f"sqlite+aiosqlite:///{path}"
+        return f"sqlite:///{path}"
 
 
 class SettingsError(ValueError):

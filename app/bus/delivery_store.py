@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bus.envelope import Envelope, decode, encode
 from app.kernel.ids import new_id, utcnow
-from app.kernel.sql import SqlDatabase, UtcDateTime, insert
+from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, insert
 
 metadata = sa.MetaData()
 
@@ -86,7 +85,7 @@ def _letter(row: sa.RowMapping) -> DeadLetter:
     )
 
 
-async def _find(connection: AsyncConnection, letter_id: str) -> DeadLetter | None:
+async def _find(connection: Connection, letter_id: str) -> DeadLetter | None:
     statement = sa.select(dead_letters).where(dead_letters.c.id == letter_id)
     row = (await connection.execute(statement)).mappings().first()
     return None if row is None else _letter(row)
@@ -169,7 +168,7 @@ class DeliveryStore(SqlDatabase):
         async with self.transaction() as connection:
             await self._park(connection, consumer, envelope)
 
-    async def _park(self, connection: AsyncConnection, consumer: str, envelope: Envelope) -> None:
+    async def _park(self, connection: Connection, consumer: str, envelope: Envelope) -> None:
         await connection.execute(
             insert(connection, parked)
             .values(

@@ -6,15 +6,15 @@ envelopes it causes and the ids it handled are written in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bus.envelope import Envelope, decode, encode
 from app.kernel.ids import utcnow
-from app.kernel.sql import SqlDatabase, UtcDateTime, insert
+from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -46,27 +46,48 @@ def inbox_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+@functools.cache
+def _insert_into(table: sa.Table) -> sa.Insert:
+    return table.insert()
+
+
+@functools.cache
+def _claim(inbox: sa.Table) -> Callable[[Connection], sa.Executable]:
+    return prepared(
+        lambda dialect: dialect_insert(dialect, inbox).on_conflict_do_nothing(
+            index_elements=["event_id"]
+        )
+    )
+
+
+@functools.cache
+def _mark_delivered(outbox: sa.Table) -> sa.Update:
+    return (
+        outbox.update()
+        .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .values(delivered_at=sa.bindparam("at"))
+    )
+
+
 async def add_to_outbox(
-    connection: AsyncConnection, outbox: sa.Table, envelopes: Sequence[Envelope]
+    connection: Connection, outbox: sa.Table, envelopes: Sequence[Envelope]
 ) -> None:
     if not envelopes:
         return
     now = utcnow()
     await connection.execute(
-        outbox.insert(),
+        _insert_into(outbox),
         [{"id": e.id, "type": e.type, "envelope": encode(e), "created_at": now} for e in envelopes],
     )
 
 
-async def claim_in_inbox(connection: AsyncConnection, inbox: sa.Table, envelope: Envelope) -> bool:
+async def claim_in_inbox(connection: Connection, inbox: sa.Table, envelope: Envelope) -> bool:
     """Record the envelope as handled in this transaction. False: it was handled before,
     so the caller must do nothing."""
-    statement = (
-        insert(connection, inbox)
-        .values(event_id=envelope.id, type=envelope.type, handled_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["event_id"])
+    result = await connection.execute(
+        _claim(inbox)(connection),
+        {"event_id": envelope.id, "type": envelope.type, "handled_at": utcnow()},
     )
-    result = await connection.execute(statement)
     return result.rowcount == 1
 
 
@@ -89,13 +110,10 @@ class SqlOutbox:
         return [decode(row) for row in rows]
 
     async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
-        statement = (
-            self._outbox.update()
-            .where(self._outbox.c.id.in_([e.id for e in envelopes]))
-            .values(delivered_at=utcnow())
-        )
         async with self._database.transaction() as connection:
-            await connection.execute(statement)
+            await connection.execute(
+                _mark_delivered(self._outbox), {"ids": [e.id for e in envelopes], "at": utcnow()}
+            )
 
 
 async def purge_handled(

@@ -1,9 +1,19 @@
-"""A module's private SQL database: its own engine, its own schema, its own transactions."""
+"""A module's private SQL database: its own engine, its own schema, its own transactions.
+
+Two access paths behind one interface (`Connection`):
+
+- `sqlite:///…` runs the stdlib sqlite3 driver on the event loop. A statement costs tens
+  of µs there, less than one hop to a worker thread, and a transaction never awaits
+  anything else, so it holds SQLite's write lock for microseconds (decision 15).
+- `sqlite+aiosqlite:///…` and `postgresql+asyncpg://…` run SQLAlchemy's async engine.
+  aiosqlite hops to a thread for every call (kept for comparison: bench/saga.py
+  --sqlite-driver); asyncpg talks to a server that may be far away.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -12,14 +22,14 @@ from contextlib import (
 )
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from app.bus.tracing import tracing
@@ -42,11 +52,64 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-def insert(connection: AsyncConnection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+Rows = sa.CursorResult[*tuple[Any, ...]]
+S = TypeVar("S", bound=sa.Executable)
+
+
+class Connection(Protocol):
+    """What a store's code sees inside `transaction()` or `reading()`, whichever driver runs."""
+
+    @property
+    def dialect(self) -> sa.Dialect: ...
+
+    async def execute(self, statement: sa.Executable, parameters: Any = None) -> Rows: ...
+
+
+class OnLoopConnection:
+    """A synchronous SQLAlchemy connection behind `Connection`'s awaitable interface: each
+    execute runs at once, on the event loop, and never yields to another task."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self._connection = connection
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        return self._connection.dialect
+
+    async def execute(self, statement: sa.Executable, parameters: Any = None) -> Rows:
+        return self._connection.execute(statement, parameters)
+
+
+def insert(connection: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that can say ON CONFLICT, in the connection's dialect (SQLite or PostgreSQL)."""
-    if connection.dialect.name == "postgresql":
+    return dialect_insert(connection.dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def prepared(build: Callable[[str], S]) -> Callable[[Connection], S]:
+    """A statement built once per dialect, its values left as bind parameters.
+
+    Building a statement and computing its cache key costs ~40 µs per call; executing a
+    prebuilt one with a parameter dict skips both (bench/README.md, "Store access path").
+    `build` gets the dialect name; values come at execute time:
+    `await connection.execute(claim(connection), {"event_id": ...})`."""
+    built: dict[str, S] = {}
+
+    def statement(connection: Connection) -> S:
+        dialect = connection.dialect.name
+        found = built.get(dialect)
+        if found is None:
+            found = built[dialect] = build(dialect)
+        return found
+
+    return statement
 
 
 class SqlDatabase:
@@ -57,19 +120,26 @@ class SqlDatabase:
         self.url = make_url(url)
         self.metadata = metadata
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.on_loop = self.is_sqlite and self.url.get_driver_name() == "pysqlite"
         self.kind = f"sql:{self.url.get_backend_name()}"
         self.display_url = self.url.render_as_string(hide_password=True)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        self.engine: AsyncEngine = self._create_engine()
+        self._sync_engine: sa.Engine | None = None
+        self._connection: sa.Connection | None = None  # the on-loop path's one connection
+        self._engine: AsyncEngine | None = None
+        if self.on_loop:
+            self._sync_engine = self._create_sync_engine()
+        else:
+            self._engine = self._create_engine()
 
-    def _create_engine(self) -> AsyncEngine:
-        if not self.is_sqlite:
-            return create_async_engine(self.url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        in_memory = self.url.database in (None, "", ":memory:")
-        options: dict[str, Any] = {"poolclass": StaticPool} if in_memory else {"pool_size": 1}
-        engine = create_async_engine(self.url, connect_args={"check_same_thread": False}, **options)
+    @property
+    def _in_memory(self) -> bool:
+        return self.url.database in (None, "", ":memory:")
 
-        @sa.event.listens_for(engine.sync_engine, "connect")
+    def _tune_sqlite(self, engine: sa.Engine) -> None:
+        in_memory = self._in_memory
+
+        @sa.event.listens_for(engine, "connect")
         def tune(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             if not in_memory:
@@ -78,29 +148,76 @@ class SqlDatabase:
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
+    def _create_sync_engine(self) -> sa.Engine:
+        # One connection for the store's life; the loop that uses it may run on another
+        # thread than the one that built the store (test clients do), hence the flag.
+        engine = sa.create_engine(
+            self.url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+        self._tune_sqlite(engine)
         return engine
+
+    def _create_engine(self) -> AsyncEngine:
+        if not self.is_sqlite:
+            return create_async_engine(self.url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        options: dict[str, Any] = {"poolclass": StaticPool} if self._in_memory else {"pool_size": 1}
+        engine = create_async_engine(self.url, connect_args={"check_same_thread": False}, **options)
+        self._tune_sqlite(engine.sync_engine)
+        return engine
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError(f"{self.display_url} runs on the event loop: it has no async engine")
+        return self._engine
 
     def _guard(self) -> AbstractAsyncContextManager[Any]:
         return self._lock if self._lock is not None else nullcontext()
 
+    def _on_loop_connection(self) -> sa.Connection:
+        if self._connection is None:
+            assert self._sync_engine is not None
+            self._connection = self._sync_engine.connect()
+        return self._connection
+
     async def open(self) -> None:
-        if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
-            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        async with self.transaction() as connection:
-            await connection.run_sync(self.metadata.create_all)
+        if self.is_sqlite and not self._in_memory:
+            Path(str(self.url.database)).parent.mkdir(parents=True, exist_ok=True)
+        if self.on_loop:
+            async with self._guard():
+                connection = self._on_loop_connection()
+                with connection.begin():
+                    self.metadata.create_all(connection)
+            return
+        async with self._guard(), self.engine.begin() as async_connection:
+            await async_connection.run_sync(self.metadata.create_all)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         """One atomic write: commits when the block ends, rolls back if it raises."""
         with self._span("transaction"):
-            async with self._guard(), self.engine.begin() as connection:
-                yield connection
+            async with self._guard():
+                if self.on_loop:
+                    connection = self._on_loop_connection()
+                    with connection.begin():
+                        yield OnLoopConnection(connection)
+                else:
+                    async with self.engine.begin() as async_connection:
+                        yield async_connection
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
+    async def reading(self) -> AsyncIterator[Connection]:
         with self._span("read"):
-            async with self._guard(), self.engine.connect() as connection:
-                yield connection
+            async with self._guard():
+                if self.on_loop:
+                    connection = self._on_loop_connection()
+                    try:
+                        yield OnLoopConnection(connection)
+                    finally:
+                        connection.rollback()  # end the read transaction: drop the snapshot
+                else:
+                    async with self.engine.connect() as async_connection:
+                        yield async_connection
 
     def _span(self, operation: str) -> AbstractContextManager[Any]:
         if not tracing():
@@ -135,9 +252,32 @@ class SqlDatabase:
             rows: Sequence[sa.RowMapping] = result.mappings().all()
             return rows
 
+    async def table_names(self) -> set[str]:
+        """The tables this database holds (what a test checks against the module's schema)."""
+
+        def names(connection: sa.Connection) -> set[str]:
+            return set(sa.inspect(connection).get_table_names())
+
+        async with self._guard():
+            if self.on_loop:
+                connection = self._on_loop_connection()
+                try:
+                    return names(connection)
+                finally:
+                    connection.rollback()
+            async with self.engine.connect() as async_connection:
+                return await async_connection.run_sync(names)
+
     async def ping(self) -> None:
         async with self.reading() as connection:
             await connection.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._sync_engine is not None:
+            async with self._guard():
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
+                self._sync_engine.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()

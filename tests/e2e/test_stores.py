@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from app.kernel.sql import SqlDatabase
 from tests.support.seams import Seams
@@ -22,8 +21,7 @@ async def test_each_sql_store_holds_only_its_own_tables(seams: Seams) -> None:
         store = running.store
         if not isinstance(store, SqlDatabase):
             continue
-        async with store.reading() as connection:
-            tables = await connection.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
+        tables = await store.table_names()
         assert tables == EXPECTED_TABLES[running.module.name], running.module.name
 
 

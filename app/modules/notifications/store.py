@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bus import Envelope
 from app.bus.sql_outbox import claim_in_inbox, inbox_table, purge_handled
-from app.kernel.sql import SqlDatabase, UtcDateTime, insert
+from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
 
 metadata = sa.MetaData()
 
@@ -76,41 +75,54 @@ def _notification(mapping: Any) -> NotificationRow:
 _columns = [notifications.c[name] for name in NotificationRow.__dataclass_fields__]
 
 
+# Built once, values bound at execute time (app/kernel/sql.py `prepared`).
+_contact = sa.select(contacts.c.user_id, contacts.c.name, contacts.c.email).where(
+    contacts.c.user_id == sa.bindparam("b_user_id")
+)
+
+
+def _build_keep_contact(dialect: str) -> sa.Executable:
+    statement = dialect_insert(dialect, contacts)
+    return statement.on_conflict_do_update(
+        index_elements=[contacts.c.user_id],
+        set_={
+            "name": statement.excluded.name,
+            "email": statement.excluded.email,
+            "sequence": statement.excluded.sequence,
+        },
+        where=contacts.c.sequence < statement.excluded.sequence,
+    )
+
+
+_keep_contact = prepared(_build_keep_contact)
+_add_notification = prepared(
+    lambda dialect: dialect_insert(dialect, notifications).on_conflict_do_nothing(
+        index_elements=[notifications.c.order_id, notifications.c.kind]
+    )
+)
+
+
 class Handling:
     """One envelope's transaction, already claimed in the inbox: read and write through it."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
     async def contact(self, user_id: str) -> Contact | None:
-        statement = sa.select(contacts.c.user_id, contacts.c.name, contacts.c.email).where(
-            contacts.c.user_id == user_id
-        )
-        row = (await self._connection.execute(statement)).mappings().first()
+        row = (await self._connection.execute(_contact, {"b_user_id": user_id})).mappings().first()
         return None if row is None else Contact(**row)
 
     async def keep_contact(self, contact: Contact, *, sequence: int) -> None:
         """Upsert the contact unless a newer event about this user (higher sequence) was kept."""
-        statement = insert(self._connection, contacts).values(sequence=sequence, **contact.__dict__)
-        statement = statement.on_conflict_do_update(
-            index_elements=[contacts.c.user_id],
-            set_={
-                "name": statement.excluded.name,
-                "email": statement.excluded.email,
-                "sequence": statement.excluded.sequence,
-            },
-            where=contacts.c.sequence < statement.excluded.sequence,
+        await self._connection.execute(
+            _keep_contact(self._connection), {"sequence": sequence, **contact.__dict__}
         )
-        await self._connection.execute(statement)
 
     async def add_notification(self, notification: NotificationRow) -> bool:
         """Insert it; False when this order already has a notification of this kind."""
-        statement = (
-            insert(self._connection, notifications)
-            .values(**notification.__dict__)
-            .on_conflict_do_nothing(index_elements=[notifications.c.order_id, notifications.c.kind])
+        result = await self._connection.execute(
+            _add_notification(self._connection), notification.__dict__
         )
-        result = await self._connection.execute(statement)
         return result.rowcount == 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,7 +18,7 @@ from app.bus.sql_outbox import (
     outbox_table,
     purge_handled,
 )
-from app.kernel.sql import SqlDatabase, UtcDateTime, insert
+from app.kernel.sql import SqlDatabase, UtcDateTime, dialect_insert, prepared
 from app.modules.payments.processor import ChargeResult, Outcome
 
 metadata = sa.MetaData()
@@ -79,6 +80,57 @@ class _Stale(Exception):
 
 _columns = [payments.c[name] for name in PaymentRow.__dataclass_fields__]
 
+# Built once, values bound at execute time (app/kernel/sql.py `prepared`).
+_open_payment = prepared(
+    lambda dialect: dialect_insert(dialect, payments).on_conflict_do_nothing(
+        index_elements=["order_id"]
+    )
+)
+_transition = (
+    payments.update()
+    .where(payments.c.id == sa.bindparam("b_id"), payments.c.status == sa.bindparam("b_expected"))
+    .values(
+        {
+            name: sa.bindparam(f"b_{name}")
+            for name in ("status", "attempts", "failure_reason", "event_sequence", "updated_at")
+        }
+    )
+)
+_by_id = sa.select(*_columns).where(payments.c.id == sa.bindparam("b_key"))
+_by_order = sa.select(*_columns).where(payments.c.order_id == sa.bindparam("b_key"))
+
+
+def _build_count_attempt(dialect: str) -> sa.Executable:
+    """One more attempt at an order's charge; the first one creates its ledger line."""
+    return (
+        dialect_insert(dialect, processor_ledger)
+        .values(
+            order_id=sa.bindparam("b_order_id"),
+            amount=sa.bindparam("b_amount"),
+            currency=sa.bindparam("b_currency"),
+            token=sa.bindparam("b_token"),
+            attempts=1,
+            refunded=False,
+        )
+        .on_conflict_do_update(
+            index_elements=["order_id"], set_={"attempts": processor_ledger.c.attempts + 1}
+        )
+        .returning(
+            processor_ledger.c.attempts, processor_ledger.c.outcome, processor_ledger.c.reason
+        )
+    )
+
+
+_count_attempt = prepared(_build_count_attempt)
+_settle_charge = (
+    processor_ledger.update()
+    .where(processor_ledger.c.order_id == sa.bindparam("b_order_id"))
+    .values(outcome=sa.bindparam("b_outcome"), reason=sa.bindparam("b_reason"))
+)
+_settled_charge = sa.select(processor_ledger.c.outcome, processor_ledger.c.reason).where(
+    processor_ledger.c.order_id == sa.bindparam("b_order_id")
+)
+
 
 class PaymentsStore(SqlDatabase):
     def __init__(self, url: str) -> None:
@@ -90,12 +142,8 @@ class PaymentsStore(SqlDatabase):
         async with self.transaction() as connection:
             if not await claim_in_inbox(connection, inbox, cause):
                 return False
-            statement = (
-                insert(connection, payments)
-                .values(**asdict(payment))
-                .on_conflict_do_nothing(index_elements=["order_id"])
-            )
-            return bool((await connection.execute(statement)).rowcount == 1)
+            result = await connection.execute(_open_payment(connection), asdict(payment))
+            return bool(result.rowcount == 1)
 
     async def purge(self, cutoff: datetime) -> int:
         return await purge_handled(self, cutoff, outbox=outbox, inbox=inbox)
@@ -122,15 +170,16 @@ class PaymentsStore(SqlDatabase):
                 if cause is not None and not await claim_in_inbox(connection, inbox, cause):
                     return False
                 result = await connection.execute(
-                    payments.update()
-                    .where(payments.c.id == payment.id, payments.c.status == expected_status)
-                    .values(
-                        status=payment.status,
-                        attempts=payment.attempts,
-                        failure_reason=payment.failure_reason,
-                        event_sequence=payment.event_sequence,
-                        updated_at=payment.updated_at,
-                    )
+                    _transition,
+                    {
+                        "b_id": payment.id,
+                        "b_expected": expected_status,
+                        "b_status": payment.status,
+                        "b_attempts": payment.attempts,
+                        "b_failure_reason": payment.failure_reason,
+                        "b_event_sequence": payment.event_sequence,
+                        "b_updated_at": payment.updated_at,
+                    },
                 )
                 if result.rowcount != 1:
                     raise _Stale  # undo the inbox claim too
@@ -145,16 +194,14 @@ class PaymentsStore(SqlDatabase):
             await claim_in_inbox(connection, inbox, cause)
 
     async def by_id(self, payment_id: str) -> PaymentRow | None:
-        return await self._one(payments.c.id == payment_id)
+        return await self._one(_by_id, payment_id)
 
     async def by_order(self, order_id: str) -> PaymentRow | None:
-        return await self._one(payments.c.order_id == order_id)
+        return await self._one(_by_order, order_id)
 
-    async def _one(self, condition: sa.ColumnElement[bool]) -> PaymentRow | None:
+    async def _one(self, statement: sa.Select[Any], key: str) -> PaymentRow | None:
         async with self.reading() as connection:
-            row = (
-                (await connection.execute(sa.select(*_columns).where(condition))).mappings().first()
-            )
+            row = (await connection.execute(statement, {"b_key": key})).mappings().first()
         return None if row is None else PaymentRow(**row)
 
     async def page(
@@ -182,47 +229,33 @@ class PaymentsStore(SqlDatabase):
         self, order_id: str, amount: int, currency: str, token: str
     ) -> tuple[int, ChargeResult | None]:
         async with self.transaction() as connection:
-            statement = (
-                insert(connection, processor_ledger)
-                .values(
-                    order_id=order_id,
-                    amount=amount,
-                    currency=currency,
-                    token=token,
-                    attempts=1,
-                    refunded=False,
-                )
-                .on_conflict_do_update(
-                    index_elements=["order_id"],
-                    set_={"attempts": processor_ledger.c.attempts + 1},
-                )
-                .returning(
-                    processor_ledger.c.attempts,
-                    processor_ledger.c.outcome,
-                    processor_ledger.c.reason,
-                )
+            result = await connection.execute(
+                _count_attempt(connection),
+                {
+                    "b_order_id": order_id,
+                    "b_amount": amount,
+                    "b_currency": currency,
+                    "b_token": token,
+                },
             )
-            attempts, outcome, reason = (await connection.execute(statement)).one()
+            attempts, outcome, reason = result.one()
         settled = None if outcome is None else ChargeResult(Outcome(outcome), reason)
         return int(attempts), settled
 
     async def settle_charge(self, order_id: str, result: ChargeResult) -> None:
         async with self.transaction() as connection:
             await connection.execute(
-                processor_ledger.update()
-                .where(processor_ledger.c.order_id == order_id)
-                .values(outcome=result.outcome.value, reason=result.reason)
+                _settle_charge,
+                {
+                    "b_order_id": order_id,
+                    "b_outcome": result.outcome.value,
+                    "b_reason": result.reason,
+                },
             )
 
     async def settled_charge(self, order_id: str) -> ChargeResult | None:
         async with self.reading() as connection:
-            row = (
-                await connection.execute(
-                    sa.select(processor_ledger.c.outcome, processor_ledger.c.reason).where(
-                        processor_ledger.c.order_id == order_id
-                    )
-                )
-            ).first()
+            row = (await connection.execute(_settled_charge, {"b_order_id": order_id})).first()
         if row is None or row.outcome is None:
             return None
         return ChargeResult(Outcome(row.outcome), row.reason)
