@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -67,6 +68,9 @@ def email_key(email: str) -> str:
 
 # Selected exactly as UserRow's fields, so a row mapping builds one: UserRow(**row).
 _columns = [users.c[name] for name in UserRow.__dataclass_fields__]
+# Built once, the key bound at execute time (app/kernel/sql.py `prepared`).
+_by_id = sa.select(*_columns).where(users.c.id == sa.bindparam("b_key"))
+_by_email_key = sa.select(*_columns).where(users.c.email_key == sa.bindparam("b_key"))
 
 
 class UsersStore(SqlDatabase):
@@ -129,16 +133,14 @@ class UsersStore(SqlDatabase):
         return removed + expired.rowcount
 
     async def get(self, user_id: str) -> UserRow | None:
-        return await self._one(users.c.id == user_id)
+        return await self._one(_by_id, user_id)
 
     async def by_email(self, email: str) -> UserRow | None:
-        return await self._one(users.c.email_key == email_key(email))
+        return await self._one(_by_email_key, email_key(email))
 
-    async def _one(self, condition: sa.ColumnElement[bool]) -> UserRow | None:
+    async def _one(self, statement: sa.Select[Any], key: str) -> UserRow | None:
         async with self.reading() as connection:
-            row = (
-                (await connection.execute(sa.select(*_columns).where(condition))).mappings().first()
-            )
+            row = (await connection.execute(statement, {"b_key": key})).mappings().first()
         return None if row is None else UserRow(**row)
 
     async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
