@@ -9,6 +9,10 @@
 
 Like a real processor it keeps its own ledger keyed by order id, so however often it is
 asked (retries, redeliveries, a crash and a restart) it captures an order at most once.
+An order's charge can be voided before it is settled (the order was cancelled): the ledger
+settles it as voided, and no later attempt, from this process or another replica, can
+capture it. Capture and void are decided by one conditional write each, so they exclude
+each other without a lock.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Outcome(StrEnum):
     CAPTURED = "captured"
     DECLINED = "declined"
     TRANSIENT = "transient"
+    VOIDED = "voided"
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,14 @@ class Ledger(Protocol):
         order was settled before."""
         ...
 
-    async def settle_charge(self, order_id: str, result: ChargeResult) -> None: ...
+    async def settle_charge(self, order_id: str, result: ChargeResult) -> ChargeResult:
+        """Settle an unsettled order with this result; the order's final result either way
+        (another answer, e.g. voided, may have settled it first)."""
+        ...
+
+    async def void_charge(self, order_id: str) -> ChargeResult:
+        """Settle the order as voided unless it was settled; its final result either way."""
+        ...
 
     async def settled_charge(self, order_id: str) -> ChargeResult | None: ...
 
@@ -78,9 +90,14 @@ class CardProcessor:
         if settled is not None:
             return settled
         result = decide(token, attempt)
-        if result.outcome is not Outcome.TRANSIENT:
-            await self._ledger.settle_charge(order_id, result)
-        return result
+        if result.outcome is Outcome.TRANSIENT:
+            return result
+        return await self._ledger.settle_charge(order_id, result)
+
+    async def void(self, order_id: str) -> ChargeResult:
+        """Make sure the order is never captured from now on: its final result, which is
+        the capture (or decline) if one came first, voided otherwise."""
+        return await self._ledger.void_charge(order_id)
 
     async def refund(self, order_id: str) -> bool:
         return await self._ledger.refund_charge(order_id)

@@ -107,13 +107,18 @@ class PaymentService:
 
     async def on_order_cancelled(self, event: OrderCancelled, envelope: Envelope) -> None:
         async with self._locks.hold(event.order_id):
+            if await self._store.was_handled(envelope):
+                return
+            # First make sure the processor never captures this order from now on. This
+            # also covers a cancel that overtook its OrderPlaced (over a broker, events of
+            # two types travel on two consumers) and a charge running in another replica.
+            settled = await self._processor.void(event.order_id)
             payment = await self._store.by_order(event.order_id)
-            if payment is None or await self._store.was_handled(envelope):
+            if payment is None:
                 await self._store.record_inbox(envelope)
                 return
             if payment.status == PROCESSING:
-                settled = await self._processor.settled(event.order_id)
-                if settled is None or settled.outcome is not Outcome.CAPTURED:
+                if settled.outcome is not Outcome.CAPTURED:
                     await self._finish(payment, FAILED, "order_cancelled", cause=envelope)
                     return
                 # The processor captured it before a crash left the payment PROCESSING:
@@ -150,7 +155,7 @@ class PaymentService:
                 if result.outcome is Outcome.CAPTURED:
                     await self._finish(payment, SUCCEEDED, None, attempts=attempts)
                     return
-                if result.outcome is Outcome.DECLINED:
+                if result.outcome in (Outcome.DECLINED, Outcome.VOIDED):
                     await self._finish(payment, FAILED, result.reason, attempts=attempts)
                     return
                 if attempts >= self._retry.max_attempts:

@@ -18,7 +18,7 @@ from app.bus.sql_outbox import (
     outbox_table,
     purge_handled,
 )
-from app.kernel.sql import SqlDatabase, UtcDateTime, dialect_insert, prepared
+from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
 from app.modules.payments.processor import ChargeResult, Outcome
 
 metadata = sa.MetaData()
@@ -124,12 +124,42 @@ def _build_count_attempt(dialect: str) -> sa.Executable:
 _count_attempt = prepared(_build_count_attempt)
 _settle_charge = (
     processor_ledger.update()
-    .where(processor_ledger.c.order_id == sa.bindparam("b_order_id"))
+    .where(
+        processor_ledger.c.order_id == sa.bindparam("b_order_id"),
+        processor_ledger.c.outcome.is_(None),
+    )
     .values(outcome=sa.bindparam("b_outcome"), reason=sa.bindparam("b_reason"))
 )
+
+
+def _build_void_charge(dialect: str) -> sa.Executable:
+    """Settle as voided: a new line for an order never charged, or an unsettled line."""
+    statement = dialect_insert(dialect, processor_ledger).values(
+        order_id=sa.bindparam("b_order_id"),
+        amount=0,
+        currency="",
+        token="",
+        attempts=0,
+        outcome=Outcome.VOIDED.value,
+        reason="order_cancelled",
+        refunded=False,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["order_id"],
+        set_={"outcome": statement.excluded.outcome, "reason": statement.excluded.reason},
+        where=processor_ledger.c.outcome.is_(None),
+    )
+
+
+_void_charge = prepared(_build_void_charge)
 _settled_charge = sa.select(processor_ledger.c.outcome, processor_ledger.c.reason).where(
     processor_ledger.c.order_id == sa.bindparam("b_order_id")
 )
+
+
+async def _settled(connection: Connection, order_id: str) -> ChargeResult:
+    row = (await connection.execute(_settled_charge, {"b_order_id": order_id})).one()
+    return ChargeResult(Outcome(row.outcome), row.reason)
 
 
 class PaymentsStore(SqlDatabase):
@@ -242,7 +272,7 @@ class PaymentsStore(SqlDatabase):
         settled = None if outcome is None else ChargeResult(Outcome(outcome), reason)
         return int(attempts), settled
 
-    async def settle_charge(self, order_id: str, result: ChargeResult) -> None:
+    async def settle_charge(self, order_id: str, result: ChargeResult) -> ChargeResult:
         async with self.transaction() as connection:
             await connection.execute(
                 _settle_charge,
@@ -252,6 +282,12 @@ class PaymentsStore(SqlDatabase):
                     "b_reason": result.reason,
                 },
             )
+            return await _settled(connection, order_id)
+
+    async def void_charge(self, order_id: str) -> ChargeResult:
+        async with self.transaction() as connection:
+            await connection.execute(_void_charge(connection), {"b_order_id": order_id})
+            return await _settled(connection, order_id)
 
     async def settled_charge(self, order_id: str) -> ChargeResult | None:
         async with self.reading() as connection:

@@ -232,12 +232,28 @@ async def test_cancelling_a_declined_payment_leaves_it_failed_and_refunds_nothin
     assert published(payments) == ["PaymentFailed"]
 
 
-async def test_a_cancel_for_an_order_payments_never_saw_is_ignored(payments: Scenario) -> None:
+async def test_a_cancel_for_an_order_payments_never_saw_changes_no_payment(
+    payments: Scenario,
+) -> None:
     await deliver(payments, cancelled(new_id(), "PENDING"))
 
     assert await payments.seams.all_pages("/api/payments") == []
     assert published(payments) == []
     assert payments.seams.runtime.bus.stats[("OrderCancelled", "payments", "failed")] == 0
+
+
+async def test_a_cancel_that_overtook_its_order_placed_means_the_order_is_never_charged(
+    payments: Scenario,
+) -> None:
+    # Over a broker, OrderPlaced and OrderCancelled travel on two consumers: the cancel
+    # can arrive first. The processor voids the order, so the late OrderPlaced charges nothing.
+    order_id = new_id()
+    await deliver(payments, cancelled(order_id, "PENDING"), placed(order_id))
+
+    [payment] = await payments_for(payments, order_id)
+    assert (payment["status"], payment["failure_reason"]) == ("FAILED", "order_cancelled")
+    assert await ledger(payments) == (0, 0)
+    assert published(payments) == ["PaymentFailed"]
 
 
 async def test_cancelling_during_a_slow_charge_never_keeps_the_money(anyio_backend: str) -> None:

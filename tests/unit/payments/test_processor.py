@@ -34,9 +34,12 @@ def test_each_token_decides_the_answer_for_attempts_one_to_four(
     assert [decide(token, attempt) for attempt in (1, 2, 3, 4)] == answers
 
 
-@pytest.fixture
-async def ledger(anyio_backend: str) -> AsyncIterator[PaymentsStore]:
-    store = PaymentsStore("sqlite+aiosqlite:///:memory:")
+# Both SQLite access paths: the stdlib driver on the loop, and aiosqlite in a thread.
+@pytest.fixture(params=["sqlite:///:memory:", "sqlite+aiosqlite:///:memory:"])
+async def ledger(
+    anyio_backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[PaymentsStore]:
+    store = PaymentsStore(request.param)
     await store.open()
     try:
         yield store
@@ -148,3 +151,52 @@ async def test_refunding_an_order_never_charged_or_only_transiently_failed_retur
     assert await processor.refund("order-1") is False
     assert await processor.refund("order-2") is False
     assert await ledger.ledger_totals() == (0, 0)
+
+
+VOIDED = ChargeResult(Outcome.VOIDED, "order_cancelled")
+
+
+@pytest.mark.anyio
+async def test_a_voided_order_is_never_captured_afterwards(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    assert await processor.void("order-1") == VOIDED
+    answers = [await charge(processor, "order-1", "tok_visa") for _ in range(3)]
+
+    assert answers == [VOIDED] * 3
+    assert await ledger.ledger_totals() == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_voiding_a_captured_order_answers_the_capture_and_keeps_it(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    await charge(processor, "order-1", "tok_visa")
+
+    assert await processor.void("order-1") == CAPTURED
+    assert await ledger.ledger_totals() == (1250, 0)
+
+
+@pytest.mark.anyio
+async def test_a_void_between_an_attempt_and_its_settlement_wins(ledger: PaymentsStore) -> None:
+    # Another replica voids the order while this one is deciding its capture.
+    attempt, settled = await ledger.count_attempt("order-1", 1250, "EUR", "tok_visa")
+    assert (attempt, settled) == (1, None)
+    await ledger.void_charge("order-1")
+
+    assert await ledger.settle_charge("order-1", CAPTURED) == VOIDED
+    assert await ledger.ledger_totals() == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_concurrent_charges_and_a_void_capture_at_most_once(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    answers = await asyncio.gather(
+        *(charge(processor, "order-1", "tok_visa") for _ in range(3)),
+        processor.void("order-1"),
+        *(charge(processor, "order-1", "tok_visa") for _ in range(3)),
+    )
+    assert len(set(answers)) == 1  # every caller hears the one final answer
+    captured, _ = await ledger.ledger_totals()
+    assert captured == (1250 if answers[0] == CAPTURED else 0)

@@ -1,0 +1,195 @@
+"""Which module instances are alive, and where: announced on NATS, never a static list.
+
+Each module process puts one entry in a JetStream KeyValue bucket, `<module>.<instance>` →
+its base URL and the /api prefixes it serves, and puts it again every `interval` seconds.
+The bucket keeps entries for `ttl` seconds (NATS 2.9 has a TTL per bucket, not per key),
+and a directory treats an entry it has not seen refreshed within `ttl` as gone, so an
+instance that dies without a word drops out within `ttl` seconds; one that stops cleanly
+deletes its entry and drops out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+log = logging.getLogger("app.bus.discovery")
+
+BUCKET = "seams_instances"
+INTERVAL_SECONDS = 1.0
+TTL_SECONDS = 4.0
+
+
+class Instance(msgspec.Struct, frozen=True):
+    module: str
+    instance: str
+    url: str  # base URL the gateway forwards to, e.g. http://127.0.0.1:8101
+    prefixes: tuple[str, ...]  # the /api/<prefix> it serves
+    pid: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.instance}"
+
+
+async def _bucket(connection: Client, ttl: float) -> KeyValue:
+    js = connection.jetstream()
+    try:
+        return await js.key_value(BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        config = KeyValueConfig(bucket=BUCKET, ttl=ttl, history=1, storage=StorageType.MEMORY)
+        return await js.create_key_value(config=config)
+
+
+async def _connect(url: str, name: str) -> Client:
+    return await nats.connect(
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2
+    )
+
+
+class Announcer:
+    """A module process saying 'here I am' until it stops."""
+
+    def __init__(
+        self,
+        nats_url: str,
+        instance: Instance,
+        *,
+        interval: float = INTERVAL_SECONDS,
+        ttl: float = TTL_SECONDS,
+    ) -> None:
+        self.nats_url = nats_url
+        self.instance = instance
+        self._interval = interval
+        self._ttl = ttl
+        self._connection: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.is_connected
+
+    async def start(self) -> None:
+        self._connection = await _connect(self.nats_url, f"seams-{self.instance.key}")
+        bucket = await _bucket(self._connection, self._ttl)
+        await bucket.put(self.instance.key, msgspec.json.encode(self.instance))
+        self._task = asyncio.create_task(self._refresh_forever(bucket), name="discovery")
+        log.info("announced %s at %s", self.instance.key, self.instance.url)
+
+    async def _refresh_forever(self, bucket: KeyValue) -> None:
+        value = msgspec.json.encode(self.instance)
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await bucket.put(self.instance.key, value)
+            except (TimeoutError, nats.errors.Error) as error:
+                # The broker is away: the entry lapses and the gateway stops sending here
+                # until it is back, which is what should happen.
+                log.warning("could not refresh %s: %r", self.instance.key, error)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is None:
+            return
+        try:
+            bucket = await _bucket(self._connection, self._ttl)
+            await bucket.delete(self.instance.key)
+        except (TimeoutError, nats.errors.Error) as error:
+            log.warning("could not withdraw %s (it lapses by itself): %r", self.instance.key, error)
+        with contextlib.suppress(nats.errors.Error):
+            await self._connection.close()
+        self._connection = None
+
+
+class Directory:
+    """The gateway's view of live instances, kept current by watching the bucket."""
+
+    def __init__(self, nats_url: str, *, ttl: float = TTL_SECONDS) -> None:
+        self.nats_url = nats_url
+        self._ttl = ttl
+        self._seen: dict[str, tuple[Instance, float]] = {}  # key -> (instance, last seen)
+        self._turns: dict[str, itertools.count[int]] = {}
+        self._connection: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.is_connected
+
+    async def start(self) -> None:
+        self._connection = await _connect(self.nats_url, f"seams-gateway-{os.getpid()}")
+        bucket = await _bucket(self._connection, self._ttl)
+        self._task = asyncio.create_task(self._watch_forever(bucket), name="directory")
+
+    async def _watch_forever(self, bucket: KeyValue) -> None:
+        while True:
+            try:
+                watcher = await bucket.watchall()
+                async for entry in watcher:
+                    if entry is None:  # the end of the initial values
+                        continue
+                    self._note(entry.key, entry.value, entry.operation)
+                await asyncio.sleep(0.5)  # the watcher ended (a reconnect): watch again
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # reconnects: watch again from the current values
+                log.warning("watching %s failed, watching again: %r", BUCKET, error)
+                await asyncio.sleep(0.5)
+
+    def _note(self, key: str, value: bytes | None, operation: str | None) -> None:
+        if operation in ("DEL", "PURGE") or not value:
+            self._seen.pop(key, None)
+            return
+        try:
+            instance = msgspec.json.decode(value, type=Instance)
+        except msgspec.ValidationError as error:
+            log.warning("ignoring a malformed announcement under %s: %s", key, error)
+            return
+        self._seen[key] = (instance, time.monotonic())
+
+    def live(self, module: str | None = None) -> list[Instance]:
+        horizon = time.monotonic() - self._ttl
+        return [
+            instance
+            for instance, seen in self._seen.values()
+            if seen >= horizon and (module is None or instance.module == module)
+        ]
+
+    def pick(self, module: str) -> Instance | None:
+        """The next live instance of the module, round robin; None when there is none."""
+        candidates = sorted(self.live(module), key=lambda instance: instance.instance)
+        if not candidates:
+            return None
+        turn = next(self._turns.setdefault(module, itertools.count()))
+        return candidates[turn % len(candidates)]
+
+    def forget(self, instance: Instance) -> None:
+        """An instance that refused a connection is gone until it announces itself again."""
+        self._seen.pop(instance.key, None)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._connection.close()
+            self._connection = None
