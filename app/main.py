@@ -27,10 +27,15 @@ def default_modules() -> list[Module]:
 
 
 def create_transport(settings: Settings) -> Transport:
+    """The one place that decides how events travel: in this process, or over NATS."""
     if settings.bus_url in ("", "memory://"):
         return InProcessTransport()
+    if settings.bus_url.startswith("nats://"):
+        from app.bus.nats_transport import NatsTransport
+
+        return NatsTransport(settings.bus_url)
     raise ValueError(
-        f"APP_BUS_URL={settings.bus_url!r}: only memory:// is supported in this version"
+        f"APP_BUS_URL={settings.bus_url!r}: use memory:// (in process) or nats://HOST:PORT"
     )
 
 

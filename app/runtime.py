@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
@@ -121,10 +121,11 @@ class Runtime:
             await running.store.close()
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
-        """'ok' or what failed, for each store and the bus."""
-        stores = {f"{m.module.name}.store": m.store for m in self.modules}
-        stores["bus.store"] = self.bus.store
-        checks = {part: await _answers(store, timeout) for part, store in stores.items()}
+        """'ok' or what failed, for each store, the bus and its transport (the broker)."""
+        parts: dict[str, Pingable] = {f"{m.module.name}.store": m.store for m in self.modules}
+        parts["bus.store"] = self.bus.store
+        parts["bus.transport"] = self.bus.transport
+        checks = {part: await _answers(thing, timeout) for part, thing in parts.items()}
         checks["bus"] = "ok" if self.bus.running else "not running"
         return checks
 
@@ -145,9 +146,13 @@ def verify_prefixes(modules: Sequence[Module]) -> None:
             owners[prefix] = f"module {module.name!r}"
 
 
-async def _answers(store: Store, timeout: float) -> str:
+class Pingable(Protocol):
+    async def ping(self) -> None: ...
+
+
+async def _answers(part: Pingable, timeout: float) -> str:
     try:
-        await asyncio.wait_for(store.ping(), timeout)
+        await asyncio.wait_for(part.ping(), timeout)
     except Exception as error:
         return f"failing: {error!r}"
     return "ok"

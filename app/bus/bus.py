@@ -96,8 +96,10 @@ class Bus:
     async def stop(self) -> None:
         for relay in self._relays:
             await relay.stop()
-        await self.activity.cancel_all()
+        # The transport first: a broker transport stops fetching and gives in-flight handling
+        # a moment to finish and be acked; what is left is cancelled (and redelivered).
         await self.transport.stop()
+        await self.activity.cancel_all()
         await self.store.close()
         self._started = False
 

@@ -32,6 +32,10 @@ class Transport(Protocol):
         handled or dead-lettered it; on a broker, once the broker has stored it."""
         ...
 
+    async def ping(self) -> None:
+        """Raise unless the transport can carry envelopes now (readiness)."""
+        ...
+
 
 class InProcessTransport:
     """pyee fans each envelope out to the consumers bound to its type, in this process."""
@@ -67,3 +71,7 @@ class InProcessTransport:
             await receipts[0]
         elif receipts:
             await asyncio.gather(*receipts)
+
+    async def ping(self) -> None:
+        if not self._running:
+            raise RuntimeError("the in-process transport is stopped")
