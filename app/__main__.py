@@ -1,5 +1,9 @@
 """`python -m app`: serve the whole system (default), or print its topology.
 
+Split mode (over NATS): `python -m app --modules payments` serves only the named modules;
+`python -m app gateway` serves the gateway alone; `python -m app cluster` runs both kinds
+as supervised child processes.
+
 Flags override the matching APP_* environment variables; every other setting is read from
 the environment (see the README's settings table).
 """
@@ -28,9 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "topology", "create-admin"],
-        help="serve (default); print the topology derived from the code; or create the "
-        "first admin (or make an existing user one)",
+        choices=["serve", "gateway", "cluster", "topology", "create-admin"],
+        help="serve (default; with --modules, only those modules); gateway: the gateway "
+        "alone, in front of module processes; cluster: the gateway and every module as "
+        "separate processes; print the topology derived from the code; or create the first "
+        "admin (or make an existing user one)",
+    )
+    parser.add_argument(
+        "--modules",
+        help="serve: only these modules (comma-separated, e.g. payments or orders,payments), "
+        "as one process of the split mode; needs APP_BUS_URL=nats://…",
     )
     parser.add_argument(
         "--format",
@@ -77,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_topology(settings, arguments.format)
     if arguments.command == "create-admin":
         return create_admin(settings, arguments.email, arguments.name, arguments.password_stdin)
-    return serve(settings)
+    if arguments.command == "gateway":
+        return serve(settings, role="gateway")
+    only = [name.strip() for name in arguments.modules.split(",")] if arguments.modules else None
+    return serve(settings, only=only)
 
 
 def create_admin(settings: Settings, email: str | None, name: str, from_stdin: bool) -> int:
@@ -124,21 +138,23 @@ def print_topology(settings: Settings, output: str) -> int:
     return 0
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, role: str = "monolith", only: list[str] | None = None) -> int:
     import uvicorn
 
     from app.logs import configure_logging
-    from app.main import create_app
+    from app.main import create_app, create_gateway_app
 
     configure_logging(settings)
     try:
-        app = create_app(settings)
+        app = create_gateway_app(settings) if role == "gateway" else create_app(settings, only=only)
     except ValueError as error:
         print(f"python -m app: {error}", file=sys.stderr)
         return 2
     where = "memory (--ephemeral)" if settings.ephemeral else settings.data_dir
+    what = "the gateway alone" if role == "gateway" else ", ".join(only or ["every module"])
     logging.getLogger("app").info(
-        "serving on http://%s:%d (data: %s); API docs at /schema",
+        "serving %s on http://%s:%d (data: %s); API docs at /schema",
+        what,
         settings.host,
         settings.port,
         where,

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 from litestar import Litestar
 
 from app.bus import Bus, DeliveryStore, RetryPolicy
+from app.bus.discovery import Announcer, Instance
 from app.bus.transport import InProcessTransport, Transport
 from app.gateway import build_gateway
 from app.gateway.auth import JwtIssuer, jwt_auth
+from app.gateway.proof import BehindGateway, GatewayProof
 from app.gateway.secrets import resolve_secret_key
+from app.gateway.standalone import build_standalone_gateway
+from app.kernel.ids import new_id
 from app.kernel.module import Module
 from app.runtime import Runtime
 from app.settings import Settings
@@ -44,11 +49,21 @@ PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg")
 
 
 def create_app(
-    settings: Settings | None = None, modules: Sequence[Module] | None = None
+    settings: Settings | None = None,
+    modules: Sequence[Module] | None = None,
+    *,
+    only: Sequence[str] | None = None,
 ) -> Litestar:
+    """The monolith (every module, one process); with `only`, a module process of the split
+    mode: those modules alone, reached only through `python -m app gateway`."""
     settings = settings or Settings.from_env()
     for name in PARAMETER_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+    chosen = default_modules() if modules is None else list(modules)
+    behind = None
+    if only is not None:
+        chosen = _pick(chosen, only)
+        behind = _behind_gateway(settings, chosen)
     bus = Bus(
         create_transport(settings),
         retry=RetryPolicy(
@@ -59,8 +74,66 @@ def create_app(
         outbox_sweep_seconds=settings.outbox_sweep_seconds,
         store=DeliveryStore(settings.store_url("bus")),
     )
-    auth = jwt_auth(settings, resolve_secret_key(settings))
-    runtime = Runtime(
-        settings, bus, default_modules() if modules is None else modules, JwtIssuer(auth)
-    )
+    secret_key = resolve_secret_key(settings)
+    auth = jwt_auth(settings, secret_key)
+    runtime = Runtime(settings, bus, chosen, JwtIssuer(auth))
+    if behind is not None:
+        return build_gateway(runtime, auth, behind=behind(secret_key))
     return build_gateway(runtime, auth)
+
+
+def create_gateway_app(
+    settings: Settings | None = None, modules: Sequence[Module] | None = None
+) -> Litestar:
+    """`python -m app gateway`: the gateway alone, forwarding to module processes."""
+    settings = settings or Settings.from_env()
+    _require_broker(settings, "python -m app gateway")
+    secret_key = resolve_secret_key(settings)
+    return build_standalone_gateway(
+        settings,
+        default_modules() if modules is None else modules,
+        jwt_auth(settings, secret_key),
+        secret_key,
+    )
+
+
+def _pick(modules: Sequence[Module], names: Sequence[str]) -> list[Module]:
+    known = {module.name: module for module in modules}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"--modules {','.join(names)!s}: name one or more of {', '.join(known)}"
+            + (f" ({', '.join(unknown)} is not a module)" if unknown else "")
+        )
+    return [known[name] for name in dict.fromkeys(names)]
+
+
+def _require_broker(settings: Settings, what: str) -> None:
+    if not settings.bus_url.startswith("nats://"):
+        raise ValueError(
+            f"{what} runs in split mode, where events cross processes: set "
+            "APP_BUS_URL=nats://HOST:PORT (or run `python -m app cluster`)"
+        )
+    if settings.ephemeral and not settings.secret_key:
+        raise ValueError(
+            f"{what} with --ephemeral needs APP_SECRET_KEY: every process of the split must "
+            "sign and check tokens with the same key (`python -m app cluster` sets one)"
+        )
+
+
+def _behind_gateway(
+    settings: Settings, modules: Sequence[Module]
+) -> Callable[[str], BehindGateway]:
+    _require_broker(settings, "python -m app --modules")
+    instance = Instance(
+        modules=tuple(module.name for module in modules),
+        instance=new_id(),
+        url=settings.reachable_url,
+        pid=os.getpid(),
+    )
+
+    def build(secret_key: str) -> BehindGateway:
+        announcer = Announcer(settings.bus_url, instance, wait_for_listener=True)
+        return BehindGateway(GatewayProof(secret_key), announcer)
+
+    return build

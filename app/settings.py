@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     notifications_db_url: str | None = None
     bus_url: str = "memory://"
     bus_db_url: str | None = None
+    # Split mode: the URL a module process announces for the gateway to forward to
+    # (default http://<host>:<port>, with 127.0.0.1 for a wildcard host).
+    advertise_url: str = ""
 
     secret_key: str | None = None
     access_token_minutes: Annotated[int, msgspec.Meta(ge=1)] = 60
@@ -92,6 +95,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             notifications_db_url=None,
             bus_db_url=None,
         )
+
+    @property
+    def reachable_url(self) -> str:
+        """Where this process can be reached: APP_ADVERTISE_URL, or its own host and port."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def store_url(self, module: str) -> str:
         """The module's own store URL: set explicitly, in memory, or a file in the data dir."""

@@ -1,7 +1,7 @@
 """Which module instances are alive, and where: announced on NATS, never a static list.
 
-Each module process puts one entry in a JetStream KeyValue bucket, `<module>.<instance>` →
-its base URL and the /api prefixes it serves, and puts it again every `interval` seconds.
+Each module process puts one entry in a JetStream KeyValue bucket, `<modules>.<instance>` →
+the modules it serves and its base URL, and puts it again every `interval` seconds.
 The bucket keeps entries for `ttl` seconds (NATS 2.9 has a TTL per bucket, not per key),
 and a directory treats an entry it has not seen refreshed within `ttl` as gone, so an
 instance that dies without a word drops out within `ttl` seconds; one that stops cleanly
@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import time
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -33,15 +34,14 @@ TTL_SECONDS = 4.0
 
 
 class Instance(msgspec.Struct, frozen=True):
-    module: str
+    modules: tuple[str, ...]  # the modules this process serves
     instance: str
     url: str  # base URL the gateway forwards to, e.g. http://127.0.0.1:8101
-    prefixes: tuple[str, ...]  # the /api/<prefix> it serves
     pid: int
 
     @property
     def key(self) -> str:
-        return f"{self.module}.{self.instance}"
+        return f"{'-'.join(self.modules)}.{self.instance}"
 
 
 async def _bucket(connection: Client, ttl: float) -> KeyValue:
@@ -69,11 +69,13 @@ class Announcer:
         *,
         interval: float = INTERVAL_SECONDS,
         ttl: float = TTL_SECONDS,
+        wait_for_listener: bool = False,
     ) -> None:
         self.nats_url = nats_url
         self.instance = instance
         self._interval = interval
         self._ttl = ttl
+        self._wait_for_listener = wait_for_listener
         self._connection: Client | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -82,14 +84,18 @@ class Announcer:
         return self._connection is not None and self._connection.is_connected
 
     async def start(self) -> None:
+        """Connect and announce; with wait_for_listener, the first announcement waits until
+        the instance's URL accepts connections (the server binds after the app started)."""
         self._connection = await _connect(self.nats_url, f"seams-{self.instance.key}")
         bucket = await _bucket(self._connection, self._ttl)
-        await bucket.put(self.instance.key, msgspec.json.encode(self.instance))
-        self._task = asyncio.create_task(self._refresh_forever(bucket), name="discovery")
-        log.info("announced %s at %s", self.instance.key, self.instance.url)
+        self._task = asyncio.create_task(self._announce_forever(bucket), name="discovery")
 
-    async def _refresh_forever(self, bucket: KeyValue) -> None:
+    async def _announce_forever(self, bucket: KeyValue) -> None:
+        if self._wait_for_listener:
+            await _until_listening(self.instance.url)
         value = msgspec.json.encode(self.instance)
+        await bucket.put(self.instance.key, value)
+        log.info("announced %s at %s", self.instance.key, self.instance.url)
         while True:
             await asyncio.sleep(self._interval)
             try:
@@ -115,6 +121,21 @@ class Announcer:
         with contextlib.suppress(nats.errors.Error):
             await self._connection.close()
         self._connection = None
+
+
+async def _until_listening(url: str) -> None:
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
 
 
 class Directory:
@@ -168,7 +189,7 @@ class Directory:
         return [
             instance
             for instance, seen in self._seen.values()
-            if seen >= horizon and (module is None or instance.module == module)
+            if seen >= horizon and (module is None or module in instance.modules)
         ]
 
     def pick(self, module: str) -> Instance | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
@@ -18,6 +19,7 @@ from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
 from app.gateway.metrics import MetricsController, prometheus
 from app.gateway.openapi import StrictStructSchemaPlugin
+from app.gateway.proof import BehindGateway, GatewayProofMiddleware
 from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
 from app.gateway.topology import TopologyController
 from app.gateway.tracing import ModuleSpanMiddleware, tracing_plugins
@@ -49,26 +51,42 @@ def module_routers(running: RunningModule) -> list[Router]:
     ]
 
 
-def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
+def build_gateway(
+    runtime: Runtime, auth: JWTAuth[Caller, Token], *, behind: BehindGateway | None = None
+) -> Litestar:
+    """The monolith's gateway around every module; with `behind`, a module process of the
+    split mode: the same modules' routes, which only the gateway's requests reach."""
     settings = runtime.settings
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         await runtime.start()
         try:
+            if behind is not None:
+                await behind.announcer.start()
             yield
         finally:
+            if behind is not None:
+                await behind.announcer.stop()  # the gateway stops sending here first
             await runtime.stop()
+
+    if behind is None:
+        own_routes: list[Any] = [TopologyController, AdminController]
+        identity: list[Any] = [
+            *([limits.middleware] if (limits := rate_limit(settings)) else []),
+        ]
+    else:  # the gateway process authenticates, limits and serves the topology
+        own_routes = []
+        identity = [GatewayProofMiddleware(behind.proof)]
 
     app = Litestar(
         route_handlers=[
             HealthController,
-            TopologyController,
-            AdminController,
             MetricsController,
+            *own_routes,
             *(router for running in runtime.modules for router in module_routers(running)),
         ],
-        on_app_init=[auth.on_app_init],
+        on_app_init=[auth.on_app_init] if behind is None else [],
         cors_config=(
             CORSConfig(allow_origins=settings.cors_origin_list)
             if settings.cors_origin_list
@@ -78,7 +96,7 @@ def build_gateway(runtime: Runtime, auth: JWTAuth[Caller, Token]) -> Litestar:
         middleware=[
             RequestIdMiddleware(),
             prometheus().middleware,
-            *([limits.middleware] if (limits := rate_limit(settings)) else []),
+            *identity,
         ],
         before_send=[add_request_id_header],
         before_request=check_input,

@@ -40,10 +40,19 @@ def resolve_secret_key(settings: Settings) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside, then linked into place: the file appears whole or not at all, and when
+    # several processes start on one data dir (split mode) the first link wins for all.
     key = secrets.token_urlsafe(48)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(key)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        draft.unlink()
     log.warning(
         "no APP_SECRET_KEY: generated one in %s (mode 0600); set APP_SECRET_KEY in production",
         path,

@@ -23,11 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
 
 def instance(module: str, port: int) -> Instance:
     return Instance(
-        module=module,
-        instance=uuid.uuid4().hex,
-        url=f"http://127.0.0.1:{port}",
-        prefixes=(module,),
-        pid=0,
+        modules=(module,), instance=uuid.uuid4().hex, url=f"http://127.0.0.1:{port}", pid=0
     )
 
 

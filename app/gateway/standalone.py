@@ -1,0 +1,124 @@
+"""`python -m app gateway`: the gateway as its own process, in front of module processes.
+
+It runs no module: it authenticates, limits, tags requests with their id, and forwards each
+/api/<prefix> to a live instance of the module that declared the prefix (app/gateway/proxy.py),
+found through discovery on NATS. Its /ready is 200 only while every module has a live
+instance and the broker answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.security.jwt import JWTAuth, Token
+
+from app.bus.discovery import Directory
+from app.gateway.auth import rate_limit
+from app.gateway.errors import EXCEPTION_HANDLERS
+from app.gateway.health import HealthController
+from app.gateway.metrics import MetricsController, prometheus
+from app.gateway.proof import GatewayProof
+from app.gateway.proxy import Forwarder, OptionalBearerMiddleware, forwarding_route
+from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
+from app.gateway.tracing import tracing_plugins
+from app.kernel.identity import Caller
+from app.kernel.module import Module
+from app.settings import Settings
+
+GATEWAY = "gateway"
+
+
+class GatewayRuntime:
+    """What the gateway's shared parts (request ids, metrics, /ready) ask of a runtime."""
+
+    def __init__(self, settings: Settings, modules: Sequence[Module], directory: Directory) -> None:
+        self.settings = settings
+        self.modules = list(modules)
+        self.directory = directory
+        self.owners = {
+            prefix: module.name
+            for module in modules
+            for prefix in (module.name, *module.also_serves)
+        }
+
+    def owner_of(self, path: str) -> str:
+        parts = path.split("/", 3)
+        if len(parts) >= 3 and parts[1] == "api":
+            return self.owners.get(parts[2], GATEWAY)
+        return GATEWAY
+
+    def forwarded(self, path: str) -> bool:
+        return self.owner_of(path) != GATEWAY
+
+    async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
+        checks = {
+            "broker": "ok"
+            if self.directory.connected
+            else f"failing: not connected to {self.directory.nats_url}"
+        }
+        for module in self.modules:
+            live = self.directory.live(module.name)
+            checks[module.name] = "ok" if live else "failing: no live instance"
+        return checks
+
+    async def start(self) -> None:
+        await self.directory.start()
+
+    async def stop(self) -> None:
+        await self.directory.stop()
+
+
+def build_standalone_gateway(
+    settings: Settings, modules: Sequence[Module], auth: JWTAuth[Caller, Token], secret_key: str
+) -> Litestar:
+    if not settings.bus_url.startswith("nats://"):
+        raise ValueError(
+            "python -m app gateway forwards to module processes found through NATS: "
+            "set APP_BUS_URL=nats://HOST:PORT (the same broker the modules use)"
+        )
+    runtime = GatewayRuntime(settings, modules, Directory(settings.bus_url))
+    forwarder = Forwarder(runtime.owners, runtime.directory, GatewayProof(secret_key))
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await forwarder.close()
+            await runtime.stop()
+
+    app = Litestar(
+        route_handlers=[HealthController, MetricsController, forwarding_route(forwarder)],
+        on_app_init=[auth.on_app_init],
+        cors_config=(
+            CORSConfig(allow_origins=settings.cors_origin_list)
+            if settings.cors_origin_list
+            else None
+        ),
+        lifespan=[lifespan],
+        middleware=[
+            RequestIdMiddleware(),
+            prometheus().middleware,
+            OptionalBearerMiddleware(auth, runtime.forwarded),
+            *([limits.middleware] if (limits := rate_limit(settings)) else []),
+        ],
+        before_send=[add_request_id_header],
+        logging_config=None,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Seams gateway",
+            version="0.1.0",
+            description="The gateway alone; each module's API is served by its process.",
+            path="/schema",
+        ),
+        plugins=[*tracing_plugins(settings)],
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app
