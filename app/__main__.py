@@ -49,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="mermaid",
         help="topology: a Mermaid flowchart (default) or JSON",
     )
+    parser.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="MODULE=N",
+        help="cluster: run N processes of a module (repeatable), e.g. --replicas payments=3",
+    )
+    parser.add_argument(
+        "--nats-url",
+        help="cluster: the broker to use (default: APP_BUS_URL when it is nats://, else a "
+        "private nats-server -js started with the cluster, data under the data dir)",
+    )
     parser.add_argument("--email", help="create-admin: the admin's email")
     parser.add_argument("--name", default="Admin", help="create-admin: the admin's name")
     parser.add_argument(
@@ -90,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return create_admin(settings, arguments.email, arguments.name, arguments.password_stdin)
     if arguments.command == "gateway":
         return serve(settings, role="gateway")
+    if arguments.command == "cluster":
+        return cluster(settings, arguments.replicas, arguments.nats_url)
     only = [name.strip() for name in arguments.modules.split(",")] if arguments.modules else None
     return serve(settings, only=only)
 
@@ -121,6 +135,25 @@ def create_admin(settings: Settings, email: str | None, name: str, from_stdin: b
 
     print(f"admin {email} ({asyncio.run(run())}) can now log in at POST /api/auth/token")
     return 0
+
+
+def cluster(settings: Settings, replicas: list[str], nats_url: str | None) -> int:
+    from app.cluster import ClusterError, parse_replicas, plan, run
+    from app.gateway.secrets import MissingSecretKey, resolve_secret_key
+    from app.main import default_modules
+
+    names = [module.name for module in default_modules()]
+    if nats_url is None and settings.bus_url.startswith("nats://"):
+        nats_url = settings.bus_url
+    try:
+        counts = parse_replicas(replicas, names)
+        # One key for every process: the gateway's tokens and proofs must check everywhere.
+        secret_key = resolve_secret_key(settings)
+        the_plan = plan(settings, names, replicas=counts, nats_url=nats_url, secret_key=secret_key)
+        return run(the_plan)
+    except (ClusterError, MissingSecretKey) as error:
+        print(f"python -m app cluster: {error}", file=sys.stderr)
+        return 2
 
 
 def print_topology(settings: Settings, output: str) -> int:

@@ -112,6 +112,14 @@ def prepared(build: Callable[[str], S]) -> Callable[[Connection], S]:
     return statement
 
 
+CREATE_ATTEMPTS = 5
+
+
+def _created_meanwhile(error: sa.exc.DBAPIError) -> bool:
+    text = str(error.orig).lower()
+    return "already exists" in text or "duplicate key" in text
+
+
 class SqlDatabase:
     """One engine per module. SQLite gets one connection guarded by a lock, so concurrent
     requests queue instead of meeting 'database is locked'; PostgreSQL gets a pool."""
@@ -183,6 +191,18 @@ class SqlDatabase:
     async def open(self) -> None:
         if self.is_sqlite and not self._in_memory:
             Path(str(self.url.database)).parent.mkdir(parents=True, exist_ok=True)
+        # Replicas of a module start together on one database: when another one created a
+        # table between our check and our CREATE, check again (it exists now).
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                await self._create_tables()
+                return
+            except sa.exc.DBAPIError as error:
+                if attempt == CREATE_ATTEMPTS or not _created_meanwhile(error):
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+
+    async def _create_tables(self) -> None:
         if self.on_loop:
             async with self._guard():
                 connection = self._on_loop_connection()
