@@ -36,6 +36,11 @@ class Transport(Protocol):
         """Raise unless the transport can carry envelopes now (readiness)."""
         ...
 
+    async def backlog(self) -> int:
+        """Envelopes the transport holds for this process's consumers and has not had
+        answered yet: 0 in process (publish returns once they are handled)."""
+        ...
+
 
 class InProcessTransport:
     """pyee fans each envelope out to the consumers bound to its type, in this process."""
@@ -71,6 +76,9 @@ class InProcessTransport:
             await receipts[0]
         elif receipts:
             await asyncio.gather(*receipts)
+
+    async def backlog(self) -> int:
+        return 0
 
     async def ping(self) -> None:
         if not self._running:

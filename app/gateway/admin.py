@@ -29,6 +29,7 @@ class Count(msgspec.Struct, frozen=True):
 class BusState(msgspec.Struct, frozen=True):
     running: bool
     busy: int
+    backlog: int  # held by a broker for this process's consumers, unanswered (0 in process)
     dead_letters: int
     counts: list[Count]
 
@@ -76,13 +77,15 @@ class AdminController(Controller):
         operation_id="getBusState",
         responses=problems(*AUTHENTICATED, 403),
         summary="Work under way, dead letters, and events handled per type and consumer",
-        description="`busy` is 0 when every event has been handled and every charge has ended.",
+        description="`busy` is 0 when every event has been handled and every charge has ended; "
+        "`backlog` counts events a broker still holds for this process's consumers.",
     )
     async def bus_state(self, request: Request[Any, Any, Any]) -> BusState:
         bus = _bus(request)
         return BusState(
             running=bus.running,
             busy=bus.activity.busy,
+            backlog=await bus.transport.backlog() if bus.running else 0,
             dead_letters=await bus.store.count_dead_letters(),
             counts=[
                 Count(type=t, consumer=c, outcome=o, count=n)

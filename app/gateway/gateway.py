@@ -76,7 +76,7 @@ def build_gateway(
             *([limits.middleware] if (limits := rate_limit(settings)) else []),
         ]
     else:  # the gateway process authenticates, limits and serves the topology
-        own_routes = []
+        own_routes = [AdminController]  # this process's bus, for its operators and tests
         identity = [GatewayProofMiddleware(behind.proof)]
 
     app = Litestar(

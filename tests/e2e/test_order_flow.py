@@ -1,15 +1,40 @@
-"""The seed's flow through the gateway, on every store a user can pick."""
+"""The seed's flow through the gateway, on every store a user can pick, and split into
+processes over NATS (tests/support/split.py) with the very same tests."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
-from tests.support.seams import Seams
+from tests.support.seams import Driver, fast_settings, running
+from tests.support.split import split_system
+from tests.support.stores import BACKENDS, store_urls
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_visa_order_is_paid_once_and_notified_once(seams: Seams) -> None:
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", params=[*BACKENDS, "split"])
+async def seams(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Driver]:
+    """One system per backend for the whole file (six processes take seconds to start);
+    every test acts as its own users on their own orders."""
+    data = tmp_path_factory.mktemp(request.param)
+    if request.param == "split":
+        async with split_system(data) as system:
+            yield system
+        return
+    async with store_urls(request.param, data) as urls, running(fast_settings(**urls)) as s:
+        yield s
+
+
+async def test_visa_order_is_paid_once_and_notified_once(seams: Driver) -> None:
     user = await seams.register("Ada")
     order = await seams.place(user, "tok_visa", items=[("book", 2, 1250), ("pen", 3, 199)])
     assert order["status"] == "PENDING"
@@ -28,7 +53,7 @@ async def test_visa_order_is_paid_once_and_notified_once(seams: Seams) -> None:
     ]
 
 
-async def test_declined_card_cancels_the_order_without_notification(seams: Seams) -> None:
+async def test_declined_card_cancels_the_order_without_notification(seams: Driver) -> None:
     user = await seams.register("Bob")
     order = await seams.place(user, "tok_chargeDeclined")
 
@@ -40,7 +65,7 @@ async def test_declined_card_cancels_the_order_without_notification(seams: Seams
     assert await seams.all_pages("/api/notifications", order_id=order["id"]) == []
 
 
-async def test_cancelling_a_paid_order_refunds_it_and_notifies(seams: Seams) -> None:
+async def test_cancelling_a_paid_order_refunds_it_and_notifies(seams: Driver) -> None:
     user = await seams.register("Cy")
     order = await seams.place(user, "tok_visa")
     await seams.settle()
@@ -63,7 +88,7 @@ async def test_cancelling_a_paid_order_refunds_it_and_notifies(seams: Seams) -> 
     assert "REFUNDED" in final.json()["detail"]
 
 
-async def test_processing_error_is_retried_until_paid(seams: Seams) -> None:
+async def test_processing_error_is_retried_until_paid(seams: Driver) -> None:
     user = await seams.register("Di")
     order = await seams.place(user, "tok_processing_error")
 
@@ -75,7 +100,7 @@ async def test_processing_error_is_retried_until_paid(seams: Seams) -> None:
     assert len(await seams.all_pages("/api/notifications", order_id=order["id"])) == 1
 
 
-async def test_slow_card_succeeds(seams: Seams) -> None:
+async def test_slow_card_succeeds(seams: Driver) -> None:
     user = await seams.register("Ed")
     order = await seams.place(user, "tok_slow")
     await seams.settle()
@@ -83,7 +108,7 @@ async def test_slow_card_succeeds(seams: Seams) -> None:
 
 
 async def test_cancelling_a_pending_order_is_immediate_and_nothing_is_captured(
-    seams: Seams,
+    seams: Driver,
 ) -> None:
     user = await seams.register("Flo")
     order = await seams.place(user, "tok_slow")
@@ -99,7 +124,7 @@ async def test_cancelling_a_pending_order_is_immediate_and_nothing_is_captured(
     assert [p["status"] for p in payments] in (["FAILED"], ["REFUNDED"])
 
 
-async def test_one_request_id_follows_an_order_to_its_events(seams: Seams) -> None:
+async def test_one_request_id_follows_an_order_to_its_events(seams: Driver) -> None:
     user = await seams.register("Gus")
     response = await seams.client.post(
         "/api/orders",
@@ -113,4 +138,5 @@ async def test_one_request_id_follows_an_order_to_its_events(seams: Seams) -> No
     )
     assert response.headers["x-request-id"] == "trace-me-123"
     await seams.settle()
-    assert seams.runtime.bus.stats[("PaymentSucceeded", "notifications", "handled")] >= 1
+    notes = await seams.all_pages("/api/notifications", order_id=response.json()["id"])
+    assert [n["kind"] for n in notes] == ["payment_succeeded"]

@@ -42,19 +42,16 @@ def fast_settings(**overrides: Any) -> Settings:
     return Settings.from_env({}, **{**FAST, **overrides})
 
 
-class Seams:
-    def __init__(self, app: Litestar, client: httpx.AsyncClient) -> None:
-        self.app = app
-        self.client = client
+class Driver:
+    """What a test does through the gateway's HTTP API, whichever way the system runs: in
+    this process (Seams) or split into processes (tests/support/split.py)."""
 
-    @property
-    def runtime(self) -> Runtime:
-        runtime: Runtime = self.app.state.runtime
-        return runtime
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client  # its requests go as an admin unless they carry a user's token
 
     async def settle(self, timeout: float = 20.0) -> None:
         """Wait, bounded, until every event has been handled and every charge has ended."""
-        await self.runtime.bus.wait_quiet(timeout)
+        raise NotImplementedError
 
     async def register(self, name: str = "Ada") -> dict[str, Any]:
         """A new user, logged in: the dict has its `token` and the `headers` to act as it."""
@@ -65,11 +62,6 @@ class Seams:
         assert response.status_code == 201, response.text
         user: dict[str, Any] = response.json()
         return {**user, **await self.log_in(email)}
-
-    def headers_for(self, user_id: str, role: Role = "user") -> dict[str, str]:
-        """Act as this user id without logging in (for modules tested without users)."""
-        token = self.runtime.tokens.issue(Caller(id=user_id, role=role))
-        return {"Authorization": f"Bearer {token.access_token}"}
 
     async def log_in(self, email: str, password: str = PASSWORD) -> dict[str, Any]:
         response = await self.client.post(
@@ -121,6 +113,27 @@ class Seams:
             cursor = page["next_cursor"]
             if cursor is None:
                 return items
+
+
+class Seams(Driver):
+    """The whole system in this process, on the test's loop."""
+
+    def __init__(self, app: Litestar, client: httpx.AsyncClient) -> None:
+        super().__init__(client)
+        self.app = app
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    async def settle(self, timeout: float = 20.0) -> None:
+        await self.runtime.bus.wait_quiet(timeout)
+
+    def headers_for(self, user_id: str, role: Role = "user") -> dict[str, str]:
+        """Act as this user id without logging in (for modules tested without users)."""
+        token = self.runtime.tokens.issue(Caller(id=user_id, role=role))
+        return {"Authorization": f"Bearer {token.access_token}"}
 
 
 @asynccontextmanager
