@@ -1,5 +1,6 @@
-"""The seed's flow through the gateway, on every store a user can pick, and split into
-processes over NATS (tests/support/split.py) with the very same tests."""
+"""The seed's flow through the gateway, on every store a user can pick, over NATS in one
+process ("nats"), and split into processes over NATS ("split", tests/support/split.py):
+the very same tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.nats import nats_server
 from tests.support.seams import Driver, fast_settings, running
 from tests.support.split import split_system
 from tests.support.stores import BACKENDS, store_urls
@@ -19,7 +21,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module", params=[*BACKENDS, "split"])
+@pytest.fixture(scope="module", params=[*BACKENDS, "nats", "split"])
 async def seams(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Driver]:
@@ -29,6 +31,11 @@ async def seams(
     if request.param == "split":
         async with split_system(data) as system:
             yield system
+        return
+    if request.param == "nats":
+        with nats_server(data / "nats") as broker:
+            async with running(fast_settings(ephemeral="true", bus_url=broker.url)) as s:
+                yield s
         return
     async with store_urls(request.param, data) as urls, running(fast_settings(**urls)) as s:
         yield s

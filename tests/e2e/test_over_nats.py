@@ -1,5 +1,6 @@
-"""The seed's flow through the gateway with the whole monolith in one process, its events
-crossing a private nats-server (APP_BUS_URL=nats://…) instead of the in-process bus."""
+"""The whole monolith in one process with its events crossing a private nats-server
+(APP_BUS_URL=nats://…): what only this mode has. The order flow itself runs over NATS in
+tests/e2e/test_order_flow.py (its "nats" backend)."""
 
 from __future__ import annotations
 
@@ -39,40 +40,6 @@ async def test_the_bus_runs_over_nats_and_ready_names_the_broker(seams: Seams) -
     ready = await seams.client.get("/ready")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["bus.transport"] == "ok"
-
-
-async def test_visa_order_over_nats_is_paid_once_and_notified_once(seams: Seams) -> None:
-    user = await seams.register("Ada")
-    order = await seams.place(user, "tok_visa")
-    assert order["status"] == "PENDING"
-
-    await settled(seams)
-
-    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "PAID"
-    payments = await seams.all_pages("/api/payments", order_id=order["id"])
-    assert [(p["status"], p["amount"], p["attempts"]) for p in payments] == [
-        ("SUCCEEDED", order["total"], 1)
-    ]
-    notes = await seams.all_pages("/api/notifications", order_id=order["id"])
-    assert [(n["kind"], n["to"], n["user_id"]) for n in notes] == [
-        ("payment_succeeded", user["email"], user["id"])
-    ]
-
-
-async def test_cancelling_a_paid_order_over_nats_refunds_it(seams: Seams) -> None:
-    user = await seams.register("Cy")
-    order = await seams.place(user, "tok_visa")
-    await settled(seams)
-
-    response = await seams.client.post(f"/api/orders/{order['id']}/cancel")
-    assert response.status_code == 202
-    await settled(seams)
-
-    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "REFUNDED"
-    payments = await seams.all_pages("/api/payments", order_id=order["id"])
-    assert [p["status"] for p in payments] == ["REFUNDED"]
-    notes = await seams.all_pages("/api/notifications", order_id=order["id"])
-    assert sorted(n["kind"] for n in notes) == ["payment_refunded", "payment_succeeded"]
 
 
 async def test_ready_is_503_and_names_the_broker_when_it_is_gone(tmp_path: Path) -> None:

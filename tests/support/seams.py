@@ -128,7 +128,15 @@ class Seams(Driver):
         return runtime
 
     async def settle(self, timeout: float = 20.0) -> None:
-        await self.runtime.bus.wait_quiet(timeout)
+        from app.bus.nats_transport import NatsTransport
+
+        bus = self.runtime.bus
+        if isinstance(bus.transport, NatsTransport):  # quiet here is not quiet at the broker
+            from tests.support.nats import settle
+
+            await settle(bus, bus.transport, timeout)
+        else:
+            await bus.wait_quiet(timeout)
 
     def headers_for(self, user_id: str, role: Role = "user") -> dict[str, str]:
         """Act as this user id without logging in (for modules tested without users)."""
