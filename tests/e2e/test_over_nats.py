@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from app.bus.nats_transport import NatsTransport
-from tests.support.nats import NatsServer, nats_server, settle
+from tests.support.nats import NatsServer, nats_server
 from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services]
@@ -27,12 +26,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
 async def seams(server: NatsServer) -> AsyncIterator[Seams]:
     async with running(fast_settings(ephemeral="true", bus_url=server.url)) as s:
         yield s
-
-
-async def settled(seams: Seams) -> None:
-    """Every event published, delivered by the broker, handled and acked."""
-    transport = cast(NatsTransport, seams.runtime.bus.transport)
-    await settle(seams.runtime.bus, transport)
 
 
 async def test_the_bus_runs_over_nats_and_ready_names_the_broker(seams: Seams) -> None:
