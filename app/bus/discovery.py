@@ -6,6 +6,10 @@ The bucket keeps entries for `ttl` seconds (NATS 2.9 has a TTL per bucket, not p
 and a directory treats an entry it has not seen refreshed within `ttl` as gone, so an
 instance that dies without a word drops out within `ttl` seconds; one that stops cleanly
 deletes its entry and drops out at once.
+
+The bucket is kept in the broker's memory, so a broker that restarts comes back without
+it: announcers make it again at their next refresh, and the directory watches it afresh
+after every reconnect.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -53,9 +58,16 @@ async def _bucket(connection: Client, ttl: float) -> KeyValue:
         return await js.create_key_value(config=config)
 
 
-async def _connect(url: str, name: str) -> Client:
+async def _connect(
+    url: str, name: str, reconnected: Callable[[], Awaitable[None]] | None = None
+) -> Client:
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+        reconnected_cb=reconnected,
     )
 
 
@@ -88,22 +100,31 @@ class Announcer:
         the instance's URL accepts connections (the server binds after the app started)."""
         self._connection = await _connect(self.nats_url, f"seams-{self.instance.key}")
         bucket = await _bucket(self._connection, self._ttl)
-        self._task = asyncio.create_task(self._announce_forever(bucket), name="discovery")
+        self._task = asyncio.create_task(
+            self._announce_forever(self._connection, bucket), name="discovery"
+        )
 
-    async def _announce_forever(self, bucket: KeyValue) -> None:
+    async def _announce_forever(self, connection: Client, bucket: KeyValue | None) -> None:
         if self._wait_for_listener:
             await _until_listening(self.instance.url)
         value = msgspec.json.encode(self.instance)
-        await bucket.put(self.instance.key, value)
-        log.info("announced %s at %s", self.instance.key, self.instance.url)
+        announced = False
         while True:
-            await asyncio.sleep(self._interval)
             try:
+                if bucket is None:
+                    bucket = await _bucket(connection, self._ttl)
                 await bucket.put(self.instance.key, value)
             except (TimeoutError, nats.errors.Error) as error:
                 # The broker is away: the entry lapses and the gateway stops sending here
-                # until it is back, which is what should happen.
+                # until it is back, which is what should happen. It may come back without
+                # the bucket (a restart): look it up, or make it, again next time.
                 log.warning("could not refresh %s: %r", self.instance.key, error)
+                bucket = None
+            else:
+                if not announced:
+                    log.info("announced %s at %s", self.instance.key, self.instance.url)
+                    announced = True
+            await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -154,13 +175,27 @@ class Directory:
         return self._connection is not None and self._connection.is_connected
 
     async def start(self) -> None:
-        self._connection = await _connect(self.nats_url, f"seams-gateway-{os.getpid()}")
-        bucket = await _bucket(self._connection, self._ttl)
-        self._task = asyncio.create_task(self._watch_forever(bucket), name="directory")
+        self._connection = await _connect(
+            self.nats_url, f"seams-gateway-{os.getpid()}", reconnected=self._reconnected
+        )
+        await _bucket(self._connection, self._ttl)  # fail the start if the broker cannot
+        self._task = asyncio.create_task(self._watch_forever(self._connection), name="directory")
 
-    async def _watch_forever(self, bucket: KeyValue) -> None:
+    async def _reconnected(self) -> None:
+        """The broker may have restarted, and lost the bucket and the watch's consumer with
+        it (a watch then waits forever without a word): watch afresh."""
+        if self._task is not None and self._connection is not None:
+            log.info("reconnected to NATS: watching %s afresh", BUCKET)
+            self._task.cancel()
+            self._task = asyncio.create_task(
+                self._watch_forever(self._connection), name="directory"
+            )
+
+    async def _watch_forever(self, connection: Client) -> None:
         while True:
+            watcher = None
             try:
+                bucket = await _bucket(connection, self._ttl)
                 watcher = await bucket.watchall()
                 async for entry in watcher:
                     if entry is None:  # the end of the initial values
@@ -172,6 +207,10 @@ class Directory:
             except Exception as error:  # reconnects: watch again from the current values
                 log.warning("watching %s failed, watching again: %r", BUCKET, error)
                 await asyncio.sleep(0.5)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]
 
     def _note(self, key: str, value: bytes | None, operation: str | None) -> None:
         if operation in ("DEL", "PURGE") or not value:

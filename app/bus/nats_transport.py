@@ -403,8 +403,10 @@ class NatsTransport:
                 messages = await binding.subscription.fetch(
                     min(self._fetch_batch, room), timeout=self._fetch_seconds
                 )
-            except nats.errors.TimeoutError:
-                continue  # nothing to fetch (FetchTimeoutError is one too)
+            except TimeoutError:
+                # Nothing to fetch: nats' TimeoutError (FetchTimeoutError too) is one, and
+                # some paths of nats-py's fetch raise a plain asyncio.TimeoutError.
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # broker away or its state gone: set up again

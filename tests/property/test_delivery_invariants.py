@@ -73,6 +73,8 @@ class DeliveryMachine(SagaOnFiles):
     is just as broken; teardown always puts the originals back.
     """
 
+    seams: Seams  # in this process: its runtime is what the rules reach into
+
     def __init__(self) -> None:
         self.recorder = Recorder()
         self._restart = asyncio.Event()

@@ -5,6 +5,12 @@ once the bus is quiet: no order is left PENDING, every PAID order has exactly on
 succeeded payment of its total and one "payment received" notification, a declined card
 notifies nobody, and what the processor captured minus what it refunded is exactly the
 sum of the PAID orders' totals.
+
+The same machine also runs against the system split into processes over NATS (payments in
+two replicas; tests/support/split.py), once per module and shared by its examples, through
+the gateway's HTTP API and `settle()` alone: each example checks the orders of the users it
+registered. What needs the runtime stays in-process: the processor's ledger check here, and
+redeliveries, broken consumers and restarts (tests/property/test_delivery_invariants.py).
 """
 
 from __future__ import annotations
@@ -12,18 +18,27 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from hypothesis import HealthCheck, event, settings
+import pytest
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from app.modules.payments.store import PaymentsStore
 from app.settings import Settings
-from tests.support.seams import Seams, fast_settings, running
+from tests.support.seams import Driver, Seams, fast_settings, running
+from tests.support.split import Split, split_system_in_background
 
 T = TypeVar("T")
 
@@ -81,15 +96,19 @@ class SagaMachine(RuleBasedStateMachine):
 
     users = Bundle("users")
     orders = Bundle("orders")
+    # Whether other examples' users and orders are in the system too (the split run): the
+    # checks then look at this example's users only.
+    shared_system = False
 
     def __init__(self) -> None:
         super().__init__()
         self.placed: dict[str, Placed] = {}
         self.cancel_requested: set[str] = set()
+        self.user_ids: set[str] = set()
         self.broken = False
         self.loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
-        ready: asyncio.Future[Seams] = self.loop.create_future()
+        ready: asyncio.Future[Any] = self.loop.create_future()
         self._host = self.loop.create_task(self._serve(ready))
         self.loop.run_until_complete(
             asyncio.wait((ready, self._host), return_when=asyncio.FIRST_COMPLETED)
@@ -97,7 +116,7 @@ class SagaMachine(RuleBasedStateMachine):
         if not ready.done():
             self.loop.close()
             self._host.result()  # the app failed to start: raise why
-        self.seams = ready.result()
+        self.seams: Driver = ready.result()  # a Seams in process, a Split over NATS
 
     def store_settings(self) -> Settings:
         return fast_settings(ephemeral="true")
@@ -118,11 +137,15 @@ class SagaMachine(RuleBasedStateMachine):
 
     @initialize(target=users)
     def register_first_user(self) -> dict[str, Any]:
-        return self.run(self.seams.register("Ada"))
+        return self.remember(self.run(self.seams.register("Ada")))
 
     @rule(target=users)
     def register_user(self) -> dict[str, Any]:
-        return self.run(self.seams.register("Bo"))
+        return self.remember(self.run(self.seams.register("Bo")))
+
+    def remember(self, user: dict[str, Any]) -> dict[str, Any]:
+        self.user_ids.add(user["id"])
+        return user
 
     @rule(
         target=orders,
@@ -203,12 +226,12 @@ class SagaMachine(RuleBasedStateMachine):
 
     async def books_balance_once_quiet(self) -> None:
         await self.seams.settle()
-        orders = {o["id"]: o for o in await self.seams.all_pages("/api/orders")}
+        orders = {o["id"]: o for o in await self.everything("/api/orders")}
         payments: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        for payment in await self.seams.all_pages("/api/payments"):
+        for payment in await self.everything("/api/payments"):
             payments[payment["order_id"]].append(payment)
         notes: defaultdict[str, list[str]] = defaultdict(list)
-        for note in await self.seams.all_pages("/api/notifications"):
+        for note in await self.everything("/api/notifications"):
             notes[note["order_id"]].append(note["kind"])
 
         assert set(orders) == set(self.placed), "orders API and accepted orders differ"
@@ -244,13 +267,23 @@ class SagaMachine(RuleBasedStateMachine):
         paid = sum(o["total"] for o in orders.values() if o["status"] == "PAID")
         succeeded = sum(p["amount"] for (p,) in payments.values() if p["status"] == "SUCCEEDED")
         assert succeeded == paid, f"succeeded payments {succeeded} != PAID totals {paid}"
+        if not isinstance(self.seams, Seams):
+            return  # split: the processor's books are in another process's database
         captured, refunded = await self._processor_ledger()
         assert captured - refunded == paid, (
             f"processor holds {captured} - {refunded} = {captured - refunded}, "
             f"PAID orders total {paid}"
         )
 
+    async def everything(self, path: str) -> list[dict[str, Any]]:
+        """Every item of a list the admin reads; in a shared system, this example's users'."""
+        items = await self.seams.all_pages(path)
+        if not self.shared_system:
+            return items
+        return [item for item in items if item["user_id"] in self.user_ids]
+
     async def _processor_ledger(self) -> tuple[int, int]:
+        assert isinstance(self.seams, Seams), "the ledger is read in-process only"
         payments = next(m for m in self.seams.runtime.modules if m.module.name == "payments")
         assert isinstance(payments.store, PaymentsStore)
         return await payments.store.ledger_totals()
@@ -287,3 +320,46 @@ class TestSagaInvariantsInMemory(SagaMachine.TestCase):  # type: ignore[misc,val
 
 class TestSagaInvariantsOnFiles(SagaOnFiles.TestCase):  # type: ignore[misc,valid-type]
     settings = settings(SAGA_RUN, max_examples=5)
+
+
+class SagaOverSplit(SagaMachine):
+    """The same clients and checks against real processes over NATS, through the gateway.
+
+    Every example drives the one split system of this module with a client on its own
+    loop (`Split.driven_from_here`), so it sees other examples' users and orders too and
+    checks its own. Only the HTTP API and `settle()`: no runtime to reach into.
+    """
+
+    shared_system = True
+
+    def __init__(self, system: Split) -> None:
+        self.system = system
+        super().__init__()
+
+    async def _serve(self, ready: asyncio.Future[Any]) -> None:
+        async with self.system.driven_from_here() as split:
+            ready.set_result(split)
+            await self._stop.wait()
+
+
+# Real processes take a second or more per step that settles: fewer, shorter examples,
+# and no shrinking (each shrink step replays an example against the processes); the
+# failing example is reported as it was found.
+SPLIT_RUN = settings(
+    SAGA_RUN,
+    max_examples=10,
+    stateful_step_count=12,
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+)
+
+
+@pytest.fixture(scope="module")
+def split_for_sagas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Split]:
+    with split_system_in_background(
+        tmp_path_factory.mktemp("saga-split"), replicas={"payments": 2}
+    ) as system:
+        yield system
+
+
+def test_saga_invariants_split(split_for_sagas: Split) -> None:
+    run_state_machine_as_test(lambda: SagaOverSplit(split_for_sagas), settings=SPLIT_RUN)

@@ -15,18 +15,20 @@ SEAMS_REQUIRE_SERVICES=1 (CI), which fails them instead.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import anyio
 import httpx
+from anyio.from_thread import start_blocking_portal
 
 from app.cluster import Child, plan
 from app.gateway.auth import jwt_auth
@@ -46,7 +48,12 @@ SPLIT_ENV = {
     "APP_SLOW_CARD_SECONDS": "0.2",
     "APP_PAYMENT_RETRY_BASE_SECONDS": "0.01",
     "APP_BUS_RETRY_BASE_SECONDS": "0.01",
-    "APP_BUS_RETRY_MAX_SECONDS": "0.1",
+    # Over NATS each event type has its own consumer, so a PaymentSucceeded can reach
+    # notifications before the user's UserRegistered; the handler is retried until the
+    # contact is there. Ten attempts up to 0.5 s apart wait about 2 s for it on a loaded
+    # machine instead of 0.15 s, after which it would become a dead letter.
+    "APP_BUS_MAX_ATTEMPTS": "10",
+    "APP_BUS_RETRY_MAX_SECONDS": "0.5",
     "APP_REPLICA_WAIT_SECONDS": "5",
 }
 READY_SECONDS = 40.0
@@ -73,15 +80,40 @@ class Running:
 
 
 class Split(Driver):
-    def __init__(self, client: httpx.AsyncClient, gateway_url: str, nats: NatsServer) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        gateway_url: str,
+        nats: NatsServer,
+        store_urls: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(client)
         self.gateway_url = gateway_url
         self.nats = nats
+        # module -> its store URL, for the stores the split keeps in PostgreSQL (users,
+        # payments); a test may read the processor's ledger there, as the bank's side.
+        self.store_urls = dict(store_urls or {})
         self.processes: dict[str, Running] = {}
         self._proof = GatewayProof(SECRET)
 
     def module_processes(self) -> list[Running]:
         return [p for name, p in self.processes.items() if name != "gateway"]
+
+    def replicas(self, module: str) -> list[Running]:
+        """The live processes of one module: "payments" alone, or "payments.1", "payments.2"…"""
+        return [p for name, p in self.processes.items() if name.partition(".")[0] == module]
+
+    @asynccontextmanager
+    async def driven_from_here(self) -> AsyncIterator[Split]:
+        """The same processes, driven by a new client on the running event loop: for callers
+        with a loop of their own (a hypothesis state machine), since an httpx client belongs
+        to the loop it was opened on."""
+        async with httpx.AsyncClient(
+            base_url=self.gateway_url, headers=admin_headers(), timeout=30
+        ) as client:
+            here = Split(client, self.gateway_url, self.nats, self.store_urls)
+            here.processes = self.processes  # the same processes: a kill is seen by both
+            yield here
 
     def kill(self, name: str) -> None:
         """SIGKILL one process (e.g. "payments.2"): no goodbye, no withdrawal."""
@@ -103,6 +135,20 @@ class Split(Driver):
         assert response.status_code == 200, f"{running.child.name}: {response.text}"
         state: dict[str, Any] = response.json()
         return state
+
+    async def handled(self, event_type: str, consumer: str) -> dict[str, int]:
+        """How many events of a type each live process of the consumer handled, by name."""
+        return {
+            running.child.name: handled_count(await self.bus_state(running), event_type, consumer)
+            for running in self.replicas(consumer)
+        }
+
+    async def dead_letters(self) -> dict[str, int]:
+        """The dead letters each live module process holds, by name (none: all zero)."""
+        return {
+            running.child.name: int((await self.bus_state(running))["dead_letters"])
+            for running in self.module_processes()
+        }
 
     async def settle(self, timeout: float = 30.0) -> None:
         """Until every module process has nothing under way and the broker holds nothing
@@ -127,6 +173,16 @@ class Split(Driver):
         return "\n\n".join(
             f"--- {name}\n{running.log_tail()}" for name, running in self.processes.items()
         )
+
+
+def handled_count(state: Mapping[str, Any], event_type: str, consumer: str) -> int:
+    """From one process's /api/admin/bus: how many events of the type the consumer handled
+    (a redelivered one counts again, even when its inbox made it change nothing)."""
+    return sum(
+        int(count["count"])
+        for count in state["counts"]
+        if (count["type"], count["consumer"], count["outcome"]) == (event_type, consumer, "handled")
+    )
 
 
 def _start(child: Child, data_dir: Path, env: Mapping[str, str]) -> Running:
@@ -207,7 +263,7 @@ async def split_system(
         client = await stack.enter_async_context(
             httpx.AsyncClient(base_url=the_plan.gateway_url, headers=admin_headers(), timeout=30)
         )
-        split = Split(client, the_plan.gateway_url, nats)
+        split = Split(client, the_plan.gateway_url, nats, databases)
         full_env = {**SPLIT_ENV, **overrides, **env}
         try:
             for child in the_plan.children:
@@ -219,17 +275,42 @@ async def split_system(
                 _stop(running)
 
 
-def free_gateway_port() -> int:
-    """A port with the next 16 free too: the plan puts module processes on port+1, +2, …"""
-    from tests.support.server import free_port
+@contextmanager
+def split_system_in_background(
+    tmp_path: Path, *, replicas: Mapping[str, int] | None = None, **env: str
+) -> Iterator[Split]:
+    """`split_system`, for synchronous callers (a module-scoped fixture for hypothesis state
+    machines, which run event loops of their own): it is started, kept and stopped by a
+    portal thread with its own loop. Drive it with `Split.driven_from_here()`."""
+    with (
+        start_blocking_portal(backend="asyncio") as portal,
+        portal.wrap_async_context_manager(
+            split_system(tmp_path, replicas=replicas, **env)
+        ) as split,
+    ):
+        yield split
 
-    for _ in range(50):
-        base = free_port()
-        if base > 65_000:
-            continue
-        if all(_port_free(base + offset) for offset in range(1, 17)):
+
+def free_gateway_port() -> int:
+    """A port with the next 16 free too: the plan puts module processes on port+1, +2, …
+
+    Below the kernel's ephemeral range: a port there is never handed to an outgoing
+    connection (of this run's clients, brokers and databases, or anyone else's tests on the
+    machine) between this check and the module process binding it."""
+    first_ephemeral = _first_ephemeral_port()
+    for _ in range(200):
+        base = random.randrange(max(first_ephemeral - 12_000, 1_024), first_ephemeral - 17)
+        if all(_port_free(base + offset) for offset in range(17)):
             return base
     raise AssertionError("no run of 17 free ports on loopback")
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        return max(int(low), 10_000)
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
 
 
 def _port_free(port: int) -> bool:

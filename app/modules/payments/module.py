@@ -26,6 +26,9 @@ def assemble(context: ModuleContext) -> Assembly:
             base_delay=settings.payment_retry_base_seconds,
             max_delay=settings.payment_retry_max_seconds,
         ),
+        orphaned_after=orphaned_after(
+            settings.slow_card_seconds, settings.payment_retry_max_seconds
+        ),
     )
     return Assembly(
         route_handlers=[PaymentsController],
@@ -37,7 +40,14 @@ def assemble(context: ModuleContext) -> Assembly:
         outbox=store.outbox,
         purge=store.purge,
         on_start=[service.resume],
+        on_stop=[service.stop],
     )
+
+
+def orphaned_after(slow_card_seconds: float, retry_max_seconds: float) -> float:
+    """How long a live charge may leave its payment unwritten, with room to spare: between
+    two writes it waits for at most one retry delay and one slow card."""
+    return 2 * (slow_card_seconds + retry_max_seconds) + 5.0
 
 
 module = Module(

@@ -5,15 +5,22 @@ A charge runs in the background, not inside the OrderPlaced handler, so that an
 OrderCancelled for the same order can stop its retries. Per order, a lock makes a charge
 attempt and a cancellation take turns; the status checks in the store make them safe
 across processes too.
+
+A charge whose process died (a replica SIGKILLed in split mode) is no message the broker
+could deliver again: its OrderPlaced was acked once the payment was open. So every payments
+process adopts, now and then, the PROCESSING payments nobody has written for longer than a
+live charge ever leaves one, and charges them itself; a restart adopts them all at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from app.bus import Envelope, ModuleBus, RetryPolicy
@@ -61,12 +68,19 @@ class PaymentService:
         bus: ModuleBus,
         processor: CardProcessor,
         retry: RetryPolicy,
+        *,
+        orphaned_after: float = 30.0,
     ) -> None:
         self._store = store
         self._bus = bus
         self._processor = processor
         self._retry = retry
         self._locks = OrderLocks()
+        # A live charge writes its payment at least this often (attempts, retry delays and
+        # a slow card included); one left longer was abandoned by a process that died.
+        self._orphaned_after = orphaned_after
+        self._charging: set[str] = set()  # orders this process is charging now
+        self._watch: asyncio.Task[None] | None = None
 
     # Reading.
 
@@ -103,7 +117,7 @@ class PaymentService:
             updated_at=now,
         )
         if await self._store.open_payment(payment, envelope):
-            self._bus.background(self._charge(event.order_id), name=f"charge:{event.order_id}")
+            self._start_charge(event.order_id)
 
     async def on_order_cancelled(self, event: OrderCancelled, envelope: Envelope) -> None:
         async with self._locks.hold(event.order_id):
@@ -133,11 +147,50 @@ class PaymentService:
                 await self._store.record_inbox(envelope)
 
     async def resume(self) -> None:
-        """On start: carry on with every charge a previous process left unfinished."""
+        """On start: carry on with every charge a previous process left unfinished, then
+        keep adopting the charges of processes that die while this one runs."""
         for order_id in await self._store.processing_orders():
-            self._bus.background(self._charge(order_id), name=f"charge:{order_id}")
+            self._start_charge(order_id)
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._adopt_forever(), name="payments:orphans")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    async def adopt_orphans(self) -> int:
+        """Charge the PROCESSING payments nobody wrote for `orphaned_after` seconds that
+        this process is not charging; how many. Adopting a charge that was alive after all
+        is safe: the processor's ledger captures an order once, the store's status checks
+        settle a payment once."""
+        since = utcnow() - timedelta(seconds=self._orphaned_after)
+        adopted = 0
+        for order_id in await self._store.processing_orders(untouched_since=since):
+            if order_id not in self._charging:
+                log.warning("adopting the charge for order %s: its process went away", order_id)
+                self._start_charge(order_id)
+                adopted += 1
+        return adopted
+
+    async def _adopt_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._orphaned_after / 2)
+            try:
+                await self.adopt_orphans()
+            except Exception as error:  # the store may be away a moment: look again later
+                log.warning("looking for abandoned charges failed: %r", error)
 
     # Charging.
+
+    def _start_charge(self, order_id: str) -> None:
+        if order_id in self._charging:
+            return
+        self._charging.add(order_id)
+        task = self._bus.background(self._charge(order_id), name=f"charge:{order_id}")
+        task.add_done_callback(lambda _: self._charging.discard(order_id))
 
     async def _charge(self, order_id: str) -> None:
         while True:

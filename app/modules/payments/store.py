@@ -246,11 +246,14 @@ class PaymentsStore(SqlDatabase):
         )
         return [PaymentRow(**row) for row in rows]
 
-    async def processing_orders(self) -> list[str]:
+    async def processing_orders(self, *, untouched_since: datetime | None = None) -> list[str]:
+        """Orders whose payment is PROCESSING; with `untouched_since`, only those whose
+        payment was not written since then."""
+        query = sa.select(payments.c.order_id).where(payments.c.status == "PROCESSING")
+        if untouched_since is not None:
+            query = query.where(payments.c.updated_at < untouched_since)
         async with self.reading() as connection:
-            rows = await connection.execute(
-                sa.select(payments.c.order_id).where(payments.c.status == "PROCESSING")
-            )
+            rows = await connection.execute(query)
             return list(rows.scalars().all())
 
     # The processor's ledger (the Ledger protocol of processor.py).

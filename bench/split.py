@@ -1,0 +1,486 @@
+"""The price of the boundary: the same saga load on the monolith and on the split, in one run,
+then the split with 1, 2 and 3 payments replicas under a slow card.
+
+    python bench/split.py [--orders 1000] [--concurrency 1,8,32] [--users 20] [--wait-saga]
+                          [--replicas 1,2,3] [--replica-concurrency C] [--slow-seconds 0.25]
+
+1. The monolith: `python -m app` on a fresh data dir (bench/saga.py's server, start_seams).
+2. The split: the processes `python -m app cluster` runs (app.cluster.plan: the gateway, one
+   process per module, a private `nats-server -js`), on a fresh data dir, started here one by
+   one so that the payments replicas can be chosen.
+Both get bench/saga.py's load, through its own functions: an admin created on the data dir
+before the start, users registered and logged in, one warm-up order per user, then per level
+N orders paid with tok_visa from C concurrent clients (clients wait for the 201 only), each
+saga timed from its POST to the poller first seeing its payment_succeeded notification.
+3. The replicas: the split again (fresh data dir each time) with payments in 1, 2, 3
+   processes, orders paid with tok_slow (APP_SLOW_CARD_SECONDS), one level.
+
+Every process is stopped with SIGTERM at the end of its part and must exit 0 (nats-server,
+which exits 1 after a graceful SIGTERM shutdown, 0 or 1). The exit status is 1 when an order
+failed, a saga never completed or a process did not stop cleanly. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import saga
+from harness import (
+    HOST,
+    SEAMS_ENV,
+    Account,
+    Server,
+    commit,
+    cpu_seconds,
+    create_admin,
+    free_port,
+    log_in,
+    machine,
+    percentile,
+    register_users,
+    start_seams,
+)
+from saga import POLL_INTERVAL, Level, Poller, event_loop_runner, parse_levels, run_level, warm_up
+
+from app.cluster import Child, ClusterError, Plan, plan, start_nats, stop_nats
+from app.gateway.secrets import resolve_secret_key
+from app.settings import Settings
+
+MODULES = ("users", "orders", "payments", "notifications")
+READY_SECONDS = 60.0
+STOP_SECONDS = 20.0
+NATS_CLEAN = (0, 1)  # nats-server 2.9 exits 1 after a graceful SIGTERM shutdown (0 on SIGINT)
+
+
+@dataclass(frozen=True)
+class Load:
+    """What every part gets: bench/saga.py's load."""
+
+    users: int
+    orders: int  # per level
+    closed_loop: bool  # --wait-saga: each client waits for its saga before its next POST
+
+
+@dataclass
+class Row:
+    """One level's figures for one system."""
+
+    mode: str
+    concurrency: int
+    done: int
+    rate: float  # completed sagas / s
+    p50: float  # saga latency, s
+    p99: float
+    errors: int
+    cpu: float | None  # CPU s of every process of the system during the level
+
+
+@dataclass
+class Stopped:
+    name: str
+    code: int
+    clean: bool
+    log_errors: int  # ERROR / Traceback lines in its log
+
+
+@dataclass
+class Part:
+    rows: list[Row] = field(default_factory=list)
+    stopped: list[Stopped] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems) or any(not s.clean for s in self.stopped)
+
+
+class System:
+    """Seams running as real processes on loopback, behind one URL."""
+
+    base_url: str
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def stop(self) -> list[Stopped]:
+        raise NotImplementedError
+
+
+def _stopped(server: Server) -> Stopped:
+    """SIGTERM, and a clean exit is 0 (harness.Server.stop kills only after STOP_SECONDS)."""
+    code = server.stop(STOP_SECONDS)
+    log = server.log_path.read_text(errors="replace").splitlines()
+    errors = sum(1 for line in log if "ERROR" in line or "Traceback" in line)
+    return Stopped(server.name, code, code == 0, errors)
+
+
+class Monolith(System):
+    def __init__(self, data: Path) -> None:
+        port = free_port()
+        self.server = start_seams(data / "db", port=port, log_path=data / "monolith.log")
+        self.base_url = self.server.base_url
+        self.server.wait_until("/ready", timeout=READY_SECONDS)
+
+    def pids(self) -> list[int]:
+        return [self.server.process.pid]
+
+    def stop(self) -> list[Stopped]:
+        return [_stopped(self.server)]
+
+
+class Split(System):
+    """What `python -m app cluster` runs (the same plan), each child started here: the
+    private broker first, then the gateway and the module processes. Stopped gateway first,
+    then the modules, the broker last (as the cluster does)."""
+
+    def __init__(self, data: Path, *, payments: int, env: dict[str, str]) -> None:
+        settings = Settings.from_env({}, data_dir=str(data / "db"), port=_free_port_run(1 + 16))
+        # The key create-admin generated into the data dir: every process signs and checks
+        # tokens with it, as `python -m app cluster` arranges.
+        self.plan: Plan = plan(
+            settings,
+            MODULES,
+            replicas={"payments": payments},
+            nats_url=None,
+            secret_key=resolve_secret_key(settings),
+        )
+        self.base_url = self.plan.gateway_url
+        self.servers: list[Server] = []
+        self.nats = start_nats(self.plan)
+        try:
+            for child in self.plan.children:
+                self.servers.append(self._start(child, data, env))
+            for server in self.servers[1:]:  # module processes: their stores and bus are up
+                server.wait_until("/ready", timeout=READY_SECONDS)
+            self.servers[0].wait_until("/ready", timeout=READY_SECONDS)  # every module found
+        except BaseException:
+            self.stop()
+            raise
+
+    @staticmethod
+    def _start(child: Child, data: Path, env: dict[str, str]) -> Server:
+        assert child.port is not None
+        return Server(
+            child.name,
+            child.argv,
+            port=child.port,
+            log_path=data / f"{child.name}.log",
+            env={**SEAMS_ENV, **env, **child.env},
+        )
+
+    def pids(self) -> list[int]:
+        return [*(server.process.pid for server in self.servers), self.nats.pid]
+
+    def stop(self) -> list[Stopped]:
+        """SIGTERM to each, in that order; the broker's status is checked against NATS_CLEAN."""
+        stopped = [_stopped(server) for server in self.servers]
+        stop_nats(self.nats, STOP_SECONDS)
+        code = self.nats.returncode
+        nats_log = self.plan.nats_log
+        text = nats_log.read_text(errors="replace") if nats_log and nats_log.exists() else ""
+        errors = sum(1 for line in text.splitlines() if "[ERR]" in line or "[FTL]" in line)
+        stopped.append(Stopped("nats", code, code in NATS_CLEAN, errors))
+        return stopped
+
+
+def _free_port_run(count: int) -> int:
+    """A free port with the next count-1 free too: the plan puts the modules on port+1, …"""
+    for _ in range(100):
+        base = free_port()
+        if base + count >= 65_535:
+            continue
+        if all(_port_free(base + offset) for offset in range(1, count)):
+            return base
+    raise RuntimeError(f"no run of {count} free ports on {HOST}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def total_cpu(pids: Sequence[int]) -> float | None:
+    times = [cpu_seconds(pid) for pid in pids]
+    return None if any(t is None for t in times) else sum(t for t in times if t is not None)
+
+
+@contextmanager
+def paying_with(token: str) -> Iterator[None]:
+    """bench/saga.py's orders are paid with tok_visa; for the slow part its body builder is
+    swapped for one that pays with `token`, so the load is otherwise its very own."""
+    original = saga.order_body
+
+    def body(number: int) -> dict[str, Any]:
+        return {**original(number), "payment_token": token}
+
+    saga.order_body = body
+    try:
+        yield
+    finally:
+        saga.order_body = original
+
+
+def summarize(mode: str, level: Level, poller: Poller, cpu: float | None) -> Row:
+    done = [placed for placed in level.placed if placed.order_id in poller.seen]
+    sagas = [poller.seen[placed.order_id] - placed.sent for placed in done]
+    wall = level.last_seen - level.first_sent
+    return Row(
+        mode=mode,
+        concurrency=level.concurrency,
+        done=len(done),
+        rate=len(done) / wall if wall > 0 else 0.0,
+        p50=percentile(sagas, 0.5),
+        p99=percentile(sagas, 0.99),
+        errors=len(level.errors) + len(level.missing),
+        cpu=cpu,
+    )
+
+
+async def drive(
+    system: System,
+    mode: str,
+    admin_token: str,
+    users: Sequence[Account],
+    load: Load,
+    levels: Sequence[int],
+    token: str,
+) -> tuple[list[Row], list[str]]:
+    """bench/saga.py's warm-up and levels against one running system."""
+    poller = Poller(system.base_url, admin_token)
+    polling = asyncio.create_task(poller.run())
+    rows: list[Row] = []
+    problems: list[str] = []
+    try:
+        warm = await warm_up(system.base_url, poller, users)
+        print(f"  {mode}: warm-up, {len(users)} orders (one per user), {warm:.2f} s", flush=True)
+        for concurrency in levels:
+            before = total_cpu(system.pids())
+            with paying_with(token):
+                level = await run_level(
+                    system.base_url,
+                    poller,
+                    users,
+                    load.orders,
+                    concurrency,
+                    closed_loop=load.closed_loop,
+                    server_pid=system.pids()[0],  # its figure is unused: total_cpu has all
+                )
+            after = total_cpu(system.pids())
+            cpu = after - before if before is not None and after is not None else None
+            rows.append(summarize(mode, level, poller, cpu))
+            problems += [f"{mode} c={concurrency}: {error[:300]}" for error in level.errors[:3]]
+            if level.missing:
+                problems.append(f"{mode} c={concurrency}: {len(level.missing)} sagas never done")
+    finally:
+        poller.stop()
+        await polling
+    if poller.errors:
+        problems.append(f"{mode}: {poller.errors} poller requests failed")
+    return rows, problems
+
+
+def run_part(
+    mode: str,
+    data: Path,
+    start: Callable[[Path], System],
+    load: Load,
+    *,
+    levels: Sequence[int],
+    token: str,
+) -> Part:
+    """A fresh data dir with an admin, the system started on it, loaded, stopped."""
+    part = Part()
+    try:
+        admin_email = create_admin(data / "db")
+        system = start(data)
+    except (RuntimeError, ClusterError) as error:  # what failed is stopped already
+        part.problems.append(f"{mode} did not start: {error}")
+        return part
+    try:
+        with httpx.Client(base_url=system.base_url, timeout=30.0) as client:
+            admin_token = log_in(client, admin_email)
+        accounts = register_users(system.base_url, load.users, tag=f"{data.name}-{mode}")
+        rows, problems = event_loop_runner()(
+            drive(system, mode, admin_token, accounts, load, levels, token)
+        )
+        part.rows += rows
+        part.problems += problems
+    except Exception as error:
+        part.problems.append(f"{mode}: {error!r}")
+    finally:
+        part.stopped = system.stop()
+    return part
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms"
+
+
+def cpu_per_saga(row: Row) -> str:
+    return "n/a" if row.cpu is None or not row.done else f"{row.cpu / row.done * 1000:.1f} ms"
+
+
+def print_boundary(monolith: Part, split: Part) -> None:
+    print("\nmode       concurrency  sagas/s   saga p50   saga p99  errors  CPU per saga")
+    for row in [*monolith.rows, *split.rows]:
+        print(
+            f"{row.mode:<10} {row.concurrency:>11}  {row.rate:>7.1f}  {ms(row.p50):>9}"
+            f"  {ms(row.p99):>9}  {row.errors:>6}  {cpu_per_saga(row)}"
+        )
+    print("\nsplit / monolith  concurrency  sagas/s   saga p50   saga p99  CPU per saga")
+    by_level = {row.concurrency: row for row in monolith.rows}
+    for row in split.rows:
+        base = by_level.get(row.concurrency)
+        if base is None or not base.rate:
+            continue
+        cpu = (
+            f"{(row.cpu / row.done) / (base.cpu / base.done):.2f}x"
+            if row.cpu is not None and base.cpu and row.done and base.done
+            else "n/a"
+        )
+        print(
+            f"{'':<16}  {row.concurrency:>11}  {row.rate / base.rate:>6.2f}x"
+            f"  {row.p50 / base.p50:>8.2f}x  {row.p99 / base.p99:>8.2f}x  {cpu:>12}"
+        )
+
+
+def print_replicas(parts: dict[int, Part], slow: float) -> None:
+    print(
+        "\npayments replicas  concurrency  sagas/s  vs 1 replica   saga p50   saga p99  errors"
+        "  CPU per saga"
+    )
+    first = parts[min(parts)]
+    base = first.rows[0].rate if first.rows else 0.0
+    for count, part in parts.items():
+        for row in part.rows:
+            ratio = f"{row.rate / base:.2f}x" if base else "n/a"
+            print(
+                f"{count:>17}  {row.concurrency:>11}  {row.rate:>7.1f}  {ratio:>12}"
+                f"  {ms(row.p50):>9}  {ms(row.p99):>9}  {row.errors:>6}  {cpu_per_saga(row)}"
+            )
+    print(f"(tok_slow: each charge sleeps {slow:g} s in the payments process)")
+
+
+def print_stops(parts: dict[str, Part]) -> None:
+    for label, part in parts.items():
+        states = ", ".join(
+            f"{s.name} {s.code}{'' if s.clean else ' NOT clean'}"
+            + (f" ({s.log_errors} error lines)" if s.log_errors else "")
+            for s in part.stopped
+        )
+        print(f"stopped ({label}): {states or 'nothing was running'}")
+        for problem in part.problems:
+            print(f"  problem: {problem}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python bench/split.py", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--orders", type=int, default=1000, help="orders per level (1000)")
+    parser.add_argument(
+        "--concurrency", type=parse_levels, default=[1, 8, 32], help="levels (1,8,32)"
+    )
+    parser.add_argument("--users", type=int, default=20, help="users the orders cycle over (20)")
+    parser.add_argument(
+        "--replicas", type=parse_levels, default=[1, 2, 3], help="payments replicas (1,2,3)"
+    )
+    parser.add_argument(
+        "--replica-concurrency",
+        type=int,
+        default=0,
+        help="clients in the replica part (default: the highest --concurrency level)",
+    )
+    parser.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=0.25,
+        help="APP_SLOW_CARD_SECONDS in the replica part: how long a tok_slow charge takes (0.25)",
+    )
+    parser.add_argument(
+        "--wait-saga",
+        action="store_true",
+        help="closed loop, as in bench/saga.py: each client waits for its order's notification "
+        "before its next POST (default: clients only wait for the 201)",
+    )
+    arguments = parser.parse_args(argv)
+    replica_level = arguments.replica_concurrency or max(arguments.concurrency)
+    data = Path(tempfile.mkdtemp(prefix="seams-split-"))
+    print(
+        f"Seams split benchmark: commit {commit()}, {machine()}\n"
+        f"monolith: python -m app (its default server, 1 worker); split: the plan of "
+        f"python -m app cluster (gateway + users, orders, payments, notifications processes + "
+        f"nats-server -js), each "
+        f"on a fresh data dir under {data} (file-backed SQLite), APP_PASSWORD_HASHING="
+        f"argon2id-fast, APP_LOG_LEVEL=WARNING, APP_RATE_LIMIT_PER_MINUTE=0; auth on\n"
+        f"load (bench/saga.py's): {arguments.orders} orders per level, {arguments.users} users, "
+        f"{'closed loop' if arguments.wait_saga else 'clients wait for the 201 only'}; "
+        f"1 notifications poller (as an admin) every "
+        f"{POLL_INTERVAL * 1000:.0f} ms; saga = POST sent -> payment_succeeded seen",
+        flush=True,
+    )
+    load = Load(arguments.users, arguments.orders, arguments.wait_saga)
+    started = time.perf_counter()
+    parts: dict[str, Part] = {}
+    replica_parts: dict[int, Part] = {}
+    try:
+        print(f"monolith, tok_visa, levels {arguments.concurrency}", flush=True)
+        parts["monolith"] = run_part(
+            "monolith",
+            data / "monolith",
+            Monolith,
+            load,
+            levels=arguments.concurrency,
+            token="tok_visa",
+        )
+        print(f"split, tok_visa, levels {arguments.concurrency}", flush=True)
+        parts["split"] = run_part(
+            "split",
+            data / "split",
+            partial(Split, payments=1, env={}),
+            load,
+            levels=arguments.concurrency,
+            token="tok_visa",
+        )
+        slow_env = {"APP_SLOW_CARD_SECONDS": f"{arguments.slow_seconds:g}"}
+        for count in arguments.replicas:
+            print(f"split, payments={count}, tok_slow, c={replica_level}", flush=True)
+            replica_parts[count] = parts[f"payments={count}"] = run_part(
+                f"payments={count}",
+                data / f"split-payments-{count}",
+                partial(Split, payments=count, env=slow_env),
+                load,
+                levels=[replica_level],
+                token="tok_slow",
+            )
+    finally:
+        print(f"\n(all parts: {time.perf_counter() - started:.0f} s)")
+        if "monolith" in parts and "split" in parts:
+            print_boundary(parts["monolith"], parts["split"])
+        if any(part.rows for part in replica_parts.values()):
+            print_replicas(replica_parts, arguments.slow_seconds)
+        print()
+        print_stops(parts)
+        shutil.rmtree(data, ignore_errors=True)
+    return 1 if any(part.failed for part in parts.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
