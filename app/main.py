@@ -38,7 +38,7 @@ def create_transport(settings: Settings) -> Transport:
     if settings.bus_url.startswith("nats://"):
         from app.bus.nats_transport import NatsTransport
 
-        return NatsTransport(settings.bus_url)
+        return NatsTransport(settings.bus_url, ack_wait_seconds=settings.bus_ack_wait_seconds)
     raise ValueError(
         f"APP_BUS_URL={settings.bus_url!r}: use memory:// (in process) or nats://HOST:PORT"
     )

@@ -21,6 +21,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    server: Literal["uvicorn", "granian"] = "uvicorn"  # the ASGI server `python -m app` runs
     data_dir: str = "./var"
     ephemeral: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -51,10 +52,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     replica_wait_seconds: Seconds = 2.0
     idempotency_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
 
-    bus_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    # 8 attempts, 0.05 s doubling: ~6 s for what a handler waits on (a replica catching up,
+    # over a broker where event types travel apart) before a dead letter.
+    bus_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
     bus_retry_base_seconds: Seconds = 0.05
     bus_retry_max_seconds: Seconds = 5.0
     outbox_sweep_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # Over NATS: how long the broker waits for a message's ack before delivering it again
+    # (to another replica, when the process that took it died).
+    bus_ack_wait_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
     retention_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86_400.0
     purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3_600.0
 
@@ -62,6 +68,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     payment_retry_base_seconds: Seconds = 0.1
     payment_retry_max_seconds: Seconds = 5.0
     slow_card_seconds: Seconds = 0.25
+    # Charges one payments process has at the card processor at once; more wait their turn.
+    processor_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

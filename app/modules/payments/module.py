@@ -20,7 +20,11 @@ def assemble(context: ModuleContext) -> Assembly:
     service = PaymentService(
         store,
         context.bus,
-        CardProcessor(store, slow_seconds=settings.slow_card_seconds),
+        CardProcessor(
+            store,
+            slow_seconds=settings.slow_card_seconds,
+            concurrency=settings.processor_concurrency,
+        ),
         RetryPolicy(
             max_attempts=settings.payment_max_attempts,
             base_delay=settings.payment_retry_base_seconds,

@@ -77,13 +77,23 @@ class Ledger(Protocol):
 
 
 class CardProcessor:
-    def __init__(self, ledger: Ledger, *, slow_seconds: float) -> None:
+    """The processor as one payments process reaches it: through a client that has at most
+    `concurrency` charges in flight at once (a real processor's API client has a bounded
+    connection pool and rate); the others wait their turn. This is what makes a slow
+    processor a bottleneck one payments process cannot widen, and replicas can."""
+
+    def __init__(self, ledger: Ledger, *, slow_seconds: float, concurrency: int = 8) -> None:
         self._ledger = ledger
         self._slow_seconds = slow_seconds
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def charge(
         self, *, order_id: str, amount: int, currency: str, token: str
     ) -> ChargeResult:
+        async with self._slots:
+            return await self._charge(order_id, amount, currency, token)
+
+    async def _charge(self, order_id: str, amount: int, currency: str, token: str) -> ChargeResult:
         if token == "tok_slow":
             await asyncio.sleep(self._slow_seconds)
         attempt, settled = await self._ledger.count_attempt(order_id, amount, currency, token)

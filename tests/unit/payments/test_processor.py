@@ -200,3 +200,45 @@ async def test_concurrent_charges_and_a_void_capture_at_most_once(
     assert len(set(answers)) == 1  # every caller hears the one final answer
     captured, _ = await ledger.ledger_totals()
     assert captured == (1250 if answers[0] == CAPTURED else 0)
+
+
+class CountingLedger:
+    """A ledger that notes how many charges are inside the processor at once."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most = 0
+
+    async def count_attempt(
+        self, order_id: str, amount: int, currency: str, token: str
+    ) -> tuple[int, ChargeResult | None]:
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        await asyncio.sleep(0.01)
+        self.inside -= 1
+        return 1, None
+
+    async def settle_charge(self, order_id: str, result: ChargeResult) -> ChargeResult:
+        return result
+
+    async def void_charge(self, order_id: str) -> ChargeResult:
+        return VOIDED
+
+    async def settled_charge(self, order_id: str) -> ChargeResult | None:
+        return None
+
+    async def refund_charge(self, order_id: str) -> bool:
+        return False
+
+
+@pytest.mark.anyio
+async def test_one_process_has_at_most_its_concurrency_of_charges_in_flight() -> None:
+    ledger = CountingLedger()
+    processor = CardProcessor(ledger, slow_seconds=0.01, concurrency=3)
+
+    answers = await asyncio.gather(
+        *(charge(processor, f"order-{n}", "tok_slow") for n in range(12))
+    )
+
+    assert answers == [CAPTURED] * 12
+    assert ledger.most == 3
