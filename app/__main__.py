@@ -11,12 +11,18 @@ the environment (see the README's settings table).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from app.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,8 +178,6 @@ def print_topology(settings: Settings, output: str) -> int:
 
 
 def serve(settings: Settings, *, role: str = "monolith", only: list[str] | None = None) -> int:
-    import uvicorn
-
     from app.logs import configure_logging
     from app.main import create_app, create_gateway_app
 
@@ -186,16 +190,28 @@ def serve(settings: Settings, *, role: str = "monolith", only: list[str] | None 
     where = "memory (--ephemeral)" if settings.ephemeral else settings.data_dir
     what = "the gateway alone" if role == "gateway" else ", ".join(only or ["every module"])
     logging.getLogger("app").info(
-        "serving %s on http://%s:%d (data: %s); API docs at /schema",
+        "serving %s on http://%s:%d with %s (data: %s); API docs at /schema",
         what,
         settings.host,
         settings.port,
+        settings.server,
         where,
     )
+    # One worker by design (decision 2): the bus, embedded stores and limits live in it.
+    if settings.server == "granian":
+        return run_granian(app, settings)
+    return run_uvicorn(app, settings)
+
+
+GRACEFUL_SECONDS = 10  # how long a stop waits for the requests in flight
+
+
+def run_uvicorn(app: Litestar, settings: Settings) -> int:
+    import uvicorn
+
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
     # found: a no-op one lets a clean stop exit with status 0 instead of dying of SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    # One worker by design (decision 2): the bus, embedded stores and limits live in it.
     uvicorn.run(
         app,
         host=settings.host,
@@ -203,9 +219,84 @@ def serve(settings: Settings, *, role: str = "monolith", only: list[str] | None 
         workers=1,
         log_level=settings.log_level.lower(),
         log_config=None,  # keep the handlers configure_logging installed
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
         access_log=False,  # app.access logs each request with its request id instead
     )
+    return 0
+
+
+class InFlight:
+    """The app, counting the requests it is serving, so that a stop can wait for them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.count += 1
+        self._idle.clear()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def finished(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+def run_granian(app: Litestar, settings: Settings) -> int:
+    """Granian's embedded server, on this process's own event loop: one process, as with
+    uvicorn.run (granian's command line serves from a child process, which goes on serving
+    when its parent is SIGKILLed). The lifespan runs here, around the server, and a stop
+    (SIGTERM, SIGINT) lets the requests in flight finish before the stores close."""
+    import uvloop
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    from app.logs import configure_logging
+
+    log = logging.getLogger("app")
+    requests = InFlight(app)
+    server = Server(
+        requests,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGINL,  # no lifespan from granian: run() runs the app's
+        log_level=LogLevels(settings.log_level.lower()),
+        log_access=False,  # app.access logs each request with its request id instead
+        backlog=1024,
+    )
+    configure_logging(settings)  # granian configured logging its way: ours again
+    for name in ("_granian", "granian.access"):  # its lines in our shape, like uvicorn's
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    started = False
+
+    async def run() -> None:
+        nonlocal started
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, server.stop)
+        async with app.lifespan():
+            started = True
+            await server.serve()  # until a stop signal; granian stops accepting at once
+            if not await requests.finished(GRACEFUL_SECONDS):
+                log.warning("stopping with %d requests still in flight", requests.count)
+
+    try:
+        uvloop.run(run())
+    except Exception:
+        log.exception("the app failed to start" if not started else "the server failed")
+        return 1 if started else 3  # 3: what uvicorn exits with when startup fails
     return 0
 
 

@@ -2,11 +2,18 @@
 
 A Litestar app with no middleware, no dependencies, no exception handlers, reading the
 same row from the same store with the same driver as Seams' users module: SQLAlchemy
-async Core over aiosqlite on the users.db file Seams wrote, the same four columns Seams
-answers with, out as a msgspec Struct. Served by bench/gateway_read.py with
+synchronous Core over the stdlib sqlite3 driver, run on the event loop, one connection
+for the process (app/kernel/sql.py, `sqlite:///`), the same four columns Seams answers
+with, selected by a statement built once with the id bound at execute time, out as a
+msgspec Struct. Served by bench/gateway_read.py with
 
     BARE_USERS_DB=/path/to/users.db uvicorn bare_read:app --app-dir bench \
         --loop uvloop --http httptools --no-access-log --log-level warning
+
+or, under granian as `APP_SERVER=granian python -m app` runs Seams (granian's embedded
+server on uvloop, in this one process),
+
+    BARE_USERS_DB=/path/to/users.db python bench/bare_read.py --port 8001
 
 Nothing here imports `app`: the bare side must not share Seams' code, only its data.
 """
@@ -20,7 +27,7 @@ import msgspec
 import sqlalchemy as sa
 from litestar import Litestar, get
 from litestar.exceptions import NotFoundException
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import StaticPool
 
 DATABASE = os.environ.get("BARE_USERS_DB", "var/users.db")
 
@@ -33,9 +40,15 @@ users = sa.Table(
     sa.Column("email", sa.String(254), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
-read_one = sa.select(users.c.id, users.c.name, users.c.email, users.c.created_at)
+read_one = sa.select(users.c.id, users.c.name, users.c.email, users.c.created_at).where(
+    users.c.id == sa.bindparam("user_id")
+)
 
-engine = create_async_engine(f"sqlite+aiosqlite:///{DATABASE}")
+# One connection, as Seams' SQLite stores keep; sync code on the loop never interleaves.
+engine = sa.create_engine(
+    f"sqlite:///{DATABASE}", poolclass=StaticPool, connect_args={"check_same_thread": False}
+)
+connection = engine.connect()
 
 
 class UserOut(msgspec.Struct):
@@ -47,8 +60,10 @@ class UserOut(msgspec.Struct):
 
 @get("/api/users/{user_id:str}")
 async def read_user(user_id: str) -> UserOut:
-    async with engine.connect() as connection:
-        row = (await connection.execute(read_one.where(users.c.id == user_id))).first()
+    try:
+        row = connection.execute(read_one, {"user_id": user_id}).first()
+    finally:
+        connection.rollback()  # end the read transaction, as Seams' store does
     if row is None:
         raise NotFoundException(f"no user {user_id!r}")
     return UserOut(
@@ -59,8 +74,47 @@ async def read_user(user_id: str) -> UserOut:
     )
 
 
-async def close_engine() -> None:
-    await engine.dispose()
+def close_engine() -> None:
+    connection.close()
+    engine.dispose()
 
 
 app = Litestar([read_user], on_shutdown=[close_engine])
+
+
+def serve_with_granian(host: str, port: int) -> None:
+    import asyncio
+    import signal
+
+    import uvloop
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    server = Server(
+        app,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        log_level=LogLevels.warning,
+        log_access=False,
+        backlog=1024,
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, server.stop)
+        await server.serve()
+
+    uvloop.run(run())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the bare read under granian (embedded)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    arguments = parser.parse_args()
+    serve_with_granian(arguments.host, arguments.port)

@@ -1,18 +1,21 @@
-"""GET /api/users/{id} through Seams' whole gateway, divided by the bare read, in one run.
+"""GET /api/users/{id} through Seams' whole gateway, divided by the bare read, in one run,
+under each ASGI server asked for.
 
-    python bench/gateway_read.py [--seconds S] [--connections C] [--generator auto|wrk|python]
+    python bench/gateway_read.py [--seconds S] [--connections C] [--server uvicorn,granian]
+                                 [--generator auto|wrk|python]
 
-Seams (`python -m app`, uvicorn with uvloop and httptools, one worker, every middleware
-and hook of the gateway, authentication on, APP_RATE_LIMIT_PER_MINUTE=0) writes a few
-users into a fresh data dir and logs one of them in. Then, alternately bare, seams, bare,
+Seams (`python -m app`, one worker, every middleware and hook of the gateway,
+authentication on, APP_RATE_LIMIT_PER_MINUTE=0) writes a few users into a fresh data dir
+and logs one of them in. Then, round after round, for each server (APP_SERVER=uvicorn:
+uvloop and httptools; APP_SERVER=granian: granian's embedded server on uvloop) bare then
 seams, one server at a time is started pinned to core 0 (`taskset -c 0`) and loaded by wrk
 pinned to core 1 (`taskset -c 1 wrk -t1 -cC -dSs --latency`) reading that user's row.
 Seams is read as that user (`-H "Authorization: Bearer <token>"`: decision 16, "Seams runs
-with its whole gateway (auth on)"); the bare side is bench/bare_read.py, unauthenticated
-(no middleware, same row, same file, same driver). The best of the two rounds of each
-side is reported, with the ratio seams/bare. Without wrk on PATH a built-in Python load
-generator (asyncio sockets, keep-alive, its own process pinned to core 1) stands in, and
-the output says so.
+with its whole gateway (auth on)"); the bare side is bench/bare_read.py under the same
+server, unauthenticated (no middleware, same row, same file, same driver). The best of the
+two rounds of each side is reported, with the ratio seams/bare per server, and each side's
+granian/uvicorn ratio. Without wrk on PATH a built-in Python load generator (asyncio
+sockets, keep-alive, its own process pinned to core 1) stands in, and the output says so.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Literal
 from harness import (
     BENCH,
     HOST,
+    SERVERS,
     Server,
     commit,
     free_port,
@@ -205,33 +209,53 @@ def run_python_load(
     return load
 
 
-# The two servers.
+# The bare side, under either server.
 
 
-def start_bare(users_db: Path, *, port: int, log_path: Path) -> Server:
-    argv = [
-        *pin_prefix(SERVER_CORE),
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bare_read:app",
-        "--app-dir",
-        str(BENCH),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    return Server("bare", argv, port=port, log_path=log_path, env={"BARE_USERS_DB": str(users_db)})
+def start_bare(users_db: Path, *, server: str, port: int, log_path: Path) -> Server:
+    if server == "uvicorn":
+        argv = [
+            *pin_prefix(SERVER_CORE),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_read:app",
+            "--app-dir",
+            str(BENCH),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    else:  # granian's embedded server in one process, as APP_SERVER=granian serves Seams
+        argv = [
+            *pin_prefix(SERVER_CORE),
+            sys.executable,
+            str(BENCH / "bare_read.py"),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ]
+    env = {"BARE_USERS_DB": str(users_db)}
+    return Server(f"bare ({server})", argv, port=port, log_path=log_path, env=env)
+
+
+def parse_servers(text: str) -> list[str]:
+    servers = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in servers if name not in SERVERS]
+    if not servers or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or more of {', '.join(SERVERS)}")
+    return list(dict.fromkeys(servers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,12 +267,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured seconds first (1)")
     parser.add_argument("--users", type=int, default=100, help="users in users.db (100)")
     parser.add_argument(
+        "--server",
+        type=parse_servers,
+        default=list(SERVERS),
+        help="ASGI servers to run both sides under, comma-separated (uvicorn,granian)",
+    )
+    parser.add_argument(
         "--generator",
         choices=["auto", "wrk", "python"],
         default="auto",
         help="load generator: wrk if on PATH (auto), or the built-in Python one",
     )
     arguments = parser.parse_args(argv)
+    servers: list[str] = arguments.server
 
     generator = arguments.generator
     if generator in ("auto", "wrk") and shutil.which("wrk") is None:
@@ -275,10 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = Path(tempfile.mkdtemp(prefix="seams-read-"))
     print(
         f"Gateway read benchmark: commit {commit()}, {machine()}\n"
-        f"seams: python -m app (uvicorn auto -> uvloop + httptools, 1 worker, whole gateway,"
-        f" auth on, APP_RATE_LIMIT_PER_MINUTE=0); the read is authenticated (Bearer token)\n"
-        f"bare:  uvicorn bench/bare_read.py --loop uvloop --http httptools (no middleware,"
-        f" no auth)\n"
+        f"servers: {', '.join(server_versions(servers))}; 1 worker, uvloop\n"
+        f"seams: APP_SERVER=<server> python -m app (whole gateway, auth on,"
+        f" APP_RATE_LIMIT_PER_MINUTE=0); the read is authenticated (Bearer token)\n"
+        f"bare:  bench/bare_read.py under the same server (uvicorn --loop uvloop --http"
+        f" httptools; granian embedded), no middleware, no auth\n"
         f"load:  {described}, after a {arguments.warmup} s warm-up; {where}",
         flush=True,
     )
@@ -299,66 +331,105 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" seams as that user (Authorization: Bearer <its token>), bare without a header\n"
         )
 
-        results: dict[Side, list[Load]] = {"bare": [], "seams": []}
-        print(f"{'round':>5}  {'side':<5}  {'req/s':>8}  {'p50':>9}  {'p99':>9}  {'errors':>6}")
+        results: dict[tuple[str, Side], list[Load]] = {
+            (server, side): [] for server in servers for side in SIDES
+        }
+        print(
+            f"{'round':>5}  {'server':<7}  {'side':<5}  {'req/s':>8}  {'p50':>9}  {'p99':>9}"
+            f"  {'errors':>6}"
+        )
         for round_number in range(1, ROUNDS + 1):
-            for side in SIDES:
-                port = free_port()
-                log_path = data / f"{side}-{round_number}.log"
-                if side == "bare":
-                    server = start_bare(data / "db" / "users.db", port=port, log_path=log_path)
-                else:
-                    server = start_seams(
-                        data / "db", port=port, log_path=log_path, pin_core=SERVER_CORE
-                    )
-                try:
-                    server.wait_until(path, headers=headers[side])
-                    if generator == "wrk":
-                        load = run_wrk(
-                            server.base_url + path,
-                            headers=headers[side],
-                            connections=arguments.connections,
-                            seconds=arguments.seconds,
-                            warmup=arguments.warmup,
+            for server_name in servers:
+                for side in SIDES:
+                    port = free_port()
+                    log_path = data / f"{side}-{server_name}-{round_number}.log"
+                    if side == "bare":
+                        server = start_bare(
+                            data / "db" / "users.db",
+                            server=server_name,
+                            port=port,
+                            log_path=log_path,
                         )
                     else:
-                        load = run_python_load(
-                            port,
-                            path,
-                            headers=headers[side],
-                            connections=arguments.connections,
-                            seconds=arguments.seconds,
-                            warmup=arguments.warmup,
+                        server = start_seams(
+                            data / "db",
+                            port=port,
+                            log_path=log_path,
+                            pin_core=SERVER_CORE,
+                            server=server_name,
                         )
-                finally:
-                    server.stop()
-                results[side].append(load)
-                print(
-                    f"{round_number:>5}  {side:<5}  {load.requests_per_second:>8.0f}  "
-                    f"{load.p50_ms:>6.2f} ms  {load.p99_ms:>6.2f} ms  {load.errors:>6}",
-                    flush=True,
-                )
+                    try:
+                        server.wait_until(path, headers=headers[side])
+                        if generator == "wrk":
+                            load = run_wrk(
+                                server.base_url + path,
+                                headers=headers[side],
+                                connections=arguments.connections,
+                                seconds=arguments.seconds,
+                                warmup=arguments.warmup,
+                            )
+                        else:
+                            load = run_python_load(
+                                port,
+                                path,
+                                headers=headers[side],
+                                connections=arguments.connections,
+                                seconds=arguments.seconds,
+                                warmup=arguments.warmup,
+                            )
+                    finally:
+                        server.stop()
+                    results[server_name, side].append(load)
+                    print(
+                        f"{round_number:>5}  {server_name:<7}  {side:<5}  "
+                        f"{load.requests_per_second:>8.0f}  {load.p50_ms:>6.2f} ms  "
+                        f"{load.p99_ms:>6.2f} ms  {load.errors:>6}",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
     best = {
-        side: max(loads, key=lambda load: load.requests_per_second)
-        for side, loads in results.items()
+        key: max(loads, key=lambda load: load.requests_per_second) for key, loads in results.items()
     }
-    ratio = (
-        best["seams"].requests_per_second / best["bare"].requests_per_second
-        if best["bare"].requests_per_second > 0
-        else math.nan
-    )
     print()
-    for side in SIDES:
-        load = best[side]
-        print(f"best {side:<5}: {load.requests_per_second:>8.0f} req/s, p99 {load.p99_ms:.2f} ms")
-    print(f"seams/bare: {ratio:.2f} (the goal of >= 0.70 belongs to a later issue)")
+    for server_name in servers:
+        for side in SIDES:
+            load = best[server_name, side]
+            print(
+                f"best {server_name:<7} {side:<5}: {load.requests_per_second:>8.0f} req/s, "
+                f"p99 {load.p99_ms:.2f} ms"
+            )
+    for server_name in servers:
+        ratio = _ratio(best[server_name, "seams"], best[server_name, "bare"])
+        print(f"seams/bare under {server_name}: {ratio:.2f} (goal: >= 0.70)")
+    if "uvicorn" in servers and "granian" in servers:
+        for side in SIDES:
+            ratio = _ratio(best["granian", side], best["uvicorn", side])
+            print(f"granian/uvicorn, {side}: {ratio:.2f}")
     errors = sum(load.errors for loads in results.values() for load in loads)
     if errors:
         print(f"errors: {errors} non-2xx answers or socket errors; the figures are suspect")
     return 1 if errors else 0
+
+
+def _ratio(numerator: Load, denominator: Load) -> float:
+    if denominator.requests_per_second <= 0:
+        return math.nan
+    return numerator.requests_per_second / denominator.requests_per_second
+
+
+def server_versions(servers: Sequence[str]) -> list[str]:
+    """Each server with the version installed, e.g. `uvicorn 0.54.0`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    named = []
+    for server in servers:
+        try:
+            named.append(f"{server} {version(server)}")
+        except PackageNotFoundError:
+            named.append(f"{server} (not installed)")
+    return named
 
 
 if __name__ == "__main__":

@@ -192,18 +192,24 @@ class Server:
         return "\n".join(text[-lines:])
 
 
+SERVERS = ("uvicorn", "granian")  # what APP_SERVER accepts
+
+
 def start_seams(
     data_dir: Path,
     *,
     port: int,
     log_path: Path,
     pin_core: int | None = None,
+    server: str | None = None,
 ) -> Server:
     """`python -m app --data-dir <data_dir> --port <port>` with SEAMS_ENV (rate limit off,
-    auth on), optionally pinned."""
+    auth on), optionally pinned, under APP_SERVER=`server` (None: Seams' default)."""
     prefix = [] if pin_core is None else pin_prefix(pin_core)
     argv = [*prefix, sys.executable, "-m", "app", "--port", str(port), "--data-dir", str(data_dir)]
-    return Server("seams", argv, port=port, log_path=log_path, env=SEAMS_ENV)
+    env = dict(SEAMS_ENV) if server is None else {**SEAMS_ENV, "APP_SERVER": server}
+    name = f"seams ({server})" if server else "seams"
+    return Server(name, argv, port=port, log_path=log_path, env=env)
 
 
 def create_admin(

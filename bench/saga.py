@@ -1,12 +1,13 @@
 """Completed sagas per second: POST /api/orders -> payment -> order paid -> notification.
 
     python bench/saga.py [--orders N] [--concurrency 1,8,32] [--users U] [--port P]
-                         [--wait-saga]
+                         [--wait-saga] [--server uvicorn|granian]
 
 Creates an admin (`python -m app create-admin`) in a fresh temporary --data-dir, then
 starts `python -m app` on it as a real process on loopback (file-backed SQLite, what a
 user gets by default; APP_PASSWORD_HASHING=argon2id-fast, APP_LOG_LEVEL=WARNING and
-APP_RATE_LIMIT_PER_MINUTE=0; authentication on). Registers users and logs each one in,
+APP_RATE_LIMIT_PER_MINUTE=0; authentication on; the ASGI server is --server, i.e.
+APP_SERVER, else Seams' default). Registers users and logs each one in,
 places one warm-up order per user (retrying the documented 409 + Retry-After while the
 orders replica catches up), then, for each concurrency level, places N orders paid with
 tok_visa from that many concurrent clients (one httpx.AsyncClient, HTTP/1.1 keep-alive,
@@ -41,6 +42,7 @@ from typing import Any
 
 import httpx
 from harness import (
+    SERVERS,
     Account,
     commit,
     cpu_seconds,
@@ -364,6 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20, help="users the orders cycle over (20)")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=None,
+        help="the ASGI server python -m app runs (APP_SERVER; default: Seams' own default)",
+    )
+    parser.add_argument(
         "--wait-saga",
         action="store_true",
         help="closed loop: each client waits for its order's notification before its next "
@@ -380,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"Seams saga benchmark: commit {commit()}, {machine()}\n"
-        f"server: python -m app (uvicorn, 1 worker) on 127.0.0.1:{port}, data dir {data}"
+        f"server: python -m app ({arguments.server or 'its default server'}, 1 worker) on "
+        f"127.0.0.1:{port}, data dir {data}"
         f" (file-backed SQLite), APP_PASSWORD_HASHING=argon2id-fast, APP_LOG_LEVEL=WARNING,"
         f" APP_RATE_LIMIT_PER_MINUTE=0; auth on\n"
         f"load: {arguments.orders} orders per level, tok_visa, {arguments.users} users, "
@@ -393,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError:
         shutil.rmtree(data, ignore_errors=True)
         raise
-    server = start_seams(data / "db", port=port, log_path=data / "server.log")
+    server = start_seams(
+        data / "db", port=port, log_path=data / "server.log", server=arguments.server
+    )
     try:
         server.wait_until("/ready")
         with httpx.Client(base_url=server.base_url, timeout=30.0) as client:

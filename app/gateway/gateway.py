@@ -17,10 +17,11 @@ from app.gateway.auth import rate_limit
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
-from app.gateway.metrics import MetricsController, prometheus
+from app.gateway.metrics import MetricsController
 from app.gateway.openapi import StrictStructSchemaPlugin
 from app.gateway.proof import BehindGateway, GatewayProofMiddleware
-from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
+from app.gateway.request_context import request_context
+from app.gateway.request_id import add_request_id_header
 from app.gateway.topology import TopologyController
 from app.gateway.tracing import ModuleSpanMiddleware, tracing_plugins
 from app.kernel.errors import BoundaryViolation
@@ -28,9 +29,10 @@ from app.kernel.identity import Caller
 from app.runtime import RunningModule, Runtime
 
 
-def module_routers(running: RunningModule) -> list[Router]:
+def module_routers(running: RunningModule, *, traced: bool = True) -> list[Router]:
     """The module's routes under /api/<name> (and the prefixes it also serves), with its
-    dependencies registered on its own routers only."""
+    dependencies registered on its own routers only, and a span around its handlers when
+    tracing is on (with tracing off even a no-op span costs every request)."""
     name = running.module.name
     mounts = {name: running.assembly.route_handlers, **running.assembly.also_routes}
     undeclared = set(mounts) - {name, *running.module.also_serves}
@@ -44,7 +46,7 @@ def module_routers(running: RunningModule) -> list[Router]:
             path=f"/api/{prefix}",
             route_handlers=list(handlers),
             dependencies=dict(running.assembly.dependencies),
-            middleware=[ModuleSpanMiddleware(name)],
+            middleware=[ModuleSpanMiddleware(name)] if traced else [],
             tags=[name],
         )
         for prefix, handlers in mounts.items()
@@ -57,6 +59,8 @@ def build_gateway(
     """The monolith's gateway around every module; with `behind`, a module process of the
     split mode: the same modules' routes, which only the gateway's requests reach."""
     settings = runtime.settings
+    traced = settings.tracing != "off"
+    process = "monolith" if behind is None else ",".join(m.module.name for m in runtime.modules)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -84,7 +88,11 @@ def build_gateway(
             HealthController,
             MetricsController,
             *own_routes,
-            *(router for running in runtime.modules for router in module_routers(running)),
+            *(
+                router
+                for running in runtime.modules
+                for router in module_routers(running, traced=traced)
+            ),
         ],
         on_app_init=[auth.on_app_init] if behind is None else [],
         cors_config=(
@@ -94,8 +102,7 @@ def build_gateway(
         ),
         lifespan=[lifespan],
         middleware=[
-            RequestIdMiddleware(),
-            prometheus().middleware,
+            request_context(runtime.owner_of),  # request id, module, access log, metrics
             *identity,
         ],
         before_send=[add_request_id_header],
@@ -110,7 +117,7 @@ def build_gateway(
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
         ),
-        plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings)],
+        plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings, process=process)],
         debug=False,
     )
     app.state.runtime = runtime

@@ -1,31 +1,68 @@
-"""GET /metrics: Prometheus text. HTTP latency and counts per module and route come from
-Litestar's Prometheus middleware (paths grouped by route template); the bus adds its own
-counters (app/bus/metrics.py)."""
+"""GET /metrics: Prometheus text. HTTP latency and counts per module and route (paths
+grouped by route template) are recorded by the gateway's request middleware
+(app/gateway/request_context.py) under the names and labels Litestar's Prometheus
+middleware used; the bus adds its own counters (app/bus/metrics.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from litestar import Controller, MediaType, Response, get
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-from litestar import Controller, MediaType, Request, Response, get
-from litestar.plugins.prometheus import PrometheusConfig
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+APP_NAME = "seams"
+# Litestar's labels in Litestar's order, then the module that serves the route.
+LABELS = ("method", "path", "status_code", "app_name", "module")
 
-from app.runtime import Runtime
+REQUESTS = Counter("seams_requests", "Total requests", LABELS)
+ERRORS = Counter("seams_requests_error", "Total errors in requests", LABELS)
+DURATION = Histogram("seams_request_duration_seconds", "Request duration, in seconds", LABELS)
+IN_PROGRESS = Gauge(
+    "seams_requests_in_progress",
+    "Total requests currently in progress",
+    LABELS,
+    multiprocess_mode="livesum",
+)
 
 
-def module_of(request: Request[Any, Any, Any]) -> str:
-    runtime: Runtime = request.app.state.runtime
-    return runtime.owner_of(request.url.path)
+class HttpMetrics:
+    """Each series' children looked up once: `labels()` checks and locks on every call, a
+    few µs per metric per request."""
 
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str, str], Gauge] = {}
+        self._finished: dict[
+            tuple[str, str, int, str], tuple[Counter, Histogram, Counter | None]
+        ] = {}
 
-def prometheus() -> PrometheusConfig:
-    return PrometheusConfig(
-        app_name="seams",
-        prefix="seams",
-        group_path=True,  # /api/orders/{order_id}, not one series per order
-        labels={"module": module_of},
-        exclude=["^/metrics$"],
-    )
+    def running(self, method: str, path: str, module: str) -> Gauge:
+        """The in-progress gauge of a route (Litestar labels it with status 200)."""
+        key = (method, path, module)
+        found = self._running.get(key)
+        if found is None:
+            found = self._running[key] = IN_PROGRESS.labels(method, path, 200, APP_NAME, module)
+        return found
+
+    def finished(self, method: str, path: str, module: str, status: int, seconds: float) -> None:
+        key = (method, path, status, module)
+        found = self._finished.get(key)
+        if found is None:
+            values = (method, path, status, APP_NAME, module)
+            found = self._finished[key] = (
+                REQUESTS.labels(*values),
+                DURATION.labels(*values),
+                ERRORS.labels(*values) if status >= 500 else None,
+            )
+        count, duration, errors = found
+        count.inc()
+        duration.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
 
 class MetricsController(Controller):

@@ -20,10 +20,11 @@ from app.bus.discovery import Directory
 from app.gateway.auth import rate_limit
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
-from app.gateway.metrics import MetricsController, prometheus
+from app.gateway.metrics import MetricsController
 from app.gateway.proof import GatewayProof
 from app.gateway.proxy import Forwarder, OptionalBearerMiddleware, forwarding_route
-from app.gateway.request_id import RequestIdMiddleware, add_request_id_header
+from app.gateway.request_context import request_context
+from app.gateway.request_id import add_request_id_header
 from app.gateway.tracing import tracing_plugins
 from app.kernel.identity import Caller
 from app.kernel.module import Module
@@ -102,8 +103,7 @@ def build_standalone_gateway(
         ),
         lifespan=[lifespan],
         middleware=[
-            RequestIdMiddleware(),
-            prometheus().middleware,
+            request_context(runtime.owner_of),  # request id, module, access log, metrics
             OptionalBearerMiddleware(auth, runtime.forwarded),
             *([limits.middleware] if (limits := rate_limit(settings)) else []),
         ],
@@ -117,7 +117,7 @@ def build_standalone_gateway(
             description="The gateway alone; each module's API is served by its process.",
             path="/schema",
         ),
-        plugins=[*tracing_plugins(settings)],
+        plugins=[*tracing_plugins(settings, process=GATEWAY)],
         debug=False,
     )
     app.state.runtime = runtime

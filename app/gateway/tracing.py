@@ -4,6 +4,7 @@ by APP_TRACING (decision 13)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from litestar.middleware import ASGIMiddleware
@@ -34,8 +35,10 @@ class ModuleSpanMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
 
 
-def tracing_plugins(settings: Settings) -> list[OpenTelemetryPlugin]:
-    """Instrument the app unless tracing is off; install an exporter if asked to."""
+def tracing_plugins(settings: Settings, *, process: str) -> list[OpenTelemetryPlugin]:
+    """Instrument the app unless tracing is off; install an exporter if asked to. `process`
+    names what this process runs (monolith, gateway, or its modules in split mode), so a
+    trace that crosses processes says where each span came from."""
     if settings.tracing == "off":
         return []
     exporter: SpanExporter | None = None
@@ -46,7 +49,10 @@ def tracing_plugins(settings: Settings) -> list[OpenTelemetryPlugin]:
 
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)
     if exporter is not None and not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider(resource=Resource.create({"service.name": "seams"}))
+        resource = Resource.create(
+            {"service.name": "seams", "seams.process": process, "process.pid": os.getpid()}
+        )
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
     return [OpenTelemetryPlugin(OpenTelemetryConfig(exclude=["^/metrics$", "^/health$"]))]
