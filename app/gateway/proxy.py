@@ -28,7 +28,7 @@ from app.bus.discovery import Instance
 from app.gateway.proof import HEADER as PROOF_HEADER
 from app.gateway.proof import GatewayProof
 from app.gateway.request_id import request_id_of
-from app.kernel.errors import NotFound, Unavailable
+from app.kernel.errors import DomainError, NotFound, Unavailable
 from app.kernel.identity import Caller
 
 log = logging.getLogger("app.gateway.proxy")
@@ -106,7 +106,11 @@ class Forwarder:
             self._client = httpx.AsyncClient(
                 timeout=self._timeout,
                 follow_redirects=False,
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                # Idle connections are let go before the module's server closes them (uvicorn:
+                # after 5 s), so a request never goes out on a connection being closed.
+                limits=httpx.Limits(
+                    max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+                ),
             )
         return self._client
 
@@ -129,6 +133,7 @@ class Forwarder:
         body = await request.body()  # bounded by request_max_body_size (413 beyond it)
         headers = self._headers_for(request, path)
         tried: set[str] = set()
+        dropped = 0
         while True:
             instance = self.upstreams.pick(module)
             if instance is None or instance.key in tried:
@@ -157,6 +162,18 @@ class Forwarder:
                     f"module {module!r} did not answer in time ({error.__class__.__name__})",
                     headers={"Retry-After": "1"},
                 ) from None
+            except httpx.TransportError as error:
+                # The connection broke after the request went out: it may have taken effect.
+                # Send it again only when that is harmless, once.
+                log.warning("instance %s of %s dropped %s: %r", instance.key, module, path, error)
+                if dropped == 0 and _repeatable(request):
+                    dropped += 1
+                    tried.discard(instance.key)
+                    continue
+                raise BadGateway(
+                    f"module {module!r} dropped the connection before answering; the request "
+                    "may have taken effect: send it again with the same Idempotency-Key"
+                ) from None
             return Stream(
                 _body_of(answer),
                 status_code=answer.status_code,
@@ -179,6 +196,19 @@ class Forwarder:
         return headers
 
 
+class BadGateway(DomainError):
+    status = 502
+    title = "Bad gateway"
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _repeatable(request: Request[Any, Any, Any]) -> bool:
+    """Idempotent by its method, or made so by an Idempotency-Key the module honours."""
+    return request.method in _SAFE_METHODS or "idempotency-key" in request.headers
+
+
 async def _body_of(answer: httpx.Response) -> AsyncIterator[bytes]:
     async for chunk in answer.aiter_raw():
         yield chunk
@@ -192,7 +222,7 @@ def forwarding_route(forwarder: Forwarder) -> Any:
         include_in_schema=False,
         name="forward",
     )
-    async def forward(request: Request[Any, Any, Any], prefix: str) -> Response[Any]:
+    async def forward(request: Request[Any, Any, Any]) -> Response[Any]:
         return await forwarder.forward(request)
 
     return forward

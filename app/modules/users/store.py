@@ -140,8 +140,8 @@ class UsersStore(SqlDatabase):
 
     async def _one(self, statement: sa.Select[Any], key: str) -> UserRow | None:
         async with self.reading() as connection:
-            row = (await connection.execute(statement, {"b_key": key})).mappings().first()
-        return None if row is None else UserRow(**row)
+            row = (await connection.execute(statement, {"b_key": key})).first()
+        return None if row is None else UserRow(*row)  # selected in UserRow's field order
 
     async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
         rows = await self.fetch_page(sa.select(*_columns), users.c.id, after=after, limit=limit)
