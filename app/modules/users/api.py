@@ -15,7 +15,7 @@ from app.kernel.identity import AccessToken, Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.kernel.problems import AUTHENTICATED, PUBLIC, WITH_BODY, problems
 from app.modules.users.service import UserService
-from app.modules.users.store import UserRow
+from app.modules.users.store import Profile, UserRow
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"\S")]
 Email = Annotated[
@@ -56,7 +56,7 @@ class UserOut(msgspec.Struct):
     created_at: datetime
 
 
-def _out(user: UserRow) -> UserOut:
+def _out(user: UserRow | Profile) -> UserOut:
     return UserOut(id=user.id, name=user.name, email=user.email, created_at=user.created_at)
 
 
@@ -120,7 +120,7 @@ class UsersController(Controller):
         summary="Read a user",
     )
     async def get_user(self, user_id: UserId, users: Users, request: Me) -> UserOut:
-        return _out(await users.get(user_id, request.user))
+        return _out(await users.profile(user_id, request.user))
 
     @patch(
         "/{user_id:str}",

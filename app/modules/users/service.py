@@ -13,7 +13,7 @@ from app.kernel.ids import isoformat, new_id, utcnow
 from app.modules.users.contracts import UserRegistered, UserUpdated
 from app.modules.users.login_limits import LoginAttempts
 from app.modules.users.passwords import Passwords
-from app.modules.users.store import EmailTaken, UserRow, UsersStore
+from app.modules.users.store import EmailTaken, Profile, UserRow, UsersStore
 
 MAX_UPDATE_RACES = 5
 
@@ -109,8 +109,15 @@ class UserService:
         self._bus.committed([event])
         return user
 
-    async def get(self, user_id: str, caller: Caller) -> UserRow:
+    async def profile(self, user_id: str, caller: Caller) -> Profile:
         """A user sees only their own record (another's is a 404: existence is not leaked)."""
+        profile = await self._store.profile(user_id) if caller.may_see(user_id) else None
+        if profile is None:
+            raise NotFound(f"no user {user_id!r}")
+        return profile
+
+    async def get(self, user_id: str, caller: Caller) -> UserRow:
+        """The whole record, for changes; the same 404 rule as `profile`."""
         user = await self._store.get(user_id) if caller.may_see(user_id) else None
         if user is None:
             raise NotFound(f"no user {user_id!r}")

@@ -58,6 +58,16 @@ class UserRow:
     event_sequence: int  # every published event: what consumers order by (decision 9)
 
 
+@dataclass(frozen=True)
+class Profile:
+    """What a user's record shows to a reader: never the password hash, nor the versions."""
+
+    id: str
+    name: str
+    email: str
+    created_at: datetime
+
+
 class EmailTaken(Exception):
     pass
 
@@ -70,6 +80,9 @@ def email_key(email: str) -> str:
 _columns = [users.c[name] for name in UserRow.__dataclass_fields__]
 # Built once, the key bound at execute time (app/kernel/sql.py `prepared`).
 _by_id = sa.select(*_columns).where(users.c.id == sa.bindparam("b_key"))
+_profile_by_id = sa.select(*(users.c[name] for name in Profile.__dataclass_fields__)).where(
+    users.c.id == sa.bindparam("b_key")
+)
 _by_email_key = sa.select(*_columns).where(users.c.email_key == sa.bindparam("b_key"))
 
 
@@ -131,6 +144,12 @@ class UsersStore(SqlDatabase):
                 idempotency_keys.delete().where(idempotency_keys.c.expires_at < utcnow())
             )
         return removed + expired.rowcount
+
+    async def profile(self, user_id: str) -> Profile | None:
+        """The readable part of a user's record: a read never loads the password hash."""
+        async with self.reading() as connection:
+            row = (await connection.execute(_profile_by_id, {"b_key": user_id})).first()
+        return None if row is None else Profile(*row)
 
     async def get(self, user_id: str) -> UserRow | None:
         return await self._one(_by_id, user_id)
