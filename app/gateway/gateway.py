@@ -27,6 +27,7 @@ from app.gateway.tracing import ModuleSpanMiddleware, tracing_plugins
 from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import Caller
 from app.runtime import RunningModule, Runtime
+from app.settings import Settings
 
 
 def module_routers(running: RunningModule, *, traced: bool = True) -> list[Router]:
@@ -51,6 +52,22 @@ def module_routers(running: RunningModule, *, traced: bool = True) -> list[Route
         )
         for prefix, handlers in mounts.items()
     ]
+
+
+def front_door(settings: Settings) -> dict[str, Any]:
+    """What every gateway app shares, the monolith's, a module process's and the gateway
+    process's: CORS, the request id on every answer, one error shape, the body limit."""
+    return {
+        "cors_config": (
+            CORSConfig(allow_origins=settings.cors_origin_list)
+            if settings.cors_origin_list
+            else None
+        ),
+        "before_send": [add_request_id_header],
+        "logging_config": None,  # `python -m app` configures logging from APP_LOG_LEVEL
+        "exception_handlers": EXCEPTION_HANDLERS,
+        "request_max_body_size": settings.max_body_bytes,
+    }
 
 
 def build_gateway(
@@ -95,21 +112,13 @@ def build_gateway(
             ),
         ],
         on_app_init=[auth.on_app_init] if behind is None else [],
-        cors_config=(
-            CORSConfig(allow_origins=settings.cors_origin_list)
-            if settings.cors_origin_list
-            else None
-        ),
         lifespan=[lifespan],
         middleware=[
             request_context(runtime.owner_of),  # request id, module, access log, metrics
             *identity,
         ],
-        before_send=[add_request_id_header],
         before_request=check_input,
-        logging_config=None,  # `python -m app` configures logging from APP_LOG_LEVEL
-        exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=settings.max_body_bytes,
+        **front_door(settings),
         openapi_config=OpenAPIConfig(
             title="Seams",
             version="0.1.0",

@@ -12,19 +12,17 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.security.jwt import JWTAuth, Token
 
 from app.bus.discovery import Directory
 from app.gateway.auth import rate_limit
-from app.gateway.errors import EXCEPTION_HANDLERS
+from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
 from app.gateway.proof import GatewayProof
 from app.gateway.proxy import Forwarder, OptionalBearerMiddleware, forwarding_route
 from app.gateway.request_context import request_context
-from app.gateway.request_id import add_request_id_header
 from app.gateway.tracing import tracing_plugins
 from app.kernel.identity import Caller
 from app.kernel.module import Module
@@ -96,21 +94,13 @@ def build_standalone_gateway(
     app = Litestar(
         route_handlers=[HealthController, MetricsController, forwarding_route(forwarder)],
         on_app_init=[auth.on_app_init],
-        cors_config=(
-            CORSConfig(allow_origins=settings.cors_origin_list)
-            if settings.cors_origin_list
-            else None
-        ),
         lifespan=[lifespan],
         middleware=[
             request_context(runtime.owner_of),  # request id, module, access log, metrics
             OptionalBearerMiddleware(auth, runtime.forwarded),
             *([limits.middleware] if (limits := rate_limit(settings)) else []),
         ],
-        before_send=[add_request_id_header],
-        logging_config=None,
-        exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=settings.max_body_bytes,
+        **front_door(settings),
         openapi_config=OpenAPIConfig(
             title="Seams gateway",
             version="0.1.0",

@@ -27,6 +27,7 @@ import anyio
 import httpx
 import pytest
 
+from tests.support.invariants import NOTICES_FOR_PAYMENT, PAYMENT_FOR_ORDER
 from tests.support.server import Server, log_in, served
 
 pytestmark = pytest.mark.anyio
@@ -39,19 +40,6 @@ ROUNDS = max(4, int(os.environ.get("SEAMS_CRASH_ROUNDS", "4")))
 RECOVERY_KILL_SEED = 1  # this round also kills the restarted server during its recovery
 ROUND_SECONDS = 60.0
 GRACEFUL_SECONDS = 10.0  # the server's timeout_graceful_shutdown
-
-# What each order status must end with: its payment's status, and that payment's
-# notifications (a refunded charge was a succeeded one first, so it was announced too).
-PAYMENT_FOR_ORDER = {
-    "PAID": {"SUCCEEDED"},
-    "REFUNDED": {"REFUNDED"},
-    "CANCELLED": {"FAILED", "REFUNDED"},
-}
-NOTICES_FOR_PAYMENT = {
-    "SUCCEEDED": ["payment_succeeded"],
-    "REFUNDED": ["payment_refunded", "payment_succeeded"],
-    "FAILED": [],
-}
 
 
 @dataclass(frozen=True)

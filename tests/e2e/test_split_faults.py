@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.support.invariants import NOTICES_FOR_PAYMENT, PAYMENT_FOR_ORDER
 from tests.support.split import Running, Split, handled_count, split_system
 
 pytestmark = pytest.mark.anyio
@@ -55,19 +56,6 @@ KILL_SLOW_CARD_SECONDS = "0.5"  # slow charges long enough that the kill meets s
 SETTLE_SECONDS = 90.0  # generous: a redelivery waits for the ack wait; the machine is shared
 TEST_SECONDS = 240.0
 RETRY_503 = 20  # a 503 (no live instance, e.g. while discovery catches up) is retried
-
-# What each final order status must stand on: its payment's status, and the notifications
-# that payment leaves (a refunded charge was a succeeded one first, so it was announced).
-PAYMENT_FOR_ORDER = {
-    "PAID": {"SUCCEEDED"},
-    "REFUNDED": {"REFUNDED"},
-    "CANCELLED": {"FAILED", "REFUNDED"},  # never captured, or captured and given back
-}
-NOTICES_FOR_PAYMENT = {
-    "SUCCEEDED": ["payment_succeeded"],
-    "REFUNDED": ["payment_refunded", "payment_succeeded"],
-    "FAILED": [],
-}
 
 
 @dataclass(frozen=True)
