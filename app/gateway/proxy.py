@@ -18,13 +18,14 @@ from litestar.background_tasks import BackgroundTask
 from litestar.connection import ASGIConnection
 from litestar.enums import HttpMethod, ScopeType
 from litestar.exceptions import NotAuthorizedException
-from litestar.middleware import ASGIMiddleware
+from litestar.middleware import ASGIMiddleware, AuthenticationResult
 from litestar.response import Stream
 from litestar.security.jwt import JWTAuth, Token
 from litestar.types import ASGIApp, Receive, Scope, Send
 from opentelemetry import propagate
 
 from app.bus.discovery import Instance
+from app.gateway.auth import RememberingJWTAuth
 from app.gateway.proof import HEADER as PROOF_HEADER
 from app.gateway.proof import GatewayProof
 from app.gateway.request_id import request_id_of
@@ -243,7 +244,6 @@ class OptionalBearerMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send)
 
     async def _caller(self, scope: Scope) -> Caller | None:
-        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
         header = next(
             (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"),
             None,
@@ -253,14 +253,25 @@ class OptionalBearerMiddleware(ASGIMiddleware):
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "bearer" or not encoded:
             raise NotAuthorizedException("Authorization must be 'Bearer <token>'")
+        encoded = encoded.strip()
+        memory = self._auth.verified_tokens if isinstance(self._auth, RememberingJWTAuth) else None
+        known = memory.get(encoded) if memory is not None else None
+        if known is not None:  # verified in full before, and not expired since
+            remembered: Caller = known.user
+            return remembered
         token = self._auth.token_cls.decode(
-            encoded_token=encoded.strip(),
+            encoded_token=encoded,
             secret=self._auth.token_secret,
             algorithm=self._auth.algorithm,
         )
+        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
         caller = await cast(
             "Awaitable[Caller | None]", self._auth.retrieve_user_handler(token, connection)
         )
         if caller is None:
             raise NotAuthorizedException("the token names no caller")
+        if memory is not None:
+            memory.add(
+                encoded, AuthenticationResult(user=caller, auth=token), token.exp.timestamp()
+            )
         return caller

@@ -7,13 +7,16 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from litestar import Litestar
+from litestar import Litestar, Request, get
 from litestar.testing import AsyncTestClient
 
 from app.bus.discovery import Instance
+from app.gateway.auth import RememberingJWTAuth, jwt_auth
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.proof import HEADER, GatewayProof
-from app.gateway.proxy import Forwarder, forwarding_route
+from app.gateway.proxy import Forwarder, OptionalBearerMiddleware, forwarding_route
+from app.kernel.identity import Caller
+from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +129,30 @@ async def test_a_dropped_post_without_a_key_is_a_502_never_sent_twice() -> None:
     assert answer.status_code == 502
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert "Idempotency-Key" in answer.json()["detail"]
+
+
+async def test_the_gateway_process_checks_a_token_once_and_refuses_a_forged_one() -> None:
+    auth = jwt_auth(Settings.from_env({}, secret_key=SECRET), SECRET)
+    assert isinstance(auth, RememberingJWTAuth)
+
+    @get("/api/orders", opt={"public": True})
+    async def who(request: Request[Caller | None, object, object]) -> str:
+        return "anonymous" if request.user is None else request.user.id
+
+    app = Litestar(
+        [who],
+        middleware=[OptionalBearerMiddleware(auth, lambda path: path.startswith("/api/"))],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    token = auth.create_token(identifier="user-7", token_extras={"role": "user"})
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    async with AsyncTestClient(app) as client:
+        bearer = {"Authorization": f"Bearer {token}"}
+        answers = [(await client.get("/api/orders", headers=bearer)).text for _ in range(3)]
+        anonymous = await client.get("/api/orders")
+        refused = await client.get("/api/orders", headers={"Authorization": f"Bearer {forged}"})
+
+    assert answers == ["user-7"] * 3
+    assert anonymous.text == "anonymous"
+    assert refused.status_code == 401
+    assert len(auth.verified_tokens) == 1  # verified once, remembered; the forged one not
