@@ -54,6 +54,7 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
 
 Rows = sa.CursorResult[*tuple[Any, ...]]
 S = TypeVar("S", bound=sa.Executable)
+T = TypeVar("T")
 
 
 class Connection(Protocol):
@@ -63,6 +64,10 @@ class Connection(Protocol):
     def dialect(self) -> sa.Dialect: ...
 
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Rows: ...
+
+    async def run_sync(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run synchronous SQLAlchemy code (DDL, inspection) on this connection."""
+        ...
 
 
 class OnLoopConnection:
@@ -80,6 +85,9 @@ class OnLoopConnection:
 
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Rows:
         return self._connection.execute(statement, parameters)
+
+    async def run_sync(self, fn: Callable[[sa.Connection], T]) -> T:
+        return fn(self._connection)
 
 
 def insert(connection: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
@@ -203,14 +211,8 @@ class SqlDatabase:
                 await asyncio.sleep(0.05 * attempt)
 
     async def _create_tables(self) -> None:
-        if self.on_loop:
-            async with self._guard():
-                connection = self._on_loop_connection()
-                with connection.begin():
-                    self.metadata.create_all(connection)
-            return
-        async with self._guard(), self.engine.begin() as async_connection:
-            await async_connection.run_sync(self.metadata.create_all)
+        async with self.transaction() as connection:
+            await connection.run_sync(self.metadata.create_all)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -278,15 +280,8 @@ class SqlDatabase:
         def names(connection: sa.Connection) -> set[str]:
             return set(sa.inspect(connection).get_table_names())
 
-        async with self._guard():
-            if self.on_loop:
-                connection = self._on_loop_connection()
-                try:
-                    return names(connection)
-                finally:
-                    connection.rollback()
-            async with self.engine.connect() as async_connection:
-                return await async_connection.run_sync(names)
+        async with self.reading() as connection:
+            return await connection.run_sync(names)
 
     async def ping(self) -> None:
         async with self.reading() as connection:
