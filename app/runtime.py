@@ -15,6 +15,7 @@ from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import TokenIssuer
 from app.kernel.ids import utcnow
 from app.kernel.module import Assembly, Module, ModuleContext, Store
+from app.kernel.tasks import cancel_and_wait
 from app.settings import Settings
 
 log = logging.getLogger("app")
@@ -110,9 +111,7 @@ class Runtime:
                 log.info("purge removed %d rows older than the retention", removed)
 
     async def stop(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            await asyncio.gather(self._purger, return_exceptions=True)
+        await cancel_and_wait(self._purger)
         for running in reversed(self.modules):
             for hook in running.assembly.on_stop:
                 await hook()

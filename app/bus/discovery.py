@@ -31,6 +31,8 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
+from app.kernel.tasks import cancel_and_wait
+
 log = logging.getLogger("app.bus.discovery")
 
 BUCKET = "seams_instances"
@@ -127,11 +129,8 @@ class Announcer:
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._connection is None:
             return
         try:
@@ -244,11 +243,8 @@ class Directory:
         self._seen.pop(instance.key, None)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._connection is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._connection.close()

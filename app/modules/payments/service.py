@@ -15,7 +15,6 @@ live charge ever leaves one, and charges them itself; a restart adopts them all 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from app.bus import Envelope, ModuleBus, RetryPolicy
 from app.kernel.errors import NotFound
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
+from app.kernel.tasks import cancel_and_wait
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.payments.processor import CardProcessor, Outcome
@@ -155,11 +155,8 @@ class PaymentService:
             self._watch = asyncio.create_task(self._adopt_forever(), name="payments:orphans")
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await cancel_and_wait(self._watch)
+        self._watch = None
 
     async def adopt_orphans(self) -> int:
         """Charge the PROCESSING payments nobody wrote for `orphaned_after` seconds that
