@@ -27,7 +27,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.support.invariants import NOTICES_FOR_PAYMENT, PAYMENT_FOR_ORDER
+from tests.support.invariants import ledger_breaches, order_breaches
 from tests.support.server import Server, log_in, served
 
 pytestmark = pytest.mark.anyio
@@ -250,8 +250,9 @@ async def check_nothing_lost_nothing_twice(server: Server, data_dir: Path, load:
             breaches.append(f"order {placed.id} cancelled with 202 is {order['status']}")
     for order in orders:
         its_payments, notices = payments_of[order["id"]], notices_of[order["id"]]
-        found = _breaches_of(order, its_payments, notices)
-        found += _books_breaches(order, books.get(order["id"]))
+        name = f"order {order['id']} ({order['status']}): "
+        found = [name + b for b in order_breaches(order, its_payments, notices)]
+        found += [name + b for b in ledger_breaches(order, books.get(order["id"]))]
         acknowledged = load.placed.get(order["id"])
         story = (
             f" [{acknowledged.token if acknowledged else 'unacknowledged'}, "
@@ -272,38 +273,6 @@ async def check_nothing_lost_nothing_twice(server: Server, data_dir: Path, load:
         breaches[:30]
     )
     return checked
-
-
-def _breaches_of(
-    order: dict[str, Any], payments: list[dict[str, Any]], notices: list[str]
-) -> list[str]:
-    name = f"order {order['id']} ({order['status']})"
-    if order["status"] == "PENDING":
-        return [f"{name} stays PENDING, payments {payments}, notifications {notices}"]
-    if len(payments) != 1:
-        return [f"{name} has {len(payments)} payments: {payments}"]
-    payment = payments[0]
-    breaches = []
-    if payment["status"] not in PAYMENT_FOR_ORDER[order["status"]]:
-        breaches.append(f"{name} has a {payment['status']} payment")
-    if payment["amount"] != order["total"]:
-        breaches.append(f"{name} total {order['total']}, payment amount {payment['amount']}")
-    expected = NOTICES_FOR_PAYMENT.get(payment["status"], [])
-    if sorted(notices) != expected:
-        breaches.append(f"{name}, {payment['status']} payment: notifications {sorted(notices)}")
-    return breaches
-
-
-def _books_breaches(order: dict[str, Any], entry: tuple[str | None, bool] | None) -> list[str]:
-    """The processor holds money for exactly the PAID orders."""
-    outcome, refunded = entry if entry is not None else (None, False)
-    captured = outcome == "captured"
-    held = captured and not refunded
-    if held != (order["status"] == "PAID"):
-        return [f"order {order['id']} is {order['status']}; processor: {outcome}, {refunded=}"]
-    if order["status"] == "REFUNDED" and not (captured and refunded):
-        return [f"order {order['id']} is REFUNDED; processor: {outcome}, {refunded=}"]
-    return []
 
 
 # The tests.
