@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from litestar import Litestar
 
@@ -60,10 +60,9 @@ def create_app(
     for name in PARAMETER_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
     chosen = default_modules() if modules is None else list(modules)
-    behind = None
     if only is not None:
         chosen = _pick(chosen, only)
-        behind = _behind_gateway(settings, chosen)
+        _require_broker(settings, "python -m app --modules")
     bus = Bus(
         create_transport(settings),
         retry=RetryPolicy(
@@ -77,8 +76,8 @@ def create_app(
     secret_key = resolve_secret_key(settings)
     auth = jwt_auth(settings, secret_key)
     runtime = Runtime(settings, bus, chosen, JwtIssuer(auth))
-    if behind is not None:
-        return build_gateway(runtime, auth, behind=behind(secret_key))
+    if only is not None:
+        return build_gateway(runtime, auth, behind=_behind_gateway(settings, chosen, secret_key))
     return build_gateway(runtime, auth)
 
 
@@ -122,18 +121,13 @@ def _require_broker(settings: Settings, what: str) -> None:
 
 
 def _behind_gateway(
-    settings: Settings, modules: Sequence[Module]
-) -> Callable[[str], BehindGateway]:
-    _require_broker(settings, "python -m app --modules")
+    settings: Settings, modules: Sequence[Module], secret_key: str
+) -> BehindGateway:
     instance = Instance(
         modules=tuple(module.name for module in modules),
         instance=new_id(),
         url=settings.reachable_url,
         pid=os.getpid(),
     )
-
-    def build(secret_key: str) -> BehindGateway:
-        announcer = Announcer(settings.bus_url, instance, wait_for_listener=True)
-        return BehindGateway(GatewayProof(secret_key), announcer)
-
-    return build
+    announcer = Announcer(settings.bus_url, instance, wait_for_listener=True)
+    return BehindGateway(GatewayProof(secret_key), announcer)
