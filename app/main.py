@@ -16,6 +16,7 @@ from app.gateway.auth import JwtIssuer, jwt_auth
 from app.gateway.proof import BehindGateway, GatewayProof
 from app.gateway.secrets import resolve_secret_key
 from app.gateway.standalone import build_standalone_gateway
+from app.kernel.idempotency import fingerprint_key
 from app.kernel.ids import new_id
 from app.kernel.module import Module
 from app.runtime import Runtime
@@ -75,7 +76,7 @@ def create_app(
     )
     secret_key = resolve_secret_key(settings)
     auth = jwt_auth(settings, secret_key)
-    runtime = Runtime(settings, bus, chosen, JwtIssuer(auth))
+    runtime = Runtime(settings, bus, chosen, JwtIssuer(auth), fingerprint_key(secret_key))
     if only is not None:
         return build_gateway(runtime, auth, behind=_behind_gateway(settings, chosen, secret_key))
     return build_gateway(runtime, auth)

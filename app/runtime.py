@@ -31,13 +31,19 @@ class RunningModule:
 
 class Runtime:
     def __init__(
-        self, settings: Settings, bus: Bus, modules: Sequence[Module], tokens: TokenIssuer
+        self,
+        settings: Settings,
+        bus: Bus,
+        modules: Sequence[Module],
+        tokens: TokenIssuer,
+        fingerprint_key: bytes,
     ) -> None:
         verify_boundaries([module.boundary for module in modules])
         verify_prefixes(modules)
         self.settings = settings
         self.bus = bus
         self.tokens = tokens
+        self._fingerprint_key = fingerprint_key
         self.modules = [self._assemble(module) for module in modules]
         self._purger: asyncio.Task[None] | None = None
 
@@ -47,7 +53,12 @@ class Runtime:
             module.name, publishes=module.publishes, subscribes=module.subscribes
         )
         context = ModuleContext(
-            module.name, store, scoped, self.settings.for_modules(), self.tokens
+            module.name,
+            store,
+            scoped,
+            self.settings.for_modules(),
+            self.tokens,
+            self._fingerprint_key,
         )
         assembly = module.assemble(context)
         for event_type, handler in assembly.handlers.items():

@@ -4,11 +4,16 @@ The first response to a key is stored by the owning module in the same atomic wr
 the effect, and replayed for the same key; the same key with a different body is a 422;
 a request whose key is still in progress is a 409 to retry. Only requests that executed
 store a response: transient refusals (409, 429, 503) and invalid input never do.
+
+The fingerprint stored beside a response is an HMAC of the request's digest under a key
+derived from the secret key: a registration body holds a password, and a bare hash of it
+would give the password away to a few guesses by anyone who reads the store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,6 +73,7 @@ class IdempotentWrite:
     expires_at: datetime
     status: int
     render: Callable[[Any], bytes]  # the response body for what was created
+    request_digest: str  # the bare digest: kept in memory, never stored
 
     def response_for(self, created: Any) -> StoredResponse:
         return StoredResponse(self.fingerprint, self.status, self.render(created), self.expires_at)
@@ -77,7 +83,17 @@ class KeyTaken(Exception):
     """Raised by a store when another request wrote the same key first."""
 
 
+FINGERPRINT_KEY_LABEL = b"seams: idempotency fingerprints"
+
+
+def fingerprint_key(secret_key: str) -> bytes:
+    """The key fingerprints are made with: derived from the secret key, so it is never the
+    key that signs tokens, and a store's reader cannot make it without the secret."""
+    return hmac.new(secret_key.encode(), FINGERPRINT_KEY_LABEL, hashlib.sha256).digest()
+
+
 def fingerprint(*parts: bytes | str) -> str:
+    """The request's digest (route, body). `Idempotency` stores it keyed, never as is."""
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part.encode() if isinstance(part, str) else part)
@@ -88,14 +104,17 @@ def fingerprint(*parts: bytes | str) -> str:
 class Idempotency:
     """Runs a request at most once per (scope, key) and answers repeats from the store."""
 
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, fingerprint_key: bytes) -> None:
         self._ttl = timedelta(seconds=ttl_seconds)
+        self._fingerprint_key = fingerprint_key
         self._in_flight: set[tuple[str, str]] = set()
 
     def write(
         self, scope: str, key: str, fingerprint: str, status: int, render: Callable[[Any], bytes]
     ) -> IdempotentWrite:
-        return IdempotentWrite(scope, key, fingerprint, utcnow() + self._ttl, status, render)
+        keyed = hmac.new(self._fingerprint_key, fingerprint.encode(), hashlib.sha256).hexdigest()
+        expires_at = utcnow() + self._ttl
+        return IdempotentWrite(scope, key, keyed, expires_at, status, render, fingerprint)
 
     async def run(
         self,
@@ -126,11 +145,15 @@ class Idempotency:
 
 
 def _same_request(stored: StoredResponse, write: IdempotentWrite) -> StoredResponse:
-    if stored.fingerprint != write.fingerprint:
-        raise KeyReused(
-            f"this {HEADER} was used with a different request body; use a new key for a new request"
-        )
-    return stored
+    if hmac.compare_digest(stored.fingerprint, write.fingerprint):
+        return stored
+    # Stored before fingerprints were keyed: the bare digest still matches the same request
+    # until the row expires (the TTL) and is purged with the other expired keys.
+    if hmac.compare_digest(stored.fingerprint, write.request_digest):
+        return stored
+    raise KeyReused(
+        f"this {HEADER} was used with a different request body; use a new key for a new request"
+    )
 
 
 def replay_response(stored: StoredResponse, replayed: bool, schema: type[T]) -> Response[T]:

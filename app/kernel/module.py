@@ -40,6 +40,7 @@ class ModuleContext:
     bus: ModuleBus
     settings: Settings
     tokens: TokenIssuer  # signs access tokens; only the module owning credentials uses it
+    fingerprint_key: bytes  # keys idempotency fingerprints (idempotency.fingerprint_key)
 
 
 @dataclass

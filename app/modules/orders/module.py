@@ -21,7 +21,7 @@ def assemble(context: ModuleContext) -> Assembly:
         store,
         context.bus,
         replica_wait=settings.replica_wait_seconds,
-        idempotency=Idempotency(settings.idempotency_ttl_seconds),
+        idempotency=Idempotency(settings.idempotency_ttl_seconds, context.fingerprint_key),
     )
     return Assembly(
         route_handlers=[OrdersController],

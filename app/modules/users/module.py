@@ -21,7 +21,7 @@ def assemble(context: ModuleContext) -> Assembly:
         store,
         context.bus,
         Passwords(make_hasher(settings.password_hashing)),
-        Idempotency(settings.idempotency_ttl_seconds),
+        Idempotency(settings.idempotency_ttl_seconds, context.fingerprint_key),
         context.tokens,
         LoginAttempts(settings.login_attempts_per_minute),
     )
