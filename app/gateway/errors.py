@@ -1,7 +1,8 @@
 """One error shape for every failure: RFC 9457 application/problem+json with the request id.
 
 Domain errors are mapped to HTTP here and nowhere else; an unexpected error is logged in
-full and answered with no internal detail.
+full and answered with no internal detail. Every problem's type is about:blank, so its title
+is the status's own phrase (RFC 9457 4.2.1), from one table: `title_for`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from app.kernel.errors import DomainError, InvalidInput
 log = logging.getLogger("app.gateway")
 
 PROBLEM_JSON = "application/problem+json"
-INVALID = "Invalid request"
-TITLES = {400: INVALID}  # malformed JSON reads like any other invalid request
+
+
+def title_for(status: int) -> str:
+    """The one title of every problem with this status: its HTTP phrase ("Not Found")."""
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
 
 
 def problem(
@@ -48,9 +52,14 @@ def problem(
 def _domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
     extensions: dict[str, Any] = {}
     if isinstance(error, InvalidInput):
-        extensions["errors"] = [{"field": error.field, "message": error.message}]
+        extensions["errors"] = [{"field": name, "message": says} for name, says in error.errors]
     return problem(
-        request, error.status, error.title, error.detail, headers=error.headers, **extensions
+        request,
+        error.status,
+        title_for(error.status),
+        error.detail,
+        headers=error.headers,
+        **extensions,
     )
 
 
@@ -61,15 +70,16 @@ def _validation_error(request: Request[Any, Any, Any], error: ValidationExceptio
         if isinstance(item, dict)
     ]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or error.detail
-    return problem(request, 400, INVALID, detail, errors=errors)
+    return problem(request, 400, title_for(400), detail, errors=errors)
 
 
 def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
     status = error.status_code
-    title = TITLES.get(status) or (
-        HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    )
+    title = title_for(status)
     detail = error.detail if error.detail and error.detail != title else title
+    if status == 413 and detail == title:  # Litestar's body limit: say which limit
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"the request body is over the limit of {limit} bytes: send a smaller one"
     extensions = {"errors": [{"field": "body", "message": detail}]} if status == 400 else {}
     headers = dict(error.headers or {})
     if status == 429 and "Retry-After" not in headers:
@@ -83,7 +93,7 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[A
     return problem(
         request,
         500,
-        "Internal server error",
+        title_for(500),
         "Something went wrong on our side. Quote the request id when you report it.",
     )
 

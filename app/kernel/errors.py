@@ -1,4 +1,5 @@
-"""Domain errors. Modules raise these; the gateway maps them to HTTP in one place."""
+"""Domain errors. Modules raise these; the gateway maps them to HTTP in one place, and
+titles every answer from its status alone (app/gateway/errors.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ class DomainError(Exception):
     """Base of every error a module raises on purpose. `status` is the HTTP answer."""
 
     status: int = 400
-    title: str = "Bad request"
 
     def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -16,23 +16,23 @@ class DomainError(Exception):
 
 
 class InvalidInput(DomainError):
-    status = 400
-    title = "Invalid request"
+    """One or more fields with what is wrong with each, e.g. every missing field."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    status = 400
+
+    def __init__(self, field: str, message: str, *more: tuple[str, str]) -> None:
+        self.errors = [(field, message), *more]
+        super().__init__("; ".join(f"{name}: {says}" for name, says in self.errors))
         self.field = field
         self.message = message
 
 
 class Unauthorized(DomainError):
     status = 401
-    title = "Unauthorized"
 
 
 class TooManyRequests(DomainError):
     status = 429
-    title = "Too many requests"
 
     def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
@@ -40,23 +40,18 @@ class TooManyRequests(DomainError):
 
 class Forbidden(DomainError):
     status = 403
-    title = "Forbidden"
 
 
 class NotFound(DomainError):
     status = 404
-    title = "Not found"
 
 
 class Conflict(DomainError):
     status = 409
-    title = "Conflict"
 
 
 class TryAgain(Conflict):
     """A transient conflict: the same request will succeed later (Retry-After says when)."""
-
-    title = "Not ready yet"
 
     def __init__(self, detail: str, *, retry_after_seconds: int = 1) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
@@ -64,7 +59,6 @@ class TryAgain(Conflict):
 
 class Unavailable(DomainError):
     status = 503
-    title = "Service unavailable"
 
 
 class BoundaryViolation(Exception):

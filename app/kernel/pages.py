@@ -16,7 +16,7 @@ Cursor = Annotated[
     QueryParameter(
         min_length=1,
         max_length=64,
-        pattern=r"^[0-9a-f-]+$",
+        pattern=r"^[0-9a-f-]+(?!\n)$",  # Python's `$` alone also matches before a final \n
         description="Opaque cursor: the previous page's next_cursor.",
     ),
 ]

@@ -36,6 +36,7 @@ WHEN = {
     404: "Not found (or someone else's)",
     409: "A conflict with the current state; with Retry-After, a transient one to retry",
     413: "The request body is over the size limit",
+    415: "The request body is not declared JSON (Content-Type: application/json)",
     422: "An Idempotency-Key reused with a different request body",
     429: "Too many requests; see Retry-After and the RateLimit-* headers",
     503: "A part of the system does not answer",
@@ -43,7 +44,7 @@ WHEN = {
 
 PUBLIC = (400, 429)
 AUTHENTICATED = (400, 401, 429)
-WITH_BODY = (413,)
+WITH_BODY = (413, 415)
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:

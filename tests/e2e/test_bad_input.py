@@ -47,7 +47,7 @@ def fresh_email() -> str:
 
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
-INVALID_TITLE = "Invalid request"
+INVALID_TITLE = "Bad Request"  # every problem's title is its status phrase
 
 Body = dict[str, Any]
 
@@ -135,7 +135,7 @@ BAD_ORDERS = [
     pytest.param(with_line(quantity="2"), "items[0].quantity", id="quantity as string"),
     pytest.param(with_line(unit_price=0), "items[0].unit_price", id="unit_price 0"),
     pytest.param(with_line(unit_price=100_000_001), "items[0].unit_price", id="unit_price big"),
-    pytest.param(with_line(colour="red"), "items[0]", id="unknown line field"),
+    pytest.param(with_line(colour="red"), "items[0].colour", id="unknown line field"),
     pytest.param(changed(currency="EURO"), "currency", id="currency EURO"),
     pytest.param(changed(currency="XXQ"), "currency", id="currency not ISO 4217"),
     pytest.param(changed(currency="eur"), "currency", id="currency lowercase"),

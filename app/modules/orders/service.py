@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-import pycountry
 
 from app.bus import Envelope, Event, ModuleBus
 from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, TryAgain
@@ -21,6 +20,7 @@ from app.kernel.idempotency import Idempotency, IdempotentWrite, KeyTaken, Store
 from app.kernel.identity import Caller
 from app.kernel.ids import isoformat, new_id, utcnow
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
+from app.modules.orders.currencies import CIRCULATING_CODES
 from app.modules.orders.store import DuplicateIdempotencyKey, OrderDocuments
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered
@@ -92,8 +92,10 @@ class OrderService:
                 "user_id must be your own id, or left out: orders are placed by their user"
             )
         user_id = caller.id
-        if pycountry.currencies.get(alpha_3=currency) is None:
-            raise InvalidInput("currency", f"{currency!r} is not an ISO 4217 currency code")
+        if currency not in CIRCULATING_CODES:
+            raise InvalidInput(
+                "currency", f"{currency!r} is not the ISO 4217 code of a circulating currency"
+            )
         if not await self._user_known(user_id):
             raise TryAgain(
                 f"user {user_id!r} is not known to orders yet: a registration reaches orders "
