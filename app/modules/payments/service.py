@@ -1,10 +1,13 @@
-"""The payments domain: charge an order once, retry what the processor says is transient,
-refund a cancelled order's charge. No HTTP here, no SQL.
+"""The payments domain: authorise an order's card, capture it once if the order is still
+wanted, retry what the processor says is transient, void or refund a cancelled order's
+charge. No HTTP here, no SQL.
 
 A charge runs in the background, not inside the OrderPlaced handler, so that an
-OrderCancelled for the same order can stop its retries. Per order, a lock makes a charge
-attempt and a cancellation take turns; the status checks in the store make them safe
-across processes too.
+OrderCancelled for the same order can stop it. No lock is held while the processor
+answers: a cancel voids the order at the processor at once, whatever the charge is doing,
+and the charge checks the order is still wanted right before it captures. The processor's
+conditional capture and void, and the store's status checks, settle any race left between
+the two, in one process or across replicas.
 
 A charge whose process died (a replica SIGKILLed in split mode) is no message the broker
 could deliver again: its OrderPlaced was acked once the payment was open. So every payments
@@ -16,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from app.bus import Envelope, ModuleBus, RetryPolicy
-from app.kernel.errors import NotFound
+from app.kernel.errors import Conflict, NotFound
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
 from app.kernel.tasks import cancel_and_wait
@@ -40,25 +41,9 @@ FAILED = "FAILED"
 REFUNDED = "REFUNDED"
 
 
-class OrderLocks:
-    """One asyncio.Lock per order, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, order_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(order_id, (asyncio.Lock(), 0))
-        self._locks[order_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[order_id]
-            if users == 1:
-                del self._locks[order_id]
-            else:
-                self._locks[order_id] = (lock, users - 1)
+# A cancel that loses a write to a charge settling the same payment looks again; each loss
+# moves the payment on (PROCESSING to settled, SUCCEEDED to REFUNDED), so a few suffice.
+MAX_WRITE_RACES = 5
 
 
 class PaymentService:
@@ -75,7 +60,6 @@ class PaymentService:
         self._bus = bus
         self._processor = processor
         self._retry = retry
-        self._locks = OrderLocks()
         # A live charge writes its payment at least this often (attempts, retry delays and
         # a slow card included); one left longer was abandoned by a process that died.
         self._orphaned_after = orphaned_after
@@ -120,31 +104,31 @@ class PaymentService:
             self._start_charge(event.order_id)
 
     async def on_order_cancelled(self, event: OrderCancelled, envelope: Envelope) -> None:
-        async with self._locks.hold(event.order_id):
-            if await self._store.was_handled(envelope):
-                return
-            # First make sure the processor never captures this order from now on. This
-            # also covers a cancel that overtook its OrderPlaced (over a broker, events of
-            # two types travel on two consumers) and a charge running in another replica.
-            settled = await self._processor.void(event.order_id)
+        if await self._store.was_handled(envelope):
+            return
+        # First make sure the processor never captures this order from now on: an
+        # authorisation not captured yet is voided. This also covers a cancel that
+        # overtook its OrderPlaced (over a broker, events of two types travel on two
+        # consumers) and a charge running in another replica or awaiting the processor.
+        settled = await self._processor.void(event.order_id)
+        for _ in range(MAX_WRITE_RACES):
             payment = await self._store.by_order(event.order_id)
-            if payment is None:
+            if payment is None or payment.status in (FAILED, REFUNDED):
                 await self._store.record_inbox(envelope)
                 return
-            if payment.status == PROCESSING:
-                if settled.outcome is not Outcome.CAPTURED:
-                    await self._finish(payment, FAILED, "order_cancelled", cause=envelope)
+            if payment.status == PROCESSING and settled.outcome is not Outcome.CAPTURED:
+                if await self._finish(payment, FAILED, "order_cancelled", cause=envelope):
                     return
-                # The processor captured it before a crash left the payment PROCESSING:
-                # record the capture as it happened, then refund it like any paid order.
-                payment = await self._finish(
-                    payment, SUCCEEDED, None, attempts=payment.attempts + 1
-                )
-            if payment.status == SUCCEEDED:
-                await self._processor.refund(event.order_id)  # idempotent: the ledger knows
-                await self._finish(payment, REFUNDED, None, cause=envelope)
+            elif payment.status == PROCESSING:
+                # The processor captured it before a crash left the payment PROCESSING (or
+                # just before this cancel): record the capture, then refund it below.
+                await self._finish(payment, SUCCEEDED, None, attempts=payment.attempts + 1)
             else:
-                await self._store.record_inbox(envelope)
+                await self._processor.refund(event.order_id)  # idempotent: the ledger knows
+                if await self._finish(payment, REFUNDED, None, cause=envelope):
+                    return
+            # A charge settled the payment meanwhile, or this event was handled: look again.
+        raise Conflict(f"payment for order {event.order_id!r} kept changing during its cancel")
 
     async def resume(self) -> None:
         """On start: carry on with every charge a previous process left unfinished, then
@@ -191,34 +175,42 @@ class PaymentService:
 
     async def _charge(self, order_id: str) -> None:
         while True:
-            async with self._locks.hold(order_id):
-                payment = await self._store.by_order(order_id)
-                if payment is None or payment.status != PROCESSING:
-                    return  # settled elsewhere, or cancelled
-                result = await self._processor.charge(
-                    order_id=order_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    token=payment.token,
-                )
-                attempts = payment.attempts + 1
-                if result.outcome is Outcome.CAPTURED:
-                    await self._finish(payment, SUCCEEDED, None, attempts=attempts)
-                    return
-                if result.outcome in (Outcome.DECLINED, Outcome.VOIDED):
-                    await self._finish(payment, FAILED, result.reason, attempts=attempts)
-                    return
-                if attempts >= self._retry.max_attempts:
-                    reason = f"{result.reason}: gave up after {attempts} attempts"
-                    await self._finish(payment, FAILED, reason, attempts=attempts)
-                    return
-                log.info("charge for order %s: %s, retrying", order_id, result.reason)
-                await self._store.transition(
-                    replace(payment, attempts=attempts, updated_at=utcnow()),
-                    expected_status=PROCESSING,
-                    events=[],
-                )
+            payment = await self._store.by_order(order_id)
+            if payment is None or payment.status != PROCESSING:
+                return  # settled elsewhere, or cancelled
+            result = await self._processor.authorise(
+                order_id=order_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                token=payment.token,
+            )
+            attempts = payment.attempts + 1
+            if result.outcome is Outcome.AUTHORISED:
+                if not await self._still_wanted(order_id):
+                    return  # its cancel voided the authorisation and settled the payment
+                result = await self._processor.capture(order_id)  # voided if a cancel won
+            if result.outcome is Outcome.CAPTURED:
+                await self._finish(payment, SUCCEEDED, None, attempts=attempts)
+                return
+            if result.outcome in (Outcome.DECLINED, Outcome.VOIDED):
+                await self._finish(payment, FAILED, result.reason, attempts=attempts)
+                return
+            if attempts >= self._retry.max_attempts:
+                reason = f"{result.reason}: gave up after {attempts} attempts"
+                await self._finish(payment, FAILED, reason, attempts=attempts)
+                return
+            log.info("charge for order %s: %s, retrying", order_id, result.reason)
+            await self._store.transition(
+                replace(payment, attempts=attempts, updated_at=utcnow()),
+                expected_status=PROCESSING,
+                events=[],
+            )
             await asyncio.sleep(self._retry.delay(attempts))
+
+    async def _still_wanted(self, order_id: str) -> bool:
+        """Whether nothing settled the payment (a cancel settles it) since the charge began."""
+        payment = await self._store.by_order(order_id)
+        return payment is not None and payment.status == PROCESSING
 
     async def _finish(
         self,
@@ -228,7 +220,9 @@ class PaymentService:
         *,
         attempts: int | None = None,
         cause: Envelope | None = None,
-    ) -> PaymentRow:
+    ) -> PaymentRow | None:
+        """Settle the payment from the status it has here, with its event; None if it had
+        moved on meanwhile (or `cause` was handled already), and nothing is written."""
         changed = replace(
             payment,
             status=status,
@@ -245,8 +239,9 @@ class PaymentService:
         written = await self._store.transition(
             changed, expected_status=payment.status, events=events, cause=cause
         )
-        if written:
-            self._bus.committed(events)
+        if not written:
+            return None
+        self._bus.committed(events)
         return changed
 
     @staticmethod

@@ -101,7 +101,7 @@ _by_order = sa.select(*_columns).where(payments.c.order_id == sa.bindparam("b_ke
 
 
 def _build_count_attempt(dialect: str) -> sa.Executable:
-    """One more attempt at an order's charge; the first one creates its ledger line."""
+    """One more authorisation attempt for an order; the first one creates its ledger line."""
     return (
         dialect_insert(dialect, processor_ledger)
         .values(
@@ -130,10 +130,20 @@ _settle_charge = (
     )
     .values(outcome=sa.bindparam("b_outcome"), reason=sa.bindparam("b_reason"))
 )
+# Only an authorisation nobody voided is captured.
+_capture_charge = (
+    processor_ledger.update()
+    .where(
+        processor_ledger.c.order_id == sa.bindparam("b_order_id"),
+        processor_ledger.c.outcome == Outcome.AUTHORISED.value,
+    )
+    .values(outcome=Outcome.CAPTURED.value)
+)
 
 
 def _build_void_charge(dialect: str) -> sa.Executable:
-    """Settle as voided: a new line for an order never charged, or an unsettled line."""
+    """Settle as voided: a new line for an order never charged, or a line not answered
+    yet, or an authorisation not captured yet."""
     statement = dialect_insert(dialect, processor_ledger).values(
         order_id=sa.bindparam("b_order_id"),
         amount=0,
@@ -147,7 +157,10 @@ def _build_void_charge(dialect: str) -> sa.Executable:
     return statement.on_conflict_do_update(
         index_elements=["order_id"],
         set_={"outcome": statement.excluded.outcome, "reason": statement.excluded.reason},
-        where=processor_ledger.c.outcome.is_(None),
+        where=sa.or_(
+            processor_ledger.c.outcome.is_(None),
+            processor_ledger.c.outcome == Outcome.AUTHORISED.value,
+        ),
     )
 
 
@@ -292,12 +305,10 @@ class PaymentsStore(SqlDatabase):
             await connection.execute(_void_charge(connection), {"b_order_id": order_id})
             return await _settled(connection, order_id)
 
-    async def settled_charge(self, order_id: str) -> ChargeResult | None:
-        async with self.reading() as connection:
-            row = (await connection.execute(_settled_charge, {"b_order_id": order_id})).first()
-        if row is None or row.outcome is None:
-            return None
-        return ChargeResult(Outcome(row.outcome), row.reason)
+    async def capture_charge(self, order_id: str) -> ChargeResult:
+        async with self.transaction() as connection:
+            await connection.execute(_capture_charge, {"b_order_id": order_id})
+            return await _settled(connection, order_id)
 
     async def refund_charge(self, order_id: str) -> bool:
         async with self.transaction() as connection:
@@ -310,6 +321,18 @@ class PaymentsStore(SqlDatabase):
                 .values(refunded=True)
             )
             return bool(result.rowcount == 1)
+
+    async def ledger_entry(self, order_id: str) -> tuple[str | None, bool] | None:
+        """The processor's (outcome, refunded) for one order, if it has a line for it."""
+        async with self.reading() as connection:
+            row = (
+                await connection.execute(
+                    sa.select(processor_ledger.c.outcome, processor_ledger.c.refunded).where(
+                        processor_ledger.c.order_id == order_id
+                    )
+                )
+            ).first()
+        return None if row is None else (row.outcome, bool(row.refunded))
 
     async def ledger_totals(self) -> tuple[int, int]:
         """(captured, refunded) in minor units across all orders: what the processor holds."""

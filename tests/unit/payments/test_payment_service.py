@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -318,7 +319,8 @@ async def test_a_capture_a_crash_left_unrecorded_is_refunded_when_the_order_is_c
     )  # fmt: skip
     assert await store.open_payment(left, placed("o-crash"))
     await store.count_attempt("o-crash", 1250, "EUR", "tok_visa")
-    await store.settle_charge("o-crash", ChargeResult(Outcome.CAPTURED))
+    await store.settle_charge("o-crash", ChargeResult(Outcome.AUTHORISED))
+    await store.capture_charge("o-crash")
 
     await deliver(payments, cancelled("o-crash", status_when_cancelled="PENDING"))
 
@@ -327,3 +329,53 @@ async def test_a_capture_a_crash_left_unrecorded_is_refunded_when_the_order_is_c
     ]
     assert await ledger(payments) == (1250, 1250)
     assert published(payments) == ["PaymentSucceeded", "PaymentRefunded"]
+
+
+async def test_a_cancel_during_a_slow_authorisation_voids_it_without_waiting_for_it(
+    anyio_backend: str,
+) -> None:
+    # The card network takes 30 s: a cancel that waited for it (a lock held across the
+    # authorisation) would not finish within the 5 s below.
+    async with scenario(payments_module, slow_card_seconds="30") as payments:
+        store: PaymentsStore = payments.store
+        order_id = new_id()
+        await payments.redeliver(placed(order_id, "tok_slow"))
+        deadline = time.monotonic() + 5
+        while await store.ledger_entry(order_id) != (None, False):  # asked, not answered
+            assert time.monotonic() < deadline, "the authorisation never reached the processor"
+            await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(payments.redeliver(cancelled(order_id, "PENDING")), 5)
+
+        [payment] = await payments_for(payments, order_id)
+        assert (payment["status"], payment["failure_reason"]) == ("FAILED", "order_cancelled")
+        assert await store.ledger_entry(order_id) == ("voided", False)
+        assert await ledger(payments) == (0, 0)
+
+
+async def test_a_cancel_after_authorisation_voids_it_and_a_later_charge_captures_nothing(
+    payments: Scenario,
+) -> None:
+    """A process authorised the order and died before capturing it: the cancel voids the
+    authorisation, so adopting the charge afterwards finds nothing to capture."""
+    store: PaymentsStore = payments.store
+    now = utcnow()
+    left = PaymentRow(
+        id=new_id(), order_id="o-authorised", user_id="u1", amount=TOTAL, currency="EUR",
+        token="tok_visa", status="PROCESSING", attempts=0, failure_reason=None,
+        event_sequence=0, created_at=now, updated_at=now,
+    )  # fmt: skip
+    assert await store.open_payment(left, placed("o-authorised"))
+    await store.count_attempt("o-authorised", TOTAL, "EUR", "tok_visa")
+    await store.settle_charge("o-authorised", ChargeResult(Outcome.AUTHORISED))
+
+    await deliver(payments, cancelled("o-authorised", status_when_cancelled="PENDING"))
+
+    [payment] = await payments_for(payments, "o-authorised")
+    assert (payment["status"], payment["failure_reason"]) == ("FAILED", "order_cancelled")
+    assert await store.ledger_entry("o-authorised") == ("voided", False)
+    assert await store.capture_charge("o-authorised") == ChargeResult(
+        Outcome.VOIDED, "order_cancelled"
+    )
+    assert await ledger(payments) == (0, 0)
+    assert published(payments) == ["PaymentFailed"]

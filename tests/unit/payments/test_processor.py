@@ -1,5 +1,6 @@
-"""The simulated card processor: what each test token answers, and its ledger, which never
-captures an order twice nor counts a refund twice (decision 7)."""
+"""The simulated card processor: what each test token's authorisation answers, and its
+ledger, which never captures an order twice, never captures a voided one, nor counts a
+refund twice (decision 7)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from app.modules.payments.processor import CardProcessor, ChargeResult, Outcome, decide
 from app.modules.payments.store import PaymentsStore
 
+AUTHORISED = ChargeResult(Outcome.AUTHORISED)
 CAPTURED = ChargeResult(Outcome.CAPTURED)
 DECLINED = ChargeResult(Outcome.DECLINED, "card_declined")
 TRANSIENT = ChargeResult(Outcome.TRANSIENT, "processing_error")
@@ -20,10 +22,10 @@ INVALID = ChargeResult(Outcome.DECLINED, "invalid_token")
 @pytest.mark.parametrize(
     ("token", "answers"),
     [
-        ("tok_visa", [CAPTURED, CAPTURED, CAPTURED, CAPTURED]),
-        ("tok_slow", [CAPTURED, CAPTURED, CAPTURED, CAPTURED]),
+        ("tok_visa", [AUTHORISED, AUTHORISED, AUTHORISED, AUTHORISED]),
+        ("tok_slow", [AUTHORISED, AUTHORISED, AUTHORISED, AUTHORISED]),
         ("tok_chargeDeclined", [DECLINED, DECLINED, DECLINED, DECLINED]),
-        ("tok_processing_error", [TRANSIENT, TRANSIENT, CAPTURED, CAPTURED]),
+        ("tok_processing_error", [TRANSIENT, TRANSIENT, AUTHORISED, AUTHORISED]),
         ("tok_unknown", [INVALID, INVALID, INVALID, INVALID]),
         ("", [INVALID, INVALID, INVALID, INVALID]),
     ],
@@ -52,8 +54,16 @@ def processor(ledger: PaymentsStore) -> CardProcessor:
     return CardProcessor(ledger, slow_seconds=0)
 
 
+async def authorise(processor: CardProcessor, order_id: str, token: str) -> ChargeResult:
+    return await processor.authorise(order_id=order_id, amount=1250, currency="EUR", token=token)
+
+
 async def charge(processor: CardProcessor, order_id: str, token: str) -> ChargeResult:
-    return await processor.charge(order_id=order_id, amount=1250, currency="EUR", token=token)
+    """Authorise, then capture what was authorised: a charge whose order is still wanted."""
+    result = await authorise(processor, order_id, token)
+    if result.outcome is Outcome.AUTHORISED:
+        return await processor.capture(order_id)
+    return result
 
 
 @pytest.mark.anyio
@@ -184,7 +194,7 @@ async def test_a_void_between_an_attempt_and_its_settlement_wins(ledger: Payment
     assert (attempt, settled) == (1, None)
     await ledger.void_charge("order-1")
 
-    assert await ledger.settle_charge("order-1", CAPTURED) == VOIDED
+    assert await ledger.settle_charge("order-1", AUTHORISED) == VOIDED
     assert await ledger.ledger_totals() == (0, 0)
 
 
@@ -200,6 +210,68 @@ async def test_concurrent_charges_and_a_void_capture_at_most_once(
     assert len(set(answers)) == 1  # every caller hears the one final answer
     captured, _ = await ledger.ledger_totals()
     assert captured == (1250 if answers[0] == CAPTURED else 0)
+
+
+@pytest.mark.anyio
+async def test_a_void_between_authorisation_and_capture_leaves_nothing_to_capture(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    assert await authorise(processor, "order-1", "tok_visa") == AUTHORISED
+
+    assert await processor.void("order-1") == VOIDED
+
+    assert await processor.capture("order-1") == VOIDED
+    assert await authorise(processor, "order-1", "tok_visa") == VOIDED
+    assert await ledger.ledger_entry("order-1") == ("voided", False)
+    assert await processor.refund("order-1") is False
+    assert await ledger.ledger_totals() == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_a_capture_wins_over_a_later_void_and_is_made_once(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    await authorise(processor, "order-1", "tok_visa")
+
+    assert await processor.capture("order-1") == CAPTURED
+    assert await processor.void("order-1") == CAPTURED
+    assert await processor.capture("order-1") == CAPTURED
+    assert await authorise(processor, "order-1", "tok_visa") == CAPTURED
+    assert await ledger.ledger_totals() == (1250, 0)
+
+
+@pytest.mark.anyio
+async def test_asking_again_for_an_authorised_order_answers_its_one_authorisation(
+    processor: CardProcessor, ledger: PaymentsStore
+) -> None:
+    # A retry, a redelivery or another replica: the processor decides an order once.
+    answers = [await authorise(processor, "order-1", "tok_processing_error") for _ in range(5)]
+
+    assert answers == [TRANSIENT, TRANSIENT, AUTHORISED, AUTHORISED, AUTHORISED]
+    assert await ledger.ledger_entry("order-1") == ("authorised", False)
+    assert await ledger.ledger_totals() == (0, 0)  # authorised is not captured
+
+
+@pytest.mark.anyio
+async def test_a_void_during_a_slow_authorisation_returns_at_once_and_the_authorisation_loses(
+    ledger: PaymentsStore,
+) -> None:
+    processor = CardProcessor(ledger, slow_seconds=30)
+    slow = asyncio.ensure_future(authorise(processor, "order-1", "tok_slow"))
+    for _ in range(1000):  # bounded: until the request has reached the processor
+        if await ledger.ledger_entry("order-1") is not None:
+            break
+        await asyncio.sleep(0)
+    assert await ledger.ledger_entry("order-1") == (None, False)  # asked, not answered
+
+    assert await asyncio.wait_for(processor.void("order-1"), 5) == VOIDED
+
+    assert not slow.done()  # the void did not wait for the card network
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert await ledger.settle_charge("order-1", AUTHORISED) == VOIDED  # its late answer
+    assert await ledger.ledger_totals() == (0, 0)
 
 
 class CountingLedger:
@@ -221,11 +293,11 @@ class CountingLedger:
     async def settle_charge(self, order_id: str, result: ChargeResult) -> ChargeResult:
         return result
 
+    async def capture_charge(self, order_id: str) -> ChargeResult:
+        return CAPTURED
+
     async def void_charge(self, order_id: str) -> ChargeResult:
         return VOIDED
-
-    async def settled_charge(self, order_id: str) -> ChargeResult | None:
-        return None
 
     async def refund_charge(self, order_id: str) -> bool:
         return False
