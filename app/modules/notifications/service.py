@@ -13,7 +13,7 @@ from app.bus import Envelope, ModuleBus
 from app.kernel.errors import NotFound
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
-from app.modules.notifications.email import EmailChannel
+from app.modules.notifications.email import EmailChannel, one_line
 from app.modules.notifications.money import format_amount
 from app.modules.notifications.store import Contact, NotificationRow, NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
@@ -38,7 +38,7 @@ def payment_received(contact: Contact, event: PaymentSucceeded) -> Message:
     return Message(
         subject=f"Payment received for order {event.order_id}",
         body=(
-            f"Hello {contact.name}, we received your payment of {amount} "
+            f"Hello {one_line(contact.name)}, we received your payment of {amount} "
             f"for order {event.order_id}. Thank you."
         ),
     )
@@ -49,7 +49,7 @@ def refund_issued(contact: Contact, event: PaymentRefunded) -> Message:
     return Message(
         subject=f"Refund issued for order {event.order_id}",
         body=(
-            f"Hello {contact.name}, we refunded {amount} for order {event.order_id}. "
+            f"Hello {one_line(contact.name)}, we refunded {amount} for order {event.order_id}. "
             "It can take a few days to reach your account."
         ),
     )
