@@ -1,10 +1,17 @@
 """Logging for `python -m app`: every line says which request or event flow it belongs to
-and which module wrote it; `APP_LOG_FORMAT=json` makes it one JSON object per line."""
+and which module wrote it; `APP_LOG_FORMAT=json` makes it one JSON object per line.
+
+Either way a record is one line whatever a client put in it: a path or header with a newline
+cannot forge a record, nor an escape sequence drive the terminal that shows the log.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import IO
 
 import msgspec
 
@@ -12,6 +19,57 @@ from app.bus.context import current_cause, current_module, current_request_id
 from app.settings import Settings
 
 TEXT = "%(asctime)s %(levelname)s [%(request_id)s] %(module_name)s %(name)s: %(message)s"
+
+# C0 controls, DEL, C1 controls (0x85 is a line break to some readers, 0x9b starts a terminal
+# escape), and the Unicode line and paragraph separators.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+TRACEBACK_INDENT = "    "
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def _escape(control: re.Match[str]) -> str:
+    char = control.group()
+    return SHORT_ESCAPES.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
+    )
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: each control character written as its Python escape (`\\n`,
+    `\\x1b`, `\\u2028`)."""
+    return CONTROL.sub(_escape, text) if CONTROL.search(text) else text
+
+
+def _json_escape(control: re.Match[str]) -> str:
+    return f"\\u{ord(control.group()):04x}"
+
+
+# What JSON leaves raw (it escapes only C0): DEL, C1 and the separators, as \uXXXX.
+JSON_RAW_CONTROL = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+class TextFormatter(logging.Formatter):
+    """The text format: the record's line with its control characters escaped; a traceback
+    keeps its lines (one per frame) but each is indented, so that no line of it, not even
+    an exception message a client wrote, reads as a record of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: ExcInfo) -> str:
+        return self._indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return self._indented(super().formatStack(stack_info))
+
+    @staticmethod
+    def _indented(text: str) -> str:
+        return "\n".join(TRACEBACK_INDENT + escape_controls(line) for line in text.split("\n"))
 
 
 class ContextFilter(logging.Filter):
@@ -49,15 +107,15 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(line).decode()
+        encoded = msgspec.json.encode(line).decode()
+        return JSON_RAW_CONTROL.sub(_json_escape, encoded)  # still the same JSON
 
 
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
+def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None:
+    """Every record to `stream` (standard error by default), in APP_LOG_FORMAT."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
-    handler.setFormatter(
-        JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT)
-    )
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
