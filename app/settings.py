@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from app.networks import address_set
+
 PREFIX = "APP_"
 
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
@@ -70,6 +72,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     slow_card_seconds: Seconds = 0.25
     # Charges one payments process has at the card processor at once; more wait their turn.
     processor_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
+
+    # The socket: X-Forwarded-For is believed only from these proxies (IPs, CIDRs; empty:
+    # never); how long a request head may take and an idle connection may stay; who may
+    # scrape /metrics (IPs, CIDRs; default loopback).
+    trusted_proxies: str = ""
+    header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    keep_alive_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 5
+    metrics_allow: str = "127.0.0.0/8,::1"
+
+    def __post_init__(self) -> None:
+        # A typo in an address list fails at startup, not as a silent hole later.
+        address_set(self.trusted_proxies, "trusted_proxies")
+        address_set(self.metrics_allow, "metrics_allow")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -1,11 +1,20 @@
 """GET /metrics: Prometheus text. HTTP latency and counts per module and route (paths
 grouped by route template) are recorded by the gateway's request middleware
 (app/gateway/request_context.py) under the names and labels Litestar's Prometheus
-middleware used; the bus adds its own counters (app/bus/metrics.py)."""
+middleware used; the bus adds its own counters (app/bus/metrics.py).
+
+Only the scrapers APP_METRICS_ALLOW names (default: loopback) may read them: the routes,
+volumes and error rates they show are a map for an attacker.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, MediaType, Response, get
+from litestar.connection import ASGIConnection
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -14,6 +23,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from app.kernel.problems import problems
+from app.networks import address_set
 
 APP_NAME = "seams"
 # Litestar's labels in Litestar's order, then the module that serves the route.
@@ -65,17 +77,29 @@ class HttpMetrics:
             errors.inc()
 
 
+def scrapers_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The client (as the trusted proxies name it) must be one APP_METRICS_ALLOW names."""
+    allowed = address_set(connection.app.state.runtime.settings.metrics_allow, "metrics_allow")
+    if (connection.client.host if connection.client else None) not in allowed:
+        raise PermissionDeniedException(
+            "/metrics answers only the scrapers APP_METRICS_ALLOW names (IPs or networks)"
+        )
+
+
 class MetricsController(Controller):
     path = "/metrics"
     tags = ["gateway"]
+    guards = [scrapers_only]
 
     @get(
         "/",
         operation_id="metrics",
         summary="Prometheus metrics: HTTP per module and route, the bus's events and backlog",
+        description="Answers only the scrapers APP_METRICS_ALLOW names (default: loopback).",
         media_type=MediaType.TEXT,
         opt={"public": True},  # scraped by Prometheus, which carries no token
         security=[{}],
+        responses=problems(403),
         include_in_schema=True,
     )
     async def metrics(self) -> Response[bytes]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
+import httpx
 import pytest
 
-from tests.support.seams import Seams
+from app.settings import Settings, SettingsError
+from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio
 
@@ -91,3 +94,45 @@ async def test_a_retry_and_a_dead_letter_are_counted(
             - sample(before, "seams_events_total", **labels)
             == count
         )
+
+
+def scraper(seams: Seams, address: str) -> httpx.AsyncClient:
+    """A client of the same app that connects from `address`."""
+    transport = httpx.ASGITransport(app=cast(Any, seams.app), client=(address, 40_000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+
+
+async def test_metrics_answer_loopback_scrapers_and_refuse_others_by_default() -> None:
+    async with running(fast_settings(ephemeral="true")) as seams:
+        async with scraper(seams, "127.0.0.1") as local, scraper(seams, "::1") as local6:
+            allowed = [(await local.get("/metrics")).status_code,
+                       (await local6.get("/metrics")).status_code]  # fmt: skip
+        async with scraper(seams, "203.0.113.9") as outsider:
+            refused = await outsider.get("/metrics")
+            health = await outsider.get("/health")
+
+    assert allowed == [200, 200]
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "APP_METRICS_ALLOW" in refused.json()["detail"]
+    assert "seams_" not in refused.text
+    assert health.status_code == 200  # only the metrics are kept in
+
+
+async def test_metrics_answer_the_scrapers_app_metrics_allow_names() -> None:
+    settings = fast_settings(ephemeral="true", metrics_allow="10.0.0.0/8, 192.0.2.5")
+    async with running(settings) as seams:
+        statuses = {}
+        for address in ("10.1.2.3", "192.0.2.5", "192.0.2.6", "127.0.0.1"):
+            async with scraper(seams, address) as client:
+                statuses[address] = (await client.get("/metrics")).status_code
+
+    assert statuses == {"10.1.2.3": 200, "192.0.2.5": 200, "192.0.2.6": 403, "127.0.0.1": 403}
+
+
+def test_a_malformed_metrics_allow_list_is_refused_at_startup() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"APP_METRICS_ALLOW": "10.0.0.0/8,prometheus.local"})
+
+    assert "APP_METRICS_ALLOW" in str(refused.value)
+    assert "prometheus.local" in str(refused.value)
