@@ -123,6 +123,9 @@ def plan(
             argv += ["-sd", tempfile.mkdtemp(prefix="seams-nats-")]
         nats = Child("nats", argv, port=nats_port)
     env = {"APP_BUS_URL": nats_url, "APP_SECRET_KEY": secret_key, "APP_HOST": "127.0.0.1"}
+    # A module process hears only the gateway, whose proof names the client: no
+    # X-Forwarded-For is believed there, whatever proxies the gateway trusts.
+    module_env = {**env, "APP_TRUSTED_PROXIES": ""}
     port = settings.port
     children.append(Child("gateway", [*shared, "gateway", "--port", str(port)], env, port))
     for module in modules:
@@ -130,7 +133,7 @@ def plan(
             port += 1
             name = module if replicas.get(module, 1) == 1 else f"{module}.{replica}"
             argv = [*shared, "--modules", module, "--port", str(port)]
-            children.append(Child(name, argv, env, port))
+            children.append(Child(name, argv, module_env, port))
     return Plan(children, nats_url, f"http://127.0.0.1:{settings.port}", nats, nats_log)
 
 
