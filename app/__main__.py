@@ -15,7 +15,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.settings import Settings, SettingsError
@@ -105,7 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "topology":
         return print_topology(settings, arguments.format)
     if arguments.command == "create-admin":
-        return create_admin(settings, arguments.email, arguments.name, arguments.password_stdin)
+        return run_holding_data_dir(
+            settings,
+            "python -m app create-admin",
+            lambda: create_admin(
+                settings, arguments.email, arguments.name, arguments.password_stdin
+            ),
+            refused="stop the server first",
+            prog="python -m app create-admin",
+        )
     if arguments.command == "gateway":
         return serve(settings, role="gateway")
     if arguments.command == "cluster":
@@ -146,6 +155,7 @@ def create_admin(settings: Settings, email: str | None, name: str, from_stdin: b
 def cluster(settings: Settings, replicas: list[str], nats_url: str | None) -> int:
     from app.cluster import ClusterError, parse_replicas, plan, run
     from app.gateway.secrets import MissingSecretKey, resolve_secret_key
+    from app.kernel.data_dir import prepare_data_dir
     from app.main import default_modules
 
     names = [module.name for module in default_modules()]
@@ -153,6 +163,8 @@ def cluster(settings: Settings, replicas: list[str], nats_url: str | None) -> in
         nats_url = settings.bus_url
     try:
         counts = parse_replicas(replicas, names)
+        if not settings.ephemeral:  # 0700 before the key, the broker's data and logs go in
+            prepare_data_dir(data_dir_of(settings))
         # One key for every process: the gateway's tokens and proofs must check everywhere.
         secret_key = resolve_secret_key(settings)
         the_plan = plan(settings, names, replicas=counts, nats_url=nats_url, secret_key=secret_key)
@@ -177,11 +189,57 @@ def print_topology(settings: Settings, output: str) -> int:
     return 0
 
 
+def data_dir_of(settings: Settings) -> Path:
+    return Path(settings.data_dir).expanduser().resolve()
+
+
+def run_holding_data_dir(
+    settings: Settings,
+    command: str,
+    run: Callable[[], int],
+    *,
+    refused: str,
+    shared: bool = False,
+    prog: str = "python -m app",
+) -> int:
+    """`run()` while this process holds the data dir's lock (shared by module processes, else
+    exclusive), released when it returns; 2, naming the holder and what to do (`refused`), if
+    another process holds it. --ephemeral writes nothing to disk: nothing to hold."""
+    from app.kernel.data_dir import DataDirInUse, DataDirLock
+
+    if settings.ephemeral:
+        return run()
+    lock = DataDirLock(data_dir_of(settings), command, shared=shared)
+    try:
+        lock.acquire()
+    except DataDirInUse as error:
+        print(f"{prog}: {error}; {refused}", file=sys.stderr)
+        return 2
+    try:
+        return run()
+    finally:
+        lock.release()
+
+
 def serve(settings: Settings, *, role: str = "monolith", only: list[str] | None = None) -> int:
     from app.logs import configure_logging
-    from app.main import create_app, create_gateway_app
 
     configure_logging(settings)
+    if role == "gateway":  # it keeps no store: the data dir belongs to its module processes
+        return serve_app(settings, role=role)
+    command = f"python -m app --modules {','.join(only)}" if only else "python -m app"
+    return run_holding_data_dir(
+        settings,
+        command,
+        lambda: serve_app(settings, role=role, only=only),
+        refused="stop it first or use another --data-dir",
+        shared=only is not None,  # replicas of the split share a data dir
+    )
+
+
+def serve_app(settings: Settings, *, role: str, only: list[str] | None = None) -> int:
+    from app.main import create_app, create_gateway_app
+
     try:
         app = create_gateway_app(settings) if role == "gateway" else create_app(settings, only=only)
     except ValueError as error:
@@ -209,16 +267,11 @@ GRACEFUL_SECONDS = 10  # how long a stop waits for the requests in flight
 def run_uvicorn(app: Litestar, settings: Settings) -> int:
     import uvicorn
 
-    from app.transport import head_deadline_protocol, trusted_proxy_headers
-
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
     # found: a no-op one lets a clean stop exit with status 0 instead of dying of SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
-        # X-Forwarded-For names the client only when a trusted proxy sent it: uvicorn's own
-        # proxy_headers (on by default) would believe any loopback client.
-        trusted_proxy_headers(app, settings),
-        proxy_headers=False,
+        app,
         host=settings.host,
         port=settings.port,
         workers=1,
@@ -226,8 +279,6 @@ def run_uvicorn(app: Litestar, settings: Settings) -> int:
         log_config=None,  # keep the handlers configure_logging installed
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         access_log=False,  # app.access logs each request with its request id instead
-        http=head_deadline_protocol(settings.header_timeout_seconds),
-        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 
@@ -266,15 +317,13 @@ def run_granian(app: Litestar, settings: Settings) -> int:
     (SIGTERM, SIGINT) lets the requests in flight finish before the stores close."""
     import uvloop
     from granian.constants import Interfaces
-    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server.embed import Server
 
     from app.logs import configure_logging
-    from app.transport import trusted_proxy_headers
 
     log = logging.getLogger("app")
-    requests = InFlight(trusted_proxy_headers(app, settings))
+    requests = InFlight(app)
     server = Server(
         requests,
         address=settings.host,
@@ -283,11 +332,6 @@ def run_granian(app: Litestar, settings: Settings) -> int:
         log_level=LogLevels(settings.log_level.lower()),
         log_access=False,  # app.access logs each request with its request id instead
         backlog=1024,
-        # A request head must be whole in time once begun (hyper's timer; it also closes a
-        # kept-alive connection left idle: granian has no HTTP/1 keep-alive timeout).
-        http1_settings=HTTP1Settings(
-            header_read_timeout=round(settings.header_timeout_seconds * 1000)
-        ),
     )
     configure_logging(settings)  # granian configured logging its way: ours again
     for name in ("_granian", "granian.access"):  # its lines in our shape, like uvicorn's

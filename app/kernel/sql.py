@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from app.bus.tracing import tracing
+from app.kernel.data_dir import make_private_database
 
 tracer = trace.get_tracer("seams.stores")
 
@@ -198,7 +199,7 @@ class SqlDatabase:
 
     async def open(self) -> None:
         if self.is_sqlite and not self._in_memory:
-            Path(str(self.url.database)).parent.mkdir(parents=True, exist_ok=True)
+            make_private_database(Path(str(self.url.database)))
         # Replicas of a module start together on one database: when another one created a
         # table between our check and our CREATE, check again (it exists now).
         for attempt in range(1, CREATE_ATTEMPTS + 1):

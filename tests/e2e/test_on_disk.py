@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import stat
 from pathlib import Path
 
+import anyio
+import httpx
 import msgspec
 import pytest
 
 from tests.support.seams import fast_settings, running
+from tests.support.server import served_alone
 
 pytestmark = pytest.mark.anyio
 
@@ -49,3 +53,26 @@ async def test_a_registration_fingerprint_cannot_be_recomputed_from_a_guessed_pa
     }
     assert stored not in guesses
     assert stored != under_another_secret  # the secret is part of it
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_python_m_app_makes_its_data_dir_0700_and_every_file_in_it_0600(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "var"  # fresh: the server creates it, under the usual umask 022
+    with anyio.fail_after(60):
+        async with served_alone(data_dir, tmp_path / "server.log") as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
+                response = await client.post(
+                    "/api/users", json=SIGNUP, headers={"Idempotency-Key": "signup"}
+                )
+            assert response.status_code == 201, response.text
+            # While it runs: the WAL side files exist only then.
+            modes = {str(path.relative_to(data_dir)): mode(path) for path in data_dir.rglob("*")}
+
+    assert mode(data_dir) == 0o700
+    assert {"users.db", "users.db-wal", "users.db-shm", "bus.db", "secret_key"} <= set(modes)
+    assert {name: oct(m) for name, m in modes.items() if m != 0o600} == {}

@@ -162,6 +162,68 @@ async def served(data_dir: Path, env: Mapping[str, str] | None = None) -> AsyncI
             await server.kill()
 
 
+@asynccontextmanager
+async def served_alone(
+    data_dir: Path, log_path: Path, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Server]:
+    """`python -m app --data-dir data_dir` on a free port, ready, with no admin and its log
+    outside the data dir: whatever the data dir holds, the server wrote; gone after."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "app", "--data-dir", str(data_dir), "--port", str(port)],
+            env=server_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            umask=0o022,  # the usual umask: what the server makes private, it makes so itself
+        )
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        await _wait_ready(server)
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await server.kill()
+
+
+async def run_briefly(
+    arguments: list[str],
+    env: Mapping[str, str] | None = None,
+    seconds: float = 15.0,
+    stdin: bytes = b"",
+) -> tuple[int | None, str]:
+    """`python -m app <arguments>`, given `seconds` to exit: (its exit code, or None if it
+    was still running and had to be killed; its output)."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "app", *arguments],
+        env=server_env(env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdin is not None
+    await process.stdin.send(stdin)
+    await process.stdin.aclose()
+    output = bytearray()
+
+    async def read_all() -> None:
+        assert process.stdout is not None
+        async for chunk in process.stdout:
+            output.extend(chunk)
+
+    code: int | None = None
+    async with anyio.create_task_group() as readers:
+        readers.start_soon(read_all)
+        with anyio.move_on_after(seconds):
+            code = await process.wait()
+        if code is None:
+            process.kill()
+            await process.wait()
+    await process.aclose()
+    return code, output.decode(errors="replace")
+
+
 async def log_in(url: str, email: str, password: str) -> dict[str, str]:
     """POST /api/auth/token: the Authorization header for this user."""
     async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:

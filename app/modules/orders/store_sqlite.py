@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from app.kernel.data_dir import make_private_database
 from app.modules.orders.store import DuplicateIdempotencyKey, DuplicateOrder, check_set_fields
 
 SCHEMA = """
@@ -75,7 +76,7 @@ class SqliteOrderDocuments:
         if self._connection is not None:
             return
         if self.path is not None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            make_private_database(Path(self.path))
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False: the
         # loop that uses the store may run on another thread than the one that opened it.
         db = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
