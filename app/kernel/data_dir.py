@@ -46,26 +46,7 @@ def make_private_dir(path: Path) -> None:
 def prepare_data_dir(path: Path) -> None:
     """The data dir, 0700: created so, or tightened (with a warning) if it lets others in."""
     make_private_dir(path)
-    info = path.stat()
-    if not info.st_mode & OTHERS:
-        return
-    # A shared directory (sticky, like /tmp) or someone else's is not ours to close.
-    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
-        log.warning(
-            "the data dir %s (mode %o) is open to other users and not ours to tighten: "
-            "its files are 0600, but use a directory of your own",
-            path,
-            stat.S_IMODE(info.st_mode),
-        )
-        return
-    tightened = stat.S_IMODE(info.st_mode) & ~OTHERS
-    path.chmod(tightened)
-    log.warning(
-        "the data dir %s was open to other users (mode %o): now %o",
-        path,
-        stat.S_IMODE(info.st_mode),
-        tightened,
-    )
+    _tighten(path)
 
 
 def make_private_file(path: Path) -> None:
@@ -75,7 +56,7 @@ def make_private_file(path: Path) -> None:
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
-        _tighten_file(path)
+        _tighten(path)
     else:
         os.fchmod(descriptor, PRIVATE_FILE)  # the mode given to open went through the umask
         os.close(descriptor)
@@ -87,17 +68,24 @@ def make_private_database(path: Path) -> None:
     since SQLite keeps an existing file's mode."""
     make_private_file(path)
     for side in SQLITE_SIDE_FILES:
-        _tighten_file(path.with_name(path.name + side))
+        _tighten(path.with_name(path.name + side))
 
 
-def _tighten_file(path: Path) -> None:
+def _tighten(path: Path) -> None:
+    """Take the group's and other users' permissions off an existing file or directory."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        info = path.stat()
     except FileNotFoundError:
         return
-    if mode & OTHERS:
-        path.chmod(mode & ~OTHERS)
-        log.warning("%s was readable by other users (mode %o): now %o", path, mode, mode & ~OTHERS)
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & OTHERS:
+        return
+    # A shared directory (sticky, like /tmp) or another user's file is not ours to change.
+    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+        log.warning("%s is open to other users (mode %o) and not ours to tighten", path, mode)
+        return
+    path.chmod(mode & ~OTHERS)
+    log.warning("%s was open to other users (mode %o): now %o", path, mode, mode & ~OTHERS)
 
 
 @dataclass(frozen=True)

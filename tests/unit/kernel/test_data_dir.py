@@ -98,8 +98,10 @@ def test_an_existing_data_dir_and_files_open_to_others_are_tightened_with_a_warn
     assert mode(data_dir) == 0o700
     files = ("users.db", "users.db-wal", "users.db-shm")
     assert [mode(data_dir / name) for name in files] == [0o600] * 3
-    assert str(data_dir) in caplog.text
-    assert "users.db-wal was readable by other users" in caplog.text
+    assert f"{data_dir} was open to other users (mode 755): now 700" in caplog.text
+    assert f"{data_dir / 'users.db-wal'} was open to other users (mode 644): now 600" in (
+        caplog.text
+    )
 
 
 def test_a_second_holder_is_refused_with_the_pid_role_and_data_dir_of_the_first(
