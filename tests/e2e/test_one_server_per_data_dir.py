@@ -15,7 +15,7 @@ import pytest
 from tests.support.nats import nats_server
 from tests.support.server import free_port, run_briefly, served, served_alone, server_env
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # each starts real processes
 
 REFUSED = 2
 HEALTHY_SECONDS = 20.0
