@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -164,11 +164,17 @@ def _step(
 
 def _keys_in(value: object) -> int:
     """How many keys the decoded objects hold, all levels together."""
+    inner: Iterable[object]
     if isinstance(value, dict):
-        return len(value) + sum(_keys_in(item) for item in value.values())
-    if isinstance(value, list):
-        return sum(_keys_in(item) for item in value)
-    return 0
+        inner, count = value.values(), len(value)
+    elif isinstance(value, list):
+        inner, count = value, 0
+    else:
+        return 0
+    for item in inner:
+        if isinstance(item, dict | list):  # a scalar holds no keys: skip the call
+            count += _keys_in(item)
+    return count
 
 
 class _Repeated(dict[str, Any]):
