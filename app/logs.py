@@ -39,7 +39,8 @@ def _escape(control: re.Match[str]) -> str:
 def escape_controls(text: str) -> str:
     """`text` on one line: each control character written as its Python escape (`\\n`,
     `\\x1b`, `\\u2028`)."""
-    return CONTROL.sub(_escape, text) if CONTROL.search(text) else text
+    # Every control character is unprintable: most lines are done with one fast C loop.
+    return text if text.isprintable() else CONTROL.sub(_escape, text)
 
 
 def _json_escape(control: re.Match[str]) -> str:
