@@ -47,6 +47,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     access_token_minutes: Annotated[int, msgspec.Meta(ge=1)] = 60
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 6_000
     login_attempts_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # Failed logins per client across all emails: stops one address trying many accounts, far
+    # above what the people behind one office NAT mistype in a minute.
+    login_failures_per_client_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # Failed logins per email across all clients: caps guesses at one account from many addresses.
+    login_failures_per_email_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 50
+    # Password hashes one process runs at once (more wait, a few; the rest get 503); 0: as
+    # many as the CPUs, counting the threads each argon2 hash runs.
+    password_hashes_at_once: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
 
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576

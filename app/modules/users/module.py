@@ -20,10 +20,14 @@ def assemble(context: ModuleContext) -> Assembly:
     service = UserService(
         store,
         context.bus,
-        Passwords(make_hasher(settings.password_hashing)),
+        Passwords(make_hasher(settings.password_hashing), settings.password_hashes_at_once),
         Idempotency(settings.idempotency_ttl_seconds, context.fingerprint_key),
         context.tokens,
-        LoginAttempts(settings.login_attempts_per_minute),
+        LoginAttempts(
+            per_email_and_client=settings.login_attempts_per_minute,
+            per_client=settings.login_failures_per_client_per_minute,
+            per_email=settings.login_failures_per_email_per_minute,
+        ),
     )
     return Assembly(
         route_handlers=[UsersController],

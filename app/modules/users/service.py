@@ -40,9 +40,9 @@ class UserService:
         so a caller cannot tell an unknown email from a wrong password."""
         self._logins.check(email, client)
         user = await self._store.by_email(email)
-        if user is None:
-            await self._passwords.hash(password)  # the same cost either way: no timing oracle
-        elif await self._passwords.verify(user.password_hash, password):
+        if user is None:  # the same cost either way: no timing oracle
+            await self._passwords.hash(password, client=client)
+        elif await self._passwords.verify(user.password_hash, password, client=client):
             self._logins.succeeded(email, client)
             return self._tokens.issue(Caller(id=user.id, role=user.role))
         self._logins.failed(email, client)

@@ -15,6 +15,7 @@ from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
 from app.kernel.identity import Role
 from app.kernel.ids import utcnow
 from app.kernel.sql import SqlDatabase, UtcDateTime
+from app.modules.users.emails import email_key, legacy_email_key
 
 metadata = sa.MetaData()
 
@@ -72,10 +73,6 @@ class EmailTaken(Exception):
     pass
 
 
-def email_key(email: str) -> str:
-    return email.strip().casefold()
-
-
 # Selected exactly as UserRow's fields, so a row mapping builds one: UserRow(**row).
 _columns = [users.c[name] for name in UserRow.__dataclass_fields__]
 # Built once, the key bound at execute time (app/kernel/sql.py `prepared`).
@@ -83,7 +80,13 @@ _by_id = sa.select(*_columns).where(users.c.id == sa.bindparam("b_key"))
 _profile_by_id = sa.select(*(users.c[name] for name in Profile.__dataclass_fields__)).where(
     users.c.id == sa.bindparam("b_key")
 )
-_by_email_key = sa.select(*_columns).where(users.c.email_key == sa.bindparam("b_key"))
+# A row stored before `email_key` folded Unicode is found by the key it was stored under.
+_by_email_keys = (
+    sa.select(*_columns)
+    .where(users.c.email_key.in_((sa.bindparam("b_key"), sa.bindparam("b_legacy_key"))))
+    .order_by(users.c.email_key != sa.bindparam("b_key"))  # today's key first
+    .limit(1)
+)
 
 
 class UsersStore(SqlDatabase):
@@ -155,7 +158,10 @@ class UsersStore(SqlDatabase):
         return await self._one(_by_id, user_id)
 
     async def by_email(self, email: str) -> UserRow | None:
-        return await self._one(_by_email_key, email_key(email))
+        key = {"b_key": email_key(email), "b_legacy_key": legacy_email_key(email)}
+        async with self.reading() as connection:
+            row = (await connection.execute(_by_email_keys, key)).first()
+        return None if row is None else UserRow(*row)
 
     async def _one(self, statement: sa.Select[Any], key: str) -> UserRow | None:
         async with self.reading() as connection:
