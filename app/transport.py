@@ -77,8 +77,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._head_deadline = None
         if self.transport.is_closing():
             return
-        answering = self.cycle is not None and not self.cycle.response_complete
-        if self._head_begun and not answering:  # a begun request hears why; silence hears nothing
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head behind a request still being answered: its time starts anew,
+            # rather than cutting that answer short.
+            self._arm_head_deadline()
+            return
+        if self._head_begun:  # a begun request hears why; silence hears nothing
             self.transport.write(self._request_timeout())
         self.transport.close()
 
