@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import unicodedata
 
+EMAIL_KEY_LENGTH = 254  # the users table's email_key column
+
 # Default-ignorable characters that are not of category Cf (format): they render as nothing.
 _INVISIBLE_NON_FORMAT = frozenset(
     {"\u034f", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u3164", "\uffa0"}
@@ -26,7 +28,10 @@ def email_key(email: str) -> str:
     spaces and joiners, soft hyphens, BOM) dropped anywhere, whitespace trimmed at both ends,
     case folded. ASCII addresses get the key they always had (`email.strip().casefold()`)."""
     folded = _visible(unicodedata.normalize("NFKC", email)).strip().casefold()
-    return unicodedata.normalize("NFKC", folded)  # casefolding can leave a non-NFKC string
+    key = unicodedata.normalize("NFKC", folded)  # casefolding can leave a non-NFKC string
+    # Folding can lengthen ("\u00df" is "ss"): cut to what the column holds. Two addresses
+    # alike in their first 254 folded characters then share one key, so one account.
+    return key[:EMAIL_KEY_LENGTH]
 
 
 def legacy_email_key(email: str) -> str:

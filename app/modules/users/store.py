@@ -15,7 +15,7 @@ from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
 from app.kernel.identity import Role
 from app.kernel.ids import utcnow
 from app.kernel.sql import SqlDatabase, UtcDateTime
-from app.modules.users.emails import email_key, legacy_email_key
+from app.modules.users.emails import EMAIL_KEY_LENGTH, email_key, legacy_email_key
 
 metadata = sa.MetaData()
 
@@ -25,7 +25,7 @@ users = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("email", sa.String(254), nullable=False),
-    sa.Column("email_key", sa.String(254), nullable=False, unique=True),
+    sa.Column("email_key", sa.String(EMAIL_KEY_LENGTH), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("role", sa.String(10), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
