@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings, SettingsError
 
@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create-admin: read the password from standard input (otherwise it is asked for)",
     )
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="create-admin: the email may belong to an existing user, who is made an admin "
+        "(with the new password; the account's earlier tokens stop working)",
+    )
     parser.add_argument("--host", help="interface to listen on (APP_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (APP_PORT, default 8000)")
     parser.add_argument(
@@ -110,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings,
             "python -m app create-admin",
             lambda: create_admin(
-                settings, arguments.email, arguments.name, arguments.password_stdin
+                settings,
+                arguments.email,
+                arguments.name,
+                arguments.password_stdin,
+                arguments.promote,
             ),
             refused="stop the server first",
             prog="python -m app create-admin",
@@ -123,33 +133,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(settings, only=only)
 
 
-def create_admin(settings: Settings, email: str | None, name: str, from_stdin: bool) -> int:
-    """The first admin: there is no default password, so it is created here, on purpose."""
+def create_admin(
+    settings: Settings, email: str | None, name: str, from_stdin: bool, promote: bool = False
+) -> int:
+    """An admin: there is no default password, so it is made here, on purpose. An email that
+    belongs to a user who is not an admin is refused unless `promote`: whoever registered it
+    first must not become admin by accident."""
     import asyncio
-    import getpass
 
+    from app.kernel.errors import DomainError
     from app.main import create_app
 
     if not email:
-        print("python -m app create-admin: --email is required", file=sys.stderr)
-        return 2
-    password = sys.stdin.readline().rstrip("\n") if from_stdin else getpass.getpass("Password: ")
-    if not 8 <= len(password) <= 128:
-        print("python -m app create-admin: the password needs 8-128 characters", file=sys.stderr)
-        return 2
+        return _refuse_admin("--email is required")
+    try:
+        password = _new_password(from_stdin)
+    except ValueError as error:
+        return _refuse_admin(str(error))
     runtime = create_app(settings).state.runtime
+    users_store = runtime.command_owner("create-admin").store
+    where = "memory (--ephemeral)" if settings.ephemeral else settings.data_dir
 
-    async def run() -> str:
+    async def run() -> Any:
         await runtime.start()
         try:
-            user = await runtime.command("create-admin")(name=name, email=email, password=password)
+            account = await runtime.command("create-admin")(
+                name=name, email=email, password=password, promote=promote
+            )
             await runtime.bus.wait_quiet(10)  # its UserRegistered reaches the replicas now
-            return str(user.id)
+            return account
         finally:
             await runtime.stop()
 
-    print(f"admin {email} ({asyncio.run(run())}) can now log in at POST /api/auth/token")
+    try:
+        account = asyncio.run(run())
+    except DomainError as error:
+        return _refuse_admin(error.detail)
+    user, before = account.user, account.before
+    if before is None:
+        print(f"created admin {user.name} {user.email} ({user.id})")
+    elif before.role != "admin":
+        print(f"promoting {before.name} {before.email} ({user.id}): now an admin, with the new "
+              "password; every token issued to the account before is refused")  # fmt: skip
+    else:
+        print(f"admin {user.email} ({user.id}): new password set; its earlier tokens are refused")
+    print(f"written to data dir {where}, users store {users_store.display_url}")
+    print(f"admin {user.email} can now log in at POST /api/auth/token")
     return 0
+
+
+def _refuse_admin(reason: str) -> int:
+    print(f"python -m app create-admin: {reason}", file=sys.stderr)
+    return 2
+
+
+def _new_password(from_stdin: bool) -> str:
+    """The admin's password: one line of standard input, or asked twice on the terminal."""
+    import getpass
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        raise ValueError(
+            "no terminal to ask the password on: pass --password-stdin and write it to "
+            "standard input"
+        )
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("The same password again: ") != password:
+            raise ValueError("the two passwords do not match; nothing was written")
+    if not 8 <= len(password) <= 128:
+        raise ValueError("the password needs 8-128 characters")
+    return password
 
 
 def cluster(settings: Settings, replicas: list[str], nats_url: str | None) -> int:

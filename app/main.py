@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from litestar import Litestar
 
 from app.bus import Bus, DeliveryStore, RetryPolicy
+from app.bus.credentials_over_nats import CredentialsAnswerer
 from app.bus.discovery import Announcer, Instance
 from app.bus.transport import InProcessTransport, Transport
 from app.gateway import build_gateway
@@ -16,6 +17,7 @@ from app.gateway.auth import JwtIssuer, jwt_auth
 from app.gateway.proof import BehindGateway, GatewayProof
 from app.gateway.secrets import resolve_secret_key
 from app.gateway.standalone import build_standalone_gateway
+from app.kernel.credentials import CurrentCredentials
 from app.kernel.idempotency import fingerprint_key
 from app.kernel.ids import new_id
 from app.kernel.module import Module
@@ -78,6 +80,8 @@ def create_app(
     auth = jwt_auth(settings, secret_key)
     runtime = Runtime(settings, bus, chosen, JwtIssuer(auth), fingerprint_key(secret_key))
     if only is not None:
+        if isinstance(runtime.credentials, CurrentCredentials):  # the users module runs here
+            runtime.services.append(CredentialsAnswerer(settings.bus_url, runtime.credentials))
         return build_gateway(runtime, auth, behind=_behind_gateway(settings, chosen, secret_key))
     return build_gateway(runtime, auth)
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
 from app.kernel.errors import BoundaryViolation
-from app.kernel.identity import TokenIssuer
+from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.kernel.ids import utcnow
 from app.kernel.module import Assembly, Module, ModuleContext, Store
 from app.kernel.tasks import cancel_and_wait
@@ -45,6 +45,9 @@ class Runtime:
         self.tokens = tokens
         self._fingerprint_key = fingerprint_key
         self.modules = [self._assemble(module) for module in modules]
+        # Started after the modules, stopped before them: what the composition root adds
+        # around them (a users process's answers to the split gateway).
+        self.services: list[Service] = []
         self._purger: asyncio.Task[None] | None = None
 
     def _assemble(self, module: Module) -> RunningModule:
@@ -80,6 +83,8 @@ class Runtime:
         for running in self.modules:
             for hook in running.assembly.on_start:
                 await hook()
+        for service in self.services:
+            await service.start()
         self._purger = asyncio.create_task(self._purge_forever(), name="purge")
 
     def owner_of(self, path: str) -> str:
@@ -92,12 +97,23 @@ class Runtime:
                     return running.module.name
         return "gateway"
 
-    def command(self, name: str) -> Callable[..., Awaitable[Any]]:
-        """A command a module offers to the command line, e.g. users' create-admin."""
+    @property
+    def credentials(self) -> CredentialsDirectory | None:
+        """Users' current credentials, from the module that owns them; None when no module
+        here does (tokens are then checked by their signature alone)."""
+        offered = [m.assembly.credentials for m in self.modules if m.assembly.credentials]
+        return offered[0] if offered else None
+
+    def command_owner(self, name: str) -> RunningModule:
+        """The module offering a command, e.g. users for create-admin."""
         for running in self.modules:
             if name in running.assembly.commands:
-                return running.assembly.commands[name]
+                return running
         raise LookupError(f"no module offers the command {name!r}")
+
+    def command(self, name: str) -> Callable[..., Awaitable[Any]]:
+        """A command a module offers to the command line, e.g. users' create-admin."""
+        return self.command_owner(name).assembly.commands[name]
 
     async def purge(self, retention_seconds: float | None = None) -> int:
         """Delete what each module keeps only for the retention (decision 10)."""
@@ -123,6 +139,8 @@ class Runtime:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._purger)
+        for service in reversed(self.services):
+            await service.stop()
         for running in reversed(self.modules):
             for hook in running.assembly.on_stop:
                 await hook()
@@ -154,6 +172,12 @@ def verify_prefixes(modules: Sequence[Module]) -> None:
                     "serves already: every /api/<prefix> has one owner"
                 )
             owners[prefix] = f"module {module.name!r}"
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Pingable(Protocol):

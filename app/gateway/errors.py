@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from app.gateway.auth import REALM
 from app.gateway.request_id import request_id_of
 from app.kernel.errors import DomainError, InvalidInput
 
@@ -46,6 +47,8 @@ def problem(
         "request_id": request_id_of(request.scope),
         **extensions,
     }
+    if status == 401:  # every 401 names the scheme it wants (RFC 9110 11.6.1, RFC 6750 3)
+        headers = {"WWW-Authenticate": REALM, **(headers or {})}
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -10,10 +10,9 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.security.jwt import JWTAuth, Token
 
 from app.gateway.admin import AdminController
-from app.gateway.auth import rate_limit
+from app.gateway.auth import GatewayJWTAuth, identity_middleware, protected
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
@@ -25,7 +24,6 @@ from app.gateway.request_id import add_request_id_header
 from app.gateway.topology import TopologyController
 from app.gateway.tracing import ModuleSpanMiddleware, tracing_plugins
 from app.kernel.errors import BoundaryViolation
-from app.kernel.identity import Caller
 from app.runtime import RunningModule, Runtime
 from app.settings import Settings
 
@@ -71,7 +69,7 @@ def front_door(settings: Settings) -> dict[str, Any]:
 
 
 def build_gateway(
-    runtime: Runtime, auth: JWTAuth[Caller, Token], *, behind: BehindGateway | None = None
+    runtime: Runtime, auth: GatewayJWTAuth, *, behind: BehindGateway | None = None
 ) -> Litestar:
     """The monolith's gateway around every module; with `behind`, a module process of the
     split mode: the same modules' routes, which only the gateway's requests reach."""
@@ -93,9 +91,9 @@ def build_gateway(
 
     if behind is None:
         own_routes: list[Any] = [TopologyController, AdminController]
-        identity: list[Any] = [
-            *([limits.middleware] if (limits := rate_limit(settings)) else []),
-        ]
+        identity: list[Any] = identity_middleware(
+            settings, auth, runtime.credentials, protected(auth)
+        )
     else:  # the gateway process authenticates, limits and serves the topology
         own_routes = [AdminController]  # this process's bus, for its operators and tests
         identity = [GatewayProofMiddleware(behind.proof)]

@@ -9,23 +9,17 @@ no live instance is a 503 naming it, at once: the gateway never waits for one to
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Protocol, cast
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 import httpx
 from litestar import Request, Response, route
 from litestar.background_tasks import BackgroundTask
-from litestar.connection import ASGIConnection
-from litestar.enums import HttpMethod, ScopeType
-from litestar.exceptions import NotAuthorizedException
-from litestar.middleware import ASGIMiddleware, AuthenticationResult
+from litestar.enums import HttpMethod
 from litestar.response import Stream
-from litestar.security.jwt import JWTAuth, Token
-from litestar.types import ASGIApp, Receive, Scope, Send
 from opentelemetry import propagate
 
 from app.bus.discovery import Instance
-from app.gateway.auth import RememberingJWTAuth
 from app.gateway.proof import HEADER as PROOF_HEADER
 from app.gateway.proof import GatewayProof
 from app.gateway.request_id import request_id_of
@@ -219,7 +213,7 @@ def forwarding_route(forwarder: Forwarder) -> Any:
     @route(
         ["/api/{prefix:str}", "/api/{prefix:str}/{rest:path}"],
         http_method=METHODS,
-        opt={"public": True},  # OptionalBearerMiddleware authenticates; modules authorize
+        opt={"public": True},  # identity_middleware authenticates; modules authorize
         include_in_schema=False,
         name="forward",
     )
@@ -227,51 +221,3 @@ def forwarding_route(forwarder: Forwarder) -> Any:
         return await forwarder.forward(request)
 
     return forward
-
-
-class OptionalBearerMiddleware(ASGIMiddleware):
-    """On forwarded routes: a bearer token, when sent, must be valid (else 401) and names
-    the caller; with none, the request goes on anonymous and the module decides whether its
-    route needs a caller. The same token checks as JWTAuth, from the same configuration."""
-
-    def __init__(self, auth: JWTAuth[Caller, Token], forwarded: Callable[[str], bool]) -> None:
-        self._auth = auth
-        self._forwarded = forwarded
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if scope["type"] == ScopeType.HTTP and self._forwarded(scope["path"]):
-            scope["user"] = await self._caller(scope)
-        await next_app(scope, receive, send)
-
-    async def _caller(self, scope: Scope) -> Caller | None:
-        header = next(
-            (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"),
-            None,
-        )
-        if header is None:
-            return None
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "bearer" or not encoded:
-            raise NotAuthorizedException("Authorization must be 'Bearer <token>'")
-        encoded = encoded.strip()
-        memory = self._auth.verified_tokens if isinstance(self._auth, RememberingJWTAuth) else None
-        known = memory.get(encoded) if memory is not None else None
-        if known is not None:  # verified in full before, and not expired since
-            remembered: Caller = known.user
-            return remembered
-        token = self._auth.token_cls.decode(
-            encoded_token=encoded,
-            secret=self._auth.token_secret,
-            algorithm=self._auth.algorithm,
-        )
-        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
-        caller = await cast(
-            "Awaitable[Caller | None]", self._auth.retrieve_user_handler(token, connection)
-        )
-        if caller is None:
-            raise NotAuthorizedException("the token names no caller")
-        if memory is not None:
-            memory.add(
-                encoded, AuthenticationResult(user=caller, auth=token), token.exp.timestamp()
-            )
-        return caller

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,6 +73,9 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, sending)
+        except HTTPException as error:  # a middleware's refusal (401, 429): answered outside
+            status = error.status_code
+            raise
         finally:
             if running is not None:
                 running.dec()

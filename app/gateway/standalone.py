@@ -13,18 +13,18 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
-from litestar.security.jwt import JWTAuth, Token
+from litestar.types import Scope
 
+from app.bus.credentials_over_nats import CredentialsOverNats
 from app.bus.discovery import Directory
-from app.gateway.auth import rate_limit
+from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
 from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
 from app.gateway.proof import GatewayProof
-from app.gateway.proxy import Forwarder, OptionalBearerMiddleware, forwarding_route
+from app.gateway.proxy import Forwarder, forwarding_route
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
-from app.kernel.identity import Caller
 from app.kernel.module import Module
 from app.settings import Settings
 
@@ -38,6 +38,7 @@ class GatewayRuntime:
         self.settings = settings
         self.modules = list(modules)
         self.directory = directory
+        self.credentials = CredentialsOverNats(settings.bus_url)
         self.owners = {
             prefix: module.name
             for module in modules
@@ -53,6 +54,12 @@ class GatewayRuntime:
     def forwarded(self, path: str) -> bool:
         return self.owner_of(path) != GATEWAY
 
+    def token_checked(self, scope: Scope) -> Need:
+        """A forwarded request's token, when it sends one, must be valid and names the
+        caller; with none it goes on anonymous, and the module decides whether its route
+        needs a caller."""
+        return "optional" if self.forwarded(scope["path"]) else None
+
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
         checks = {
             "broker": "ok"
@@ -66,13 +73,15 @@ class GatewayRuntime:
 
     async def start(self) -> None:
         await self.directory.start()
+        await self.credentials.start()
 
     async def stop(self) -> None:
+        await self.credentials.stop()
         await self.directory.stop()
 
 
 def build_standalone_gateway(
-    settings: Settings, modules: Sequence[Module], auth: JWTAuth[Caller, Token], secret_key: str
+    settings: Settings, modules: Sequence[Module], auth: GatewayJWTAuth, secret_key: str
 ) -> Litestar:
     if not settings.bus_url.startswith("nats://"):
         raise ValueError(
@@ -97,8 +106,7 @@ def build_standalone_gateway(
         lifespan=[lifespan],
         middleware=[
             request_context(runtime.owner_of),  # request id, module, access log, metrics
-            OptionalBearerMiddleware(auth, runtime.forwarded),
-            *([limits.middleware] if (limits := rate_limit(settings)) else []),
+            *identity_middleware(settings, auth, runtime.credentials, runtime.token_checked),
         ],
         **front_door(settings),
         openapi_config=OpenAPIConfig(

@@ -30,6 +30,25 @@ class AccessToken(msgspec.Struct, frozen=True):
 
 
 class TokenIssuer(Protocol):
-    """Signs access tokens for a caller; given to the module that owns credentials."""
+    """Signs access tokens for a caller; given to the module that owns credentials. A token
+    carries the generation of the caller's credentials it was issued for."""
 
-    def issue(self, caller: Caller) -> AccessToken: ...
+    def issue(self, caller: Caller, *, generation: int) -> AccessToken: ...
+
+
+class Credentials(msgspec.Struct, frozen=True):
+    """What the owner of credentials says about a user now: tokens issued for another
+    generation are dead (a password, email or role changed since), and the role is this one,
+    whatever a token claims."""
+
+    generation: int
+    role: Role
+
+
+class CredentialsDirectory(Protocol):
+    """Offered to the gateway by the module that owns credentials, so that it checks every
+    token against the user's current credentials without knowing that module."""
+
+    async def current(self, user_id: str) -> Credentials | None:
+        """None: no such user (any more)."""
+        ...

@@ -14,7 +14,7 @@ from app.bus import Event, ModuleBus, event_type_name
 from app.bus.consumer import Handler
 from app.bus.outbox import OutboxSource
 from app.kernel.boundaries import ModuleSource
-from app.kernel.identity import TokenIssuer
+from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.settings import Settings
 
 
@@ -60,6 +60,8 @@ class Assembly:
     purge: Callable[[datetime], Awaitable[int]] | None = None
     # Operations the command line may run (`python -m app <name>`), by name.
     commands: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
+    # The module owning credentials offers the gateway their current state (app/gateway/auth.py).
+    credentials: CredentialsDirectory | None = None
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ async def test_purge_keeps_recent_rows_and_removes_old_ones() -> None:
         assert await rows(payments, "inbox") == 0
         assert await rows(notifications, "inbox") == 0
         # The state itself is never purged.
-        assert await rows(users, "users") == 2
+        assert await rows(users, "users") == 3  # with the driver's admin
         assert await rows(notifications, "notifications") == 1
 
 

@@ -11,11 +11,15 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from app.gateway.auth import jwt_auth
+from app.settings import Settings
 from tests.support.nats import nats_server_binary
-from tests.support.split import Split, admin_headers, free_gateway_port, split_system
+from tests.support.seams import PASSWORD
+from tests.support.split import SECRET, Split, admin_headers, free_gateway_port, split_system
 from tests.support.stores import skip_or_fail
 
 pytestmark = pytest.mark.anyio
@@ -163,3 +167,43 @@ def test_python_m_app_cluster_starts_the_split_and_stops_it_on_sigterm(
         # Every line a process printed is prefixed with its name.
         assert any(line.split("|")[0].split()[-1] == name for line in output.splitlines())
     assert (tmp_path / "data" / "nats-server.log").exists()
+
+
+@pytest.mark.services
+async def test_the_gateway_process_refuses_a_token_once_its_password_changed(split: Split) -> None:
+    user = await split.register("Gus")
+    path = f"/api/users/{user['id']}"
+    assert (await split.client.get(path, headers=user["headers"])).status_code == 200
+
+    changed = await split.client.patch(
+        path,
+        json={"password": "a new password", "current_password": PASSWORD},
+        headers=user["headers"],
+    )
+
+    assert changed.status_code == 200, changed.text
+    deadline = time.monotonic() + 3.0  # the gateway re-asks the users processes every 1 s
+    stale = await split.client.get(path, headers=user["headers"])
+    while stale.status_code == 200 and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+        stale = await split.client.get(path, headers=user["headers"])
+    assert stale.status_code == 401, stale.text
+    fresh = await split.log_in(user["email"], "a new password")
+    assert (await split.client.get(path, headers=fresh["headers"])).status_code == 200
+
+
+@pytest.mark.services
+async def test_the_gateway_process_takes_the_role_from_the_users_store(split: Split) -> None:
+    user = await split.register("Hal")
+    await split.register("Ivy")  # someone an admin would see
+    forged_admin = {
+        "Authorization": "Bearer "
+        + jwt_auth(Settings.from_env({}, secret_key=SECRET), SECRET).create_token(
+            identifier=user["id"], token_extras={"role": "admin", "gen": 1}
+        )
+    }  # signed right, but the stored user is no admin
+
+    listed = await split.client.get("/api/users", headers=forged_admin)
+
+    assert listed.status_code == 200
+    assert [u["id"] for u in listed.json()["items"]] == [user["id"]]

@@ -18,8 +18,10 @@ from httpx import Response
 from litestar import Litestar
 
 from app.kernel.identity import Caller, Role
+from app.kernel.ids import new_id, utcnow
 from app.kernel.module import Module
 from app.main import create_app
+from app.modules.users.store import UserRow, UsersStore
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -34,6 +36,7 @@ FAST = {
     "rate_limit_per_minute": "0",
 }
 PASSWORD = "correct horse"
+ADMIN_ID = "test-admin"
 
 _emails = itertools.count(1)
 
@@ -48,6 +51,7 @@ class Driver:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client  # its requests go as an admin unless they carry a user's token
+        self.admin_id = ADMIN_ID  # the id of that admin
 
     async def settle(self, timeout: float = 20.0) -> None:
         """Wait, bounded, until every event has been handled and every charge has ended."""
@@ -139,9 +143,53 @@ class Seams(Driver):
             await bus.wait_quiet(timeout)
 
     def headers_for(self, user_id: str, role: Role = "user") -> dict[str, str]:
-        """Act as this user id without logging in (for modules tested without users)."""
-        token = self.runtime.tokens.issue(Caller(id=user_id, role=role))
+        """Act as this user id without logging in (for modules tested without users: with
+        the users module, the gateway checks each token against the stored user)."""
+        if users_store(self.runtime) is not None:
+            raise AssertionError(
+                "the gateway checks tokens against the users store here: act as a user from "
+                "register(), or from unannounced_user() for one no other module has heard of"
+            )
+        token = self.runtime.tokens.issue(Caller(id=user_id, role=role), generation=1)
         return {"Authorization": f"Bearer {token.access_token}"}
+
+    async def unannounced_user(self) -> dict[str, Any]:
+        """A user the users store holds but no other module has heard of (its registration
+        published no event): its `id` and the `headers` to act as it."""
+        store = users_store(self.runtime)
+        assert store is not None, "unannounced_user needs the users module"
+        user_id = new_id()
+        return {"id": user_id, "headers": await stored_identity(self.runtime, store, user_id)}
+
+
+def users_store(runtime: Runtime) -> UsersStore | None:
+    return next((m.store for m in runtime.modules if isinstance(m.store, UsersStore)), None)
+
+
+async def stored_identity(
+    runtime: Runtime, store: UsersStore, user_id: str, role: Role = "user"
+) -> dict[str, str]:
+    """The headers of a user written straight into the users store (no event published, no
+    password that logs in), kept if it is there already (a data dir opened again)."""
+    user = await store.get(user_id)
+    if user is None:
+        now = utcnow()
+        user = UserRow(
+            id=user_id,
+            name=f"Test {role}",
+            email=f"{user_id}@seams.test",
+            password_hash="!",  # no password hashes to this: nobody logs in as it
+            role=role,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            event_sequence=1,
+        )
+        await store.insert(user, [])
+    token = runtime.tokens.issue(
+        Caller(id=user.id, role=user.role), generation=user.token_generation
+    )
+    return {"Authorization": f"Bearer {token.access_token}"}
 
 
 @asynccontextmanager
@@ -157,15 +205,17 @@ async def running(
         prepare(runtime)
     # Litestar types its ASGI callable more narrowly than httpx's generic ASGI signature.
     transport = httpx.ASGITransport(app=cast(Any, app))
-    # The test's own requests go as an admin, who may read everything; users act with
-    # their own tokens (Seams.register). The admin is an identity, not a stored user.
-    admin = runtime.tokens.issue(Caller(id="test-admin", role="admin"))
     async with (
         app.lifespan(),
-        httpx.AsyncClient(
-            transport=transport,
-            base_url="http://testserver.local",
-            headers={"Authorization": f"Bearer {admin.access_token}"},
-        ) as client,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as client,
     ):
+        # The test's own requests go as an admin, who may read everything; users act with
+        # their own tokens (Seams.register). With the users module the admin is a stored
+        # user, as the gateway checks; without it, a signed identity is enough.
+        store = users_store(runtime)
+        if store is None:
+            admin = runtime.tokens.issue(Caller(id=ADMIN_ID, role="admin"), generation=1)
+            client.headers["Authorization"] = f"Bearer {admin.access_token}"
+        else:
+            client.headers.update(await stored_identity(runtime, store, ADMIN_ID, "admin"))
         yield Seams(app, client)

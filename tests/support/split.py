@@ -34,6 +34,9 @@ from app.cluster import Child, plan
 from app.gateway.auth import jwt_auth
 from app.gateway.proof import GatewayProof
 from app.kernel.identity import Caller
+from app.kernel.ids import utcnow
+from app.modules.users.passwords import make_hasher
+from app.modules.users.store import UserRow, UsersStore
 from app.settings import Settings
 from tests.support.nats import NatsServer, nats_server
 from tests.support.seams import Driver
@@ -95,6 +98,7 @@ class Split(Driver):
         self.store_urls = dict(store_urls or {})
         self.processes: dict[str, Running] = {}
         self._proof = GatewayProof(SECRET)
+        self.admin_id = ADMIN_ID
 
     def module_processes(self) -> list[Running]:
         return [p for name, p in self.processes.items() if name != "gateway"]
@@ -109,7 +113,7 @@ class Split(Driver):
         with a loop of their own (a hypothesis state machine), since an httpx client belongs
         to the loop it was opened on."""
         async with httpx.AsyncClient(
-            base_url=self.gateway_url, headers=admin_headers(), timeout=30
+            base_url=self.gateway_url, headers=dict(self.client.headers), timeout=30
         ) as client:
             here = Split(client, self.gateway_url, self.nats, self.store_urls)
             here.processes = self.processes  # the same processes: a kill is seen by both
@@ -230,8 +234,47 @@ async def _wait_ready(split: Split) -> None:
     raise AssertionError(f"the split is not ready after {READY_SECONDS}s: {last}\n{split.logs()}")
 
 
+ADMIN_ID = "test-admin"
+ADMIN_EMAIL = "test-admin@seams.test"
+ADMIN_PASSWORD = "split admin password"
+
+
+async def store_admin(users_db_url: str) -> None:
+    """The driver's admin, written straight into the users store before the split starts
+    (the gateway checks every token against it): it logs in like anyone."""
+    store = UsersStore(users_db_url)
+    await store.open()
+    try:
+        now = utcnow()
+        await store.insert(
+            UserRow(
+                id=ADMIN_ID,
+                name="Test admin",
+                email=ADMIN_EMAIL,
+                password_hash=make_hasher("argon2id-fast").hash(ADMIN_PASSWORD),
+                role="admin",
+                created_at=now,
+                updated_at=now,
+                version=1,
+                event_sequence=1,
+            ),
+            [],
+        )
+    finally:
+        await store.close()
+
+
+async def log_in_admin(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/api/auth/token", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    assert answer.status_code == 200, answer.text
+    client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+
+
 def admin_headers() -> dict[str, str]:
-    """An admin's bearer token, signed with the shared secret like the gateway's own."""
+    """A bearer token signed with the shared secret like the gateway's own, for a stored
+    user nobody checks: what a module process refuses when the gateway is skipped."""
     settings = Settings.from_env({}, secret_key=SECRET)
     token = jwt_auth(settings, SECRET).create_token(
         identifier="test-admin", token_extras={"role": "admin"}
@@ -260,8 +303,9 @@ async def split_system(
             secret_key=SECRET,
             python=sys.executable,
         )
+        await store_admin(databases["users"])
         client = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=the_plan.gateway_url, headers=admin_headers(), timeout=30)
+            httpx.AsyncClient(base_url=the_plan.gateway_url, timeout=30)
         )
         split = Split(client, the_plan.gateway_url, nats, databases)
         full_env = {**SPLIT_ENV, **overrides, **env}
@@ -269,6 +313,7 @@ async def split_system(
             for child in the_plan.children:
                 split.processes[child.name] = _start(child, data_dir, full_env)
             await _wait_ready(split)
+            await log_in_admin(client)
             yield split
         finally:
             for running in list(split.processes.values()):

@@ -42,6 +42,8 @@ class UpdateUser(msgspec.Struct, forbid_unknown_fields=True):
     name: Name | None = None
     email: Email | None = None
     password: Password | None = None
+    # Required with `email` or `password`: a token alone cannot take an account over.
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
@@ -125,14 +127,22 @@ class UsersController(Controller):
     @patch(
         "/{user_id:str}",
         operation_id="updateUser",
-        responses=problems(*AUTHENTICATED, *WITH_BODY, 404, 409),
+        responses=problems(*AUTHENTICATED, *WITH_BODY, 403, 404, 409),
         summary="Change a user's name, email or password",
+        description="A new email or password needs `current_password`, the account's "
+        "password now (else 400; a wrong one is 403). Every token issued before a change "
+        "of email or password is refused from then on: log in again.",
     )
     async def update_user(
         self, user_id: UserId, data: JSONBody[UpdateUser], users: Users, request: Me
     ) -> UserOut:
         user = await users.update(
-            user_id, request.user, name=data.name, email=data.email, password=data.password
+            user_id,
+            request.user,
+            name=data.name,
+            email=data.email,
+            password=data.password,
+            current_password=data.current_password,
         )
         return _out(user)
 

@@ -11,10 +11,10 @@ from litestar import Litestar, Request, get
 from litestar.testing import AsyncTestClient
 
 from app.bus.discovery import Instance
-from app.gateway.auth import RememberingJWTAuth, jwt_auth
+from app.gateway.auth import identity_middleware, jwt_auth
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.proof import HEADER, GatewayProof
-from app.gateway.proxy import Forwarder, OptionalBearerMiddleware, forwarding_route
+from app.gateway.proxy import Forwarder, forwarding_route
 from app.kernel.identity import Caller
 from app.settings import Settings
 
@@ -132,8 +132,8 @@ async def test_a_dropped_post_without_a_key_is_a_502_never_sent_twice() -> None:
 
 
 async def test_the_gateway_process_checks_a_token_once_and_refuses_a_forged_one() -> None:
-    auth = jwt_auth(Settings.from_env({}, secret_key=SECRET), SECRET)
-    assert isinstance(auth, RememberingJWTAuth)
+    settings = Settings.from_env({}, secret_key=SECRET)
+    auth = jwt_auth(settings, SECRET)
 
     @get("/api/orders", opt={"public": True})
     async def who(request: Request[Caller | None, object, object]) -> str:
@@ -141,7 +141,12 @@ async def test_the_gateway_process_checks_a_token_once_and_refuses_a_forged_one(
 
     app = Litestar(
         [who],
-        middleware=[OptionalBearerMiddleware(auth, lambda path: path.startswith("/api/"))],
+        middleware=identity_middleware(
+            settings,
+            auth,
+            None,
+            lambda scope: "optional" if scope["path"].startswith("/api/") else None,
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
     )
     token = auth.create_token(identifier="user-7", token_extras={"role": "user"})

@@ -11,11 +11,19 @@ from typing import Any, cast
 import jwt
 import pytest
 from litestar import Litestar, Request, get
-from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import Token
 from litestar.testing import TestClient
 
-from app.gateway.auth import JwtIssuer, RememberingJWTAuth, VerifiedTokens, jwt_auth
+from app.gateway.auth import (
+    GatewayJWTAuth,
+    JwtIssuer,
+    Verified,
+    VerifiedTokens,
+    identity_middleware,
+    jwt_auth,
+    protected,
+)
+from app.gateway.errors import EXCEPTION_HANDLERS
 from app.kernel.identity import Caller
 from app.settings import Settings
 
@@ -47,15 +55,20 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def auth(clock: Clock) -> RememberingJWTAuth:
-    auth = cast(RememberingJWTAuth, jwt_auth(Settings.from_env({}), SECRET))
+def auth(clock: Clock) -> GatewayJWTAuth:
+    auth = jwt_auth(Settings.from_env({}), SECRET)
     auth.verified_tokens = VerifiedTokens(size=8, clock=clock)
     return auth
 
 
 @pytest.fixture
-def client(auth: RememberingJWTAuth) -> Iterator[TestClient[Litestar]]:
-    app = Litestar([me, open_route], on_app_init=[auth.on_app_init])
+def client(auth: GatewayJWTAuth) -> Iterator[TestClient[Litestar]]:
+    app = Litestar(
+        [me, open_route],
+        on_app_init=[auth.on_app_init],
+        middleware=identity_middleware(Settings.from_env({}), auth, None, protected(auth)),
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
     with TestClient(app) as client:
         yield client
 
@@ -79,9 +92,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def test_a_token_is_verified_once_then_remembered(
-    client: TestClient[Litestar], auth: RememberingJWTAuth, verifications: list[str]
+    client: TestClient[Litestar], auth: GatewayJWTAuth, verifications: list[str]
 ) -> None:
-    token = JwtIssuer(auth).issue(ADA).access_token
+    token = JwtIssuer(auth).issue(ADA, generation=1).access_token
 
     answers = [client.get("/api/me", headers=bearer(token)) for _ in range(3)]
 
@@ -93,11 +106,11 @@ def test_a_token_is_verified_once_then_remembered(
 
 def test_a_remembered_token_is_verified_again_once_its_expiry_has_passed(
     client: TestClient[Litestar],
-    auth: RememberingJWTAuth,
+    auth: GatewayJWTAuth,
     clock: Clock,
     verifications: list[str],
 ) -> None:
-    token = JwtIssuer(auth).issue(ADA).access_token
+    token = JwtIssuer(auth).issue(ADA, generation=1).access_token
     assert client.get("/api/me", headers=bearer(token)).status_code == 200
 
     clock.now += timedelta(minutes=61).total_seconds()  # past the token's 60 minutes
@@ -107,7 +120,7 @@ def test_a_remembered_token_is_verified_again_once_its_expiry_has_passed(
 
 
 def test_an_expired_token_is_refused_and_never_remembered(
-    client: TestClient[Litestar], auth: RememberingJWTAuth
+    client: TestClient[Litestar], auth: GatewayJWTAuth
 ) -> None:
     now = int(time.time())
     expired = jwt.encode(
@@ -136,7 +149,7 @@ def test_an_expired_token_is_refused_and_never_remembered(
     ],
 )
 def test_a_forged_token_is_refused_every_time_and_never_remembered(
-    client: TestClient[Litestar], auth: RememberingJWTAuth, forge: Any
+    client: TestClient[Litestar], auth: GatewayJWTAuth, forge: Any
 ) -> None:
     now = int(time.time())
     claims = {"sub": ADA.id, "iat": now, "exp": now + 600, "extras": {"role": "user"}}
@@ -149,11 +162,11 @@ def test_a_forged_token_is_refused_every_time_and_never_remembered(
 
 
 def test_a_remembered_token_answers_for_its_own_caller_only(
-    client: TestClient[Litestar], auth: RememberingJWTAuth
+    client: TestClient[Litestar], auth: GatewayJWTAuth
 ) -> None:
     issuer = JwtIssuer(auth)
-    ada = issuer.issue(ADA).access_token
-    root = issuer.issue(Caller(id="user-root", role="admin")).access_token
+    ada = issuer.issue(ADA, generation=1).access_token
+    root = issuer.issue(Caller(id="user-root", role="admin"), generation=1).access_token
     client.get("/api/me", headers=bearer(ada))
 
     answer = client.get("/api/me", headers=bearer(root))
@@ -163,9 +176,9 @@ def test_a_remembered_token_answers_for_its_own_caller_only(
 
 
 def test_public_routes_stay_unauthenticated_even_with_a_remembered_token(
-    client: TestClient[Litestar], auth: RememberingJWTAuth
+    client: TestClient[Litestar], auth: GatewayJWTAuth
 ) -> None:
-    token = JwtIssuer(auth).issue(ADA).access_token
+    token = JwtIssuer(auth).issue(ADA, generation=1).access_token
     client.get("/api/me", headers=bearer(token))
 
     assert client.get("/api/open", headers=bearer(token)).json() == {"authenticated": False}
@@ -174,7 +187,7 @@ def test_public_routes_stay_unauthenticated_even_with_a_remembered_token(
 
 def test_the_memory_is_bounded_and_forgets_the_oldest_first() -> None:
     tokens = VerifiedTokens(size=2)
-    result = AuthenticationResult(user=ADA, auth=None)
+    result = Verified(ADA.id, 1, ADA.role)
     later = time.time() + 600
 
     for token in ("first", "second", "third"):
