@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from litestar.di import Provide
 
+from app.kernel.credentials import CurrentCredentials
 from app.kernel.idempotency import Idempotency
+from app.kernel.identity import Credentials
 from app.kernel.module import Assembly, Module, ModuleContext
 from app.modules.users.api import TokenController, UsersController
 from app.modules.users.contracts import UserRegistered, UserUpdated
@@ -17,6 +19,12 @@ from app.modules.users.store import UsersStore
 def assemble(context: ModuleContext) -> Assembly:
     store: UsersStore = context.store
     settings = context.settings
+
+    async def read_credentials(user_id: str) -> Credentials | None:
+        found = await store.credentials(user_id)
+        return None if found is None else Credentials(generation=found[0], role=found[1])
+
+    credentials = CurrentCredentials(read_credentials)
     service = UserService(
         store,
         context.bus,
@@ -28,6 +36,7 @@ def assemble(context: ModuleContext) -> Assembly:
             per_client=settings.login_failures_per_client_per_minute,
             per_email=settings.login_failures_per_email_per_minute,
         ),
+        credentials,
     )
     return Assembly(
         route_handlers=[UsersController],
@@ -36,6 +45,7 @@ def assemble(context: ModuleContext) -> Assembly:
         dependencies={"users": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         outbox=store.outbox,
         purge=store.purge,
+        credentials=credentials,
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.bus import ModuleBus
-from app.kernel.errors import Conflict, NotFound, Unauthorized
+from app.kernel.credentials import CurrentCredentials
+from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
-from app.kernel.identity import AccessToken, Caller, Role, TokenIssuer
+from app.kernel.identity import AccessToken, Caller, Credentials, Role, TokenIssuer
 from app.kernel.ids import isoformat, new_id, utcnow
 from app.modules.users.contracts import UserRegistered, UserUpdated
 from app.modules.users.login_limits import LoginAttempts
@@ -16,6 +17,14 @@ from app.modules.users.passwords import Passwords
 from app.modules.users.store import EmailTaken, Profile, UserRow, UsersStore
 
 MAX_UPDATE_RACES = 5
+
+
+@dataclass(frozen=True)
+class AdminAccount:
+    """What create-admin did: `before` is the account it changed (None: it created one)."""
+
+    user: UserRow
+    before: UserRow | None
 
 
 class UserService:
@@ -27,6 +36,7 @@ class UserService:
         idempotency: Idempotency,
         tokens: TokenIssuer,
         logins: LoginAttempts,
+        credentials: CurrentCredentials,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -34,6 +44,7 @@ class UserService:
         self._idempotency = idempotency
         self._tokens = tokens
         self._logins = logins
+        self._credentials = credentials
 
     async def log_in(self, *, email: str, password: str, client: str) -> AccessToken:
         """A bearer token for the right email and password; one answer for every failure,
@@ -44,17 +55,29 @@ class UserService:
             await self._passwords.hash(password, client=client)
         elif await self._passwords.verify(user.password_hash, password, client=client):
             self._logins.succeeded(email, client)
-            return self._tokens.issue(Caller(id=user.id, role=user.role))
+            caller = Caller(id=user.id, role=user.role)
+            return self._tokens.issue(caller, generation=user.token_generation)
         self._logins.failed(email, client)
         raise Unauthorized("wrong email or password")
 
-    async def create_admin(self, *, name: str, email: str, password: str) -> UserRow:
-        """The first admin, from the command line: a new admin, or an existing user promoted
-        (with the given password)."""
+    async def create_admin(
+        self, *, name: str, email: str, password: str, promote: bool = False
+    ) -> AdminAccount:
+        """An admin, from the command line: a new one; an existing admin given this password;
+        or, only when `promote` says so, an existing user made admin (with this password).
+        Whoever registered the email first must not become admin by accident: their
+        earlier tokens die with the change."""
         existing = await self._store.by_email(email)
         if existing is None:
-            return await self.register(name=name, email=email, password=password, role="admin")
-        return await self._change(existing.id, password=password, role="admin")
+            user = await self.register(name=name, email=email, password=password, role="admin")
+            return AdminAccount(user, None)
+        if existing.role != "admin" and not promote:
+            raise Conflict(
+                f"{existing.email} belongs to {existing.name!r} ({existing.id}), who is not an "
+                "admin: check it is the right account, then pass --promote to make it one"
+            )
+        user = await self._change(existing.id, password=password, role="admin")
+        return AdminAccount(user, existing)
 
     def idempotent_write(
         self, *, scope: str, key: str, fingerprint: str, status: int, render: Any
@@ -137,8 +160,19 @@ class UserService:
         name: str | None = None,
         email: str | None = None,
         password: str | None = None,
+        current_password: str | None = None,
     ) -> UserRow:
-        await self.get(user_id, caller)  # unknown or not theirs: a 404 before costly hashing
+        """A change of name by the user or an admin; a change of email or password needs the
+        account's current password, whoever asks (an admin's token cannot take an account
+        over), and ends every token issued before it."""
+        user = await self.get(user_id, caller)  # unknown or not theirs: a 404 before hashing
+        if email is not None or password is not None:
+            if current_password is None:
+                raise InvalidInput(
+                    "current_password", "required to change the email or the password"
+                )
+            if not await self._passwords.verify(user.password_hash, current_password):
+                raise Forbidden("current_password is not this account's password")
         return await self._change(user_id, name=name, email=email, password=password)
 
     async def _change(
@@ -165,6 +199,12 @@ class UserService:
             if changed == current:
                 return current
             changed = replace(changed, updated_at=utcnow(), version=current.version + 1)
+            if (changed.password_hash, changed.email, changed.role) != (
+                current.password_hash,
+                current.email,
+                current.role,
+            ):  # new credentials: every token issued for the old ones dies
+                changed = replace(changed, token_generation=current.token_generation + 1)
             events = []
             if (changed.name, changed.email) != (current.name, current.email):
                 changed = replace(changed, event_sequence=current.event_sequence + 1)
@@ -183,5 +223,11 @@ class UserService:
                 raise Conflict(f"a user with email {changed.email!r} already exists") from None
             if written:
                 self._bus.committed(events)
+                if changed.token_generation != current.token_generation:
+                    self._credentials.changed(user_id, credentials_of(changed))
                 return changed
         raise Conflict(f"user {user_id!r} is being changed concurrently; try again")
+
+
+def credentials_of(user: UserRow) -> Credentials:
+    return Credentials(generation=user.token_generation, role=user.role)

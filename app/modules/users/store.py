@@ -32,6 +32,9 @@ users = sa.Table(
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("event_sequence", sa.Integer, nullable=False),
+    # Bumped with every change of password, email or role: tokens carry the one they were
+    # issued for, and the gateway refuses any other.
+    sa.Column("token_generation", sa.Integer, nullable=False, server_default="1"),
 )
 outbox = outbox_table(metadata)
 idempotency_keys = sa.Table(
@@ -57,6 +60,7 @@ class UserRow:
     updated_at: datetime
     version: int  # every change
     event_sequence: int  # every published event: what consumers order by (decision 9)
+    token_generation: int = 1  # every change of credentials (password, email, role)
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,43 @@ _by_email_keys = (
 )
 
 
+_credentials_by_id = sa.select(users.c.token_generation, users.c.role).where(
+    users.c.id == sa.bindparam("b_key")
+)
+
+
 class UsersStore(SqlDatabase):
     def __init__(self, url: str) -> None:
         super().__init__(url, metadata)
         self.outbox = SqlOutbox(self, outbox)
+
+    async def open(self) -> None:
+        await super().open()
+        await self._add_token_generation()
+
+    async def _add_token_generation(self) -> None:
+        """A users table created before tokens had generations gains the column (every
+        existing user at generation 1: their older tokens, which carry none, are refused)."""
+
+        def missing(connection: sa.Connection) -> bool:
+            columns = sa.inspect(connection).get_columns("users")
+            return "token_generation" not in {column["name"] for column in columns}
+
+        add = "ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 1"
+        try:
+            async with self.transaction() as connection:
+                if await connection.run_sync(missing):
+                    await connection.execute(sa.text(add))
+        except sa.exc.DBAPIError:
+            async with self.reading() as connection:  # a replica starting with us added it
+                if await connection.run_sync(missing):
+                    raise
+
+    async def credentials(self, user_id: str) -> tuple[int, Role] | None:
+        """A user's token generation and role, and nothing else: what the gateway checks."""
+        async with self.reading() as connection:
+            row = (await connection.execute(_credentials_by_id, {"b_key": user_id})).first()
+        return None if row is None else (row[0], row[1])
 
     async def insert(
         self, user: UserRow, events: list[Envelope], remember: IdempotentWrite | None = None
@@ -183,6 +220,7 @@ class UsersStore(SqlDatabase):
             "updated_at": user.updated_at,
             "version": user.version,
             "event_sequence": user.event_sequence,
+            "token_generation": user.token_generation,
         }
         try:
             async with self.transaction() as connection:
