@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.kernel.data_dir import make_private_file
 from app.settings import Settings
 
 NATS_HINT = (
@@ -169,14 +170,24 @@ def run(the_plan: Plan) -> int:
 def start_nats(the_plan: Plan, timeout: float = 10.0) -> subprocess.Popen[bytes]:
     """The private broker, ready before any process that needs it starts."""
     assert the_plan.nats is not None and the_plan.nats.port is not None
+    log: int = subprocess.DEVNULL
     if the_plan.nats_log is not None:
-        the_plan.nats_log.parent.mkdir(parents=True, exist_ok=True)
-    log = open(the_plan.nats_log, "ab") if the_plan.nats_log else subprocess.DEVNULL  # noqa: SIM115
+        make_private_file(the_plan.nats_log)  # 0600 in a 0700 dir, like every store file
+        log = os.open(the_plan.nats_log, os.O_WRONLY | os.O_APPEND)
     # Its own session: a Ctrl-C sent to the terminal's process group must not stop the broker
-    # before the processes that still flush to it.
-    process = subprocess.Popen(
-        the_plan.nats.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    # before the processes that still flush to it. umask 077: its JetStream files hold every
+    # event (personal data included), so they are the owner's alone.
+    try:
+        process = subprocess.Popen(
+            the_plan.nats.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            umask=0o077,
+        )
+    finally:
+        if log != subprocess.DEVNULL:
+            os.close(log)  # the child has its own copy
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

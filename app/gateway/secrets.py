@@ -13,6 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
+from app.kernel.data_dir import make_private_dir
 from app.settings import Settings
 
 log = logging.getLogger("app.gateway")
@@ -69,7 +70,7 @@ def resolve_secret_key(settings: Settings) -> str:
     path = Path(settings.data_dir).expanduser() / KEY_FILE
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)  # 0700, whatever the umask: the key must not be readable
     # Written aside, then linked into place: the file appears whole or not at all, and when
     # several processes start on one data dir (split mode) the first link wins for all.
     key = secrets.token_urlsafe(48)

@@ -167,6 +167,14 @@ def test_python_m_app_cluster_starts_the_split_and_stops_it_on_sigterm(
         # Every line a process printed is prefixed with its name.
         assert any(line.split("|")[0].split()[-1] == name for line in output.splitlines())
     assert (tmp_path / "data" / "nats-server.log").exists()
+    # The broker's log and its JetStream files (every event, personal data included) are the
+    # owner's alone, like the stores.
+    loose = [
+        f"{path} {oct(path.stat().st_mode & 0o777)}"
+        for path in [tmp_path / "data", *(tmp_path / "data").rglob("*")]
+        if path.stat().st_mode & 0o077
+    ]
+    assert loose == []
 
 
 @pytest.mark.services
