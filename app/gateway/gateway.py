@@ -8,8 +8,6 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 
 from app.gateway.admin import AdminController
 from app.gateway.auth import GatewayJWTAuth, identity_middleware, protected
@@ -17,7 +15,7 @@ from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
 from app.gateway.metrics import MetricsController
-from app.gateway.openapi import StrictStructSchemaPlugin
+from app.gateway.openapi import StrictStructSchemaPlugin, openapi_config
 from app.gateway.proof import BehindGateway, GatewayProofMiddleware
 from app.gateway.request_context import request_context
 from app.gateway.request_id import add_request_id_header
@@ -117,12 +115,9 @@ def build_gateway(
         ],
         before_request=check_input,
         **front_door(settings),
-        openapi_config=OpenAPIConfig(
+        openapi_config=openapi_config(
             title="Seams",
-            version="0.1.0",
             description="The seed's microservices in one process, behind one gateway.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
         ),
         plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings, process=process)],
         debug=False,

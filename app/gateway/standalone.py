@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
 from litestar.types import Scope
 
 from app.bus.credentials_over_nats import CredentialsOverNats
@@ -21,6 +20,7 @@ from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
 from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
+from app.gateway.openapi import openapi_config
 from app.gateway.proof import GatewayProof
 from app.gateway.proxy import Forwarder, forwarding_route
 from app.gateway.request_context import request_context
@@ -109,11 +109,9 @@ def build_standalone_gateway(
             *identity_middleware(settings, auth, runtime.credentials, runtime.token_checked),
         ],
         **front_door(settings),
-        openapi_config=OpenAPIConfig(
+        openapi_config=openapi_config(
             title="Seams gateway",
-            version="0.1.0",
             description="The gateway alone; each module's API is served by its process.",
-            path="/schema",
         ),
         plugins=[*tracing_plugins(settings, process=GATEWAY)],
         debug=False,

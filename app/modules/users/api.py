@@ -17,15 +17,25 @@ from app.kernel.problems import AUTHENTICATED, PUBLIC, WITH_BODY, problems
 from app.modules.users.service import UserService
 from app.modules.users.store import Profile, UserRow
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"\S")]
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"\S",
+        extra={"error": "a name needs at least one character that is not a space"},
+    ),
+]
 Email = Annotated[
     str,
     msgspec.Meta(
         min_length=3,
         max_length=254,
         # ASCII spaces spelled out: `\s` means different things to Python and to clients.
-        pattern=r"^[^@ \t\n\r\f\v]+@[^@ \t\n\r\f\v]+\.[^@ \t\n\r\f\v]+$",
+        # `(?!\n)$`: Python's `$` alone also matches before a final newline.
+        pattern=r"^[^@ \t\n\r\f\v]+@[^@ \t\n\r\f\v]+\.[^@ \t\n\r\f\v]+(?!\n)$",
         description="An email address; unique, compared case-insensitively.",
+        extra={"error": "not an email address"},
     ),
 ]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=128)]
