@@ -345,3 +345,18 @@ async def test_a_wrong_password_at_login_is_a_401_with_the_bearer_challenge() ->
 
     assert wrong.status_code == 401
     assert wrong.headers["www-authenticate"] == 'Bearer realm="seams"'
+
+
+async def test_wrong_current_passwords_count_as_failed_logins() -> None:
+    async with running(fast_settings(ephemeral="true", login_attempts_per_minute="2")) as seams:
+        user = await seams.register("Hu")
+        wrong = {"password": "new secret 1", "current_password": "not the one"}
+
+        answers = [
+            await seams.client.patch(
+                f"/api/users/{user['id']}", json=wrong, headers=user["headers"]
+            )
+            for _ in range(3)
+        ]
+
+    assert [a.status_code for a in answers] == [403, 403, 429]

@@ -273,8 +273,9 @@ async def log_in_admin(client: httpx.AsyncClient) -> None:
 
 
 def admin_headers() -> dict[str, str]:
-    """A bearer token signed with the shared secret like the gateway's own, for a stored
-    user nobody checks: what a module process refuses when the gateway is skipped."""
+    """An admin's bearer token signed with the shared secret, never issued by the users
+    module: what a direct call that skips the gateway carries (a module process refuses it,
+    whatever it says)."""
     settings = Settings.from_env({}, secret_key=SECRET)
     token = jwt_auth(settings, SECRET).create_token(
         identifier="test-admin", token_extras={"role": "admin"}

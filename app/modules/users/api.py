@@ -153,6 +153,7 @@ class UsersController(Controller):
             email=data.email,
             password=data.password,
             current_password=data.current_password,
+            client=request.client.host if request.client else "unknown",
         )
         return _out(user)
 

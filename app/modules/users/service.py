@@ -161,17 +161,23 @@ class UserService:
         email: str | None = None,
         password: str | None = None,
         current_password: str | None = None,
+        client: str = "unknown",
     ) -> UserRow:
         """A change of name by the user or an admin; a change of email or password needs the
         account's current password, whoever asks (an admin's token cannot take an account
-        over), and ends every token issued before it."""
+        over), and ends every token issued before it. A wrong one counts as a failed login
+        (a stolen token is no way around the login limits)."""
         user = await self.get(user_id, caller)  # unknown or not theirs: a 404 before hashing
         if email is not None or password is not None:
             if current_password is None:
                 raise InvalidInput(
                     "current_password", "required to change the email or the password"
                 )
-            if not await self._passwords.verify(user.password_hash, current_password):
+            self._logins.check(user.email, client)
+            if not await self._passwords.verify(
+                user.password_hash, current_password, client=client
+            ):
+                self._logins.failed(user.email, client)
                 raise Forbidden("current_password is not this account's password")
         return await self._change(user_id, name=name, email=email, password=password)
 
