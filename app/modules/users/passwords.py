@@ -1,15 +1,19 @@
-"""Password hashing with argon2id (argon2-cffi). Hashing is slow on purpose, so it runs in a
-worker thread, off the event loop, and only a few at a time: every hash and every check, for
-logins, registrations and password changes, takes a place at one `HashingGate`. A request that
-finds no place is answered at once, without hashing, so a flood of logins costs the flooder
-their answers and not the CPU everyone else's logins need."""
+"""Password hashing with argon2id (argon2-cffi). Hashing is slow on purpose, so it runs in
+threads of its own, off the event loop and below its priority, and only a few at a time: every
+hash and every check, for logins, registrations and password changes, takes a place at one
+`HashingGate`. A request that finds no place is answered at once, without hashing, so a flood
+of logins costs the flooder their answers and not the CPU everyone else's logins need."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
@@ -21,6 +25,7 @@ T = TypeVar("T")
 
 WAITING_PER_HASH_AT_ONCE = 4  # a full queue drains in about four hash times (well under 1 s)
 PER_CLIENT = 2  # places one client may hold: a flood from one address leaves room for others
+HASHING_NICENESS = 10  # how far below the event loop hashing threads run
 
 
 def make_hasher(profile: str) -> PasswordHasher:
@@ -48,6 +53,9 @@ class HashingGate:
         self.places = at_once + waiting
         self._per_client = per_client
         self._free_turns = at_once
+        self._threads = ThreadPoolExecutor(
+            at_once, thread_name_prefix="password-hashing", initializer=_below_the_event_loop
+        )
         self._waiting: list[tuple[str | None, asyncio.Future[None]]] = []
         self._held_by: Counter[str | None] = Counter()  # places: running and waiting
         self._working: set[asyncio.Task[Any]] = set()
@@ -82,7 +90,7 @@ class HashingGate:
         try:
             await self._turn(client)
             try:
-                return await asyncio.to_thread(work)
+                return await asyncio.get_running_loop().run_in_executor(self._threads, work)
             finally:
                 self._end_turn()
         finally:
@@ -115,6 +123,16 @@ class HashingGate:
         )
         _, turn = self._waiting.pop(fairest)
         turn.set_result(None)
+
+
+def _below_the_event_loop() -> None:
+    """Hashing threads yield the CPU to the event loop, so refusals and every other request
+    stay quick while hashes run; argon2's own lane threads inherit the niceness."""
+    if sys.platform == "linux":  # Linux alone sets one thread's niceness by its id
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            lower = min(os.getpriority(os.PRIO_PROCESS, thread) + HASHING_NICENESS, 19)
+            os.setpriority(os.PRIO_PROCESS, thread, lower)
 
 
 def _decrement(counts: Counter[str | None], client: str | None) -> None:

@@ -4,13 +4,21 @@ of places, and anything beyond is answered at once (503 or 429) without hashing.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from app.kernel.errors import TooManyRequests, Unavailable
-from app.modules.users.passwords import HashingGate, Passwords, hashes_at_once, make_hasher
+from app.modules.users.passwords import (
+    HASHING_NICENESS,
+    HashingGate,
+    Passwords,
+    hashes_at_once,
+    make_hasher,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +145,13 @@ def test_by_default_as_many_hashes_run_as_keep_the_cpus_busy() -> None:
 
     assert hashes_at_once(real, 3) == 3
     assert 1 <= hashes_at_once(real, 0) <= hashes_at_once(fast, 0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own niceness is Linux's")
+async def test_hashes_run_below_the_event_loops_priority() -> None:
+    gate = HashingGate(at_once=1, waiting=0)
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert await gate.run(niceness, "c1") == min(niceness() + HASHING_NICENESS, 19)
