@@ -178,3 +178,40 @@ async def test_a_flood_of_logins_does_not_delay_a_real_users_login_past_a_second
         )
         assert set(flood_answers) <= {401, 429, 503}
         assert flood_answers[401] < 300  # the excess was refused, not queued
+
+
+@pytest.mark.slow
+async def test_a_flood_from_many_addresses_is_refused_at_once_beyond_the_hashing_bound() -> None:
+    """300 logins from 300 addresses (no per-client limit bites), 64 in flight, real argon2id:
+    only a few are hashed at a time; the excess is a 503 with Retry-After at once, and nothing
+    is left queued: a real user's login right after gets in."""
+    settings = fast_settings(ephemeral="true", password_hashing="argon2id")
+    async with running(settings) as seams, client_from(seams, REAL_USER) as real:
+        user = await seams.register("Lou")
+        in_flight = asyncio.Semaphore(64)
+        answers: Counter[int] = Counter()
+        slowest_refusal = 0.0
+
+        async def guess(number: int) -> None:
+            nonlocal slowest_refusal
+            async with in_flight, client_from(seams, f"203.0.113.{number % 250}") as bot:
+                started = time.perf_counter()
+                answer = await log_in(bot, f"{uuid.uuid4().hex}@example.com", "guess")
+                answers[answer.status_code] += 1
+                if answer.status_code == 503:
+                    assert answer.headers["retry-after"] == "1"
+                    slowest_refusal = max(slowest_refusal, time.perf_counter() - started)
+
+        flood = [asyncio.create_task(guess(number)) for number in range(300)]
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.gather(*flood)
+        finally:
+            for task in flood:
+                task.cancel()
+        print(f"\nflood from 250 addresses: {dict(answers)}, slowest 503 {slowest_refusal:.3f} s")
+        assert set(answers) <= {401, 429, 503}
+        assert answers[503] > 200  # most were refused without hashing
+        assert slowest_refusal < 1.0
+        answer = await log_in(real, user["email"], PASSWORD)
+        assert answer.status_code == 200, answer.text
