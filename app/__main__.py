@@ -322,11 +322,16 @@ GRACEFUL_SECONDS = 10  # how long a stop waits for the requests in flight
 def run_uvicorn(app: Litestar, settings: Settings) -> int:
     import uvicorn
 
+    from app.transport import head_deadline_protocol, trusted_proxy_headers
+
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
     # found: a no-op one lets a clean stop exit with status 0 instead of dying of SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
-        app,
+        # X-Forwarded-For names the client only when a trusted proxy sent it: uvicorn's own
+        # proxy_headers (on by default) would believe any loopback client.
+        trusted_proxy_headers(app, settings),
+        proxy_headers=False,
         host=settings.host,
         port=settings.port,
         workers=1,
@@ -334,6 +339,8 @@ def run_uvicorn(app: Litestar, settings: Settings) -> int:
         log_config=None,  # keep the handlers configure_logging installed
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         access_log=False,  # app.access logs each request with its request id instead
+        http=head_deadline_protocol(settings.header_timeout_seconds),
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 
@@ -372,13 +379,15 @@ def run_granian(app: Litestar, settings: Settings) -> int:
     (SIGTERM, SIGINT) lets the requests in flight finish before the stores close."""
     import uvloop
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server.embed import Server
 
     from app.logs import configure_logging
+    from app.transport import trusted_proxy_headers
 
     log = logging.getLogger("app")
-    requests = InFlight(app)
+    requests = InFlight(trusted_proxy_headers(app, settings))
     server = Server(
         requests,
         address=settings.host,
@@ -387,6 +396,11 @@ def run_granian(app: Litestar, settings: Settings) -> int:
         log_level=LogLevels(settings.log_level.lower()),
         log_access=False,  # app.access logs each request with its request id instead
         backlog=1024,
+        # A request head must be whole in time once begun (hyper's timer; it also closes a
+        # kept-alive connection left idle: granian has no HTTP/1 keep-alive timeout).
+        http1_settings=HTTP1Settings(
+            header_read_timeout=round(settings.header_timeout_seconds * 1000)
+        ),
     )
     configure_logging(settings)  # granian configured logging its way: ours again
     for name in ("_granian", "granian.access"):  # its lines in our shape, like uvicorn's
