@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.settings import Settings, SettingsError
+from app.kernel.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from litestar import Litestar

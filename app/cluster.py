@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.kernel.data_dir import make_private_file
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 NATS_HINT = (
     "no nats-server on PATH: install it (Debian/Ubuntu: apt-get install nats-server; or a "

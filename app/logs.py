@@ -16,7 +16,7 @@ from typing import IO
 import msgspec
 
 from app.bus.context import current_cause, current_module, current_request_id
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 TEXT = "%(asctime)s %(levelname)s [%(request_id)s] %(module_name)s %(name)s: %(message)s"
 

@@ -20,9 +20,9 @@ from app.gateway.standalone import build_standalone_gateway
 from app.kernel.credentials import CurrentCredentials
 from app.kernel.idempotency import fingerprint_key
 from app.kernel.ids import new_id
-from app.kernel.module import Module
+from app.kernel.settings import Settings
+from app.modules.spec import Module
 from app.runtime import Runtime
-from app.settings import Settings
 
 
 def default_modules() -> list[Module]:

@@ -14,9 +14,9 @@ from app.kernel.boundaries import verify_boundaries
 from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.kernel.ids import utcnow
-from app.kernel.module import Assembly, Module, ModuleContext, Store
+from app.kernel.settings import Settings
 from app.kernel.tasks import cancel_and_wait
-from app.settings import Settings
+from app.modules.spec import Assembly, Module, ModuleContext, Store
 
 log = logging.getLogger("app")
 

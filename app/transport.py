@@ -23,8 +23,8 @@ import msgspec
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.networks import address_set
-from app.settings import Settings
+from app.kernel.networks import address_set
+from app.kernel.settings import Settings
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp

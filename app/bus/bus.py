@@ -21,11 +21,11 @@ from app.bus.envelope import Envelope, wrap
 from app.bus.events import Event, event_type_name
 from app.bus.outbox import OutboxRelay, OutboxSource
 from app.bus.retry import RetryPolicy
-from app.bus.tracing import current_traceparent, span
-from app.bus.tracing import refresh as refresh_tracing
 from app.bus.transport import Transport
 from app.kernel.errors import BoundaryViolation
 from app.kernel.ids import new_id
+from app.kernel.tracing import current_traceparent, span
+from app.kernel.tracing import refresh as refresh_tracing
 
 
 class Bus:

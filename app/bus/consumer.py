@@ -26,7 +26,7 @@ from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
 from app.bus.metrics import EVENTS, HANDLER_SECONDS
 from app.bus.retry import RetryPolicy
-from app.bus.tracing import context_of, span
+from app.kernel.tracing import context_of, span
 
 log = logging.getLogger("app.bus")
 

@@ -23,7 +23,7 @@ from litestar.security.jwt import JWTAuth, Token
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.kernel.identity import AccessToken, Caller, CredentialsDirectory, Role
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 PUBLIC = [
     "^/health$",

@@ -22,8 +22,8 @@ from app.gateway.request_id import add_request_id_header
 from app.gateway.topology import TopologyController
 from app.gateway.tracing import ModuleSpanMiddleware, tracing_plugins
 from app.kernel.errors import BoundaryViolation
+from app.kernel.settings import Settings
 from app.runtime import RunningModule, Runtime
-from app.settings import Settings
 
 
 def module_routers(running: RunningModule, *, traced: bool = True) -> list[Router]:

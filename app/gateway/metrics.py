@@ -24,8 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from app.kernel.networks import address_set
 from app.kernel.problems import problems
-from app.networks import address_set
 
 APP_NAME = "seams"
 # Litestar's labels in Litestar's order, then the module that serves the route.

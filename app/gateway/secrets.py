@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 
 from app.kernel.data_dir import make_private_dir
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 log = logging.getLogger("app.gateway")
 

@@ -25,8 +25,8 @@ from app.gateway.proof import GatewayProof
 from app.gateway.proxy import Forwarder, forwarding_route
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
-from app.kernel.module import Module
-from app.settings import Settings
+from app.kernel.settings import Settings
+from app.modules.spec import Module
 
 GATEWAY = "gateway"
 

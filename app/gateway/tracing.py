@@ -15,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 tracer = trace.get_tracer("seams.gateway")
 

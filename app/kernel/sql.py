@@ -32,8 +32,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from app.bus.tracing import tracing
 from app.kernel.data_dir import make_private_database
+from app.kernel.tracing import tracing
 
 tracer = trace.get_tracer("seams.stores")
 

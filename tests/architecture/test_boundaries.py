@@ -19,10 +19,10 @@ from litestar.exceptions import ImproperlyConfiguredException
 from app.gateway.topology import to_mermaid, topology_of
 from app.kernel.boundaries import verify_boundaries
 from app.kernel.errors import BoundaryViolation
-from app.kernel.module import Assembly, Module, ModuleContext
 from app.kernel.sql import SqlDatabase
 from app.main import create_app, default_modules
 from app.modules.payments.contracts import PaymentSucceeded
+from app.modules.spec import Assembly, Module, ModuleContext
 from tests.support.seams import fast_settings
 
 MODULE_FILES = {

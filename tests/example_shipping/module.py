@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar.di import Provide
 
-from app.kernel.module import Assembly, Module, ModuleContext
 from app.modules.payments.contracts import PaymentSucceeded
+from app.modules.spec import Assembly, Module, ModuleContext
 from tests.example_shipping.api import ShippingController
 from tests.example_shipping.contracts import ShipmentScheduled
 from tests.example_shipping.service import ShippingService

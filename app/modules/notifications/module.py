@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from litestar.di import Provide
 
-from app.kernel.module import Assembly, Module, ModuleContext
 from app.modules.notifications.api import NotificationsController
 from app.modules.notifications.email import EmailChannel
 from app.modules.notifications.service import NotificationService
 from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
+from app.modules.spec import Assembly, Module, ModuleContext
 from app.modules.users.contracts import UserRegistered, UserUpdated
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from litestar.di import Provide
 
 from app.kernel.idempotency import Idempotency
-from app.kernel.module import Assembly, Module, ModuleContext
 from app.modules.orders.api import OrdersController
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.orders.service import OrderService
 from app.modules.orders.store import OrderDocuments, open_order_documents
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from app.modules.spec import Assembly, Module, ModuleContext
 from app.modules.users.contracts import UserRegistered
 
 

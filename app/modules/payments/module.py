@@ -5,13 +5,13 @@ from __future__ import annotations
 from litestar.di import Provide
 
 from app.bus import RetryPolicy
-from app.kernel.module import Assembly, Module, ModuleContext
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.api import PaymentsController
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.payments.processor import CardProcessor
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentsStore
+from app.modules.spec import Assembly, Module, ModuleContext
 
 
 def assemble(context: ModuleContext) -> Assembly:

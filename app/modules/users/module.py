@@ -7,7 +7,7 @@ from litestar.di import Provide
 from app.kernel.credentials import CurrentCredentials
 from app.kernel.idempotency import Idempotency
 from app.kernel.identity import Credentials
-from app.kernel.module import Assembly, Module, ModuleContext
+from app.modules.spec import Assembly, Module, ModuleContext
 from app.modules.users.api import TokenController, UsersController
 from app.modules.users.contracts import UserRegistered, UserUpdated
 from app.modules.users.login_limits import LoginAttempts

@@ -1,0 +1,160 @@
+"""Typed settings, read once from APP_* environment variables and handed down.
+
+Nothing else reads os.environ. Every field is documented in the README's settings table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from app.kernel.networks import address_set
+
+PREFIX = "APP_"
+
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    server: Literal["uvicorn", "granian"] = "uvicorn"  # the ASGI server `python -m app` runs
+    data_dir: str = "./var"
+    ephemeral: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    # off; on: spans go to the provider the process set up (opentelemetry-instrument, tests);
+    # console: printed; otlp: sent to otlp_endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT).
+    tracing: Literal["off", "on", "console", "otlp"] = "off"
+    otlp_endpoint: str | None = None
+
+    users_db_url: str | None = None
+    orders_db_url: str | None = None
+    payments_db_url: str | None = None
+    notifications_db_url: str | None = None
+    bus_url: str = "memory://"
+    bus_db_url: str | None = None
+    # Split mode: the URL a module process announces for the gateway to forward to
+    # (default http://<host>:<port>, with 127.0.0.1 for a wildcard host).
+    advertise_url: str = ""
+
+    secret_key: str | None = None
+    access_token_minutes: Annotated[int, msgspec.Meta(ge=1)] = 60
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 6_000
+    login_attempts_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # Failed logins per client across all emails: stops one address trying many accounts, far
+    # above what the people behind one office NAT mistype in a minute.
+    login_failures_per_client_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # Failed logins per email across all clients: caps guesses at one account from many addresses.
+    login_failures_per_email_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 50
+    # Password hashes one process runs at once (more wait, a few; the rest get 503); 0: as
+    # many as the CPUs, counting the threads each argon2 hash runs.
+    password_hashes_at_once: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
+
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    password_hashing: Literal["argon2id", "argon2id-fast"] = "argon2id"
+    replica_wait_seconds: Seconds = 2.0
+    idempotency_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
+
+    # 8 attempts, 0.05 s doubling: ~6 s for what a handler waits on (a replica catching up,
+    # over a broker where event types travel apart) before a dead letter.
+    bus_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    bus_retry_base_seconds: Seconds = 0.05
+    bus_retry_max_seconds: Seconds = 5.0
+    outbox_sweep_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # Over NATS: how long the broker waits for a message's ack before delivering it again
+    # (to another replica, when the process that took it died).
+    bus_ack_wait_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
+    retention_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86_400.0
+    purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3_600.0
+
+    payment_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    payment_retry_base_seconds: Seconds = 0.1
+    payment_retry_max_seconds: Seconds = 5.0
+    slow_card_seconds: Seconds = 0.25
+    # Charges one payments process has at the card processor at once; more wait their turn.
+    processor_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
+
+    # The socket: X-Forwarded-For is believed only from these proxies (IPs, CIDRs; empty:
+    # never); how long a request head may take and an idle connection may stay; who may
+    # scrape /metrics (IPs, CIDRs; default loopback).
+    trusted_proxies: str = ""
+    header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    keep_alive_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 5
+    metrics_allow: str = "127.0.0.0/8,::1"
+
+    def __post_init__(self) -> None:
+        # A typo in an address list fails at startup, not as a silent hole later.
+        address_set(self.trusted_proxies, "trusted_proxies")
+        address_set(self.metrics_allow, "metrics_allow")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from APP_* variables; keyword overrides (command-line flags) win."""
+        environ = os.environ if environ is None else environ
+        fields = set(cls.__struct_fields__)
+        raw: dict[str, object] = {}
+        for key, value in environ.items():
+            name = key[len(PREFIX) :].lower()
+            if key.startswith(PREFIX) and name in fields:
+                raw[name] = value
+        raw.update({key: value for key, value in overrides.items() if value is not None})
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as error:
+            raise SettingsError(f"invalid setting: {_env_name(str(error))}") from error
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    def for_modules(self) -> Settings:
+        """What modules are handed: no store URLs and no secret key; each store is opened
+        for its module, and tokens are signed by the gateway."""
+        return msgspec.structs.replace(
+            self,
+            secret_key=None,
+            users_db_url=None,
+            orders_db_url=None,
+            payments_db_url=None,
+            notifications_db_url=None,
+            bus_db_url=None,
+        )
+
+    @property
+    def reachable_url(self) -> str:
+        """Where this process can be reached: APP_ADVERTISE_URL, or its own host and port."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def store_url(self, module: str) -> str:
+        """The module's own store URL: set explicitly, in memory, or a file in the data dir."""
+        explicit: str | None = getattr(self, f"{module}_db_url", None)
+        if explicit:
+            return explicit
+        if self.ephemeral:
+            return "sqlite:///:memory:"
+        path = Path(self.data_dir).expanduser().resolve() / f"{module}.db"
+        return f"sqlite:///{path}"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _env_name(message: str) -> str:
+    """msgspec says `$.port`; the user set APP_PORT."""
+    if "`$." in message:
+        start = message.index("`$.") + 3
+        end = message.index("`", start)
+        field = message[start:end]
+        return message.replace(f"`$.{field}`", f"APP_{field.upper()}")
+    return message
