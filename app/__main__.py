@@ -208,10 +208,10 @@ def _new_password(from_stdin: bool) -> str:
 
 
 def cluster(settings: Settings, replicas: list[str], nats_url: str | None) -> int:
-    from app.cluster import ClusterError, parse_replicas, plan, run
     from app.gateway.secrets import MissingSecretKey, resolve_secret_key
     from app.kernel.data_dir import prepare_data_dir
     from app.main import default_modules
+    from app.split.cluster import ClusterError, parse_replicas, plan, run
 
     names = [module.name for module in default_modules()]
     if nats_url is None and settings.bus_url.startswith("nats://"):

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 from litestar import Litestar
 
 from app.bus import Bus, DeliveryStore, RetryPolicy
-from app.bus.credentials_over_nats import CredentialsAnswerer
-from app.bus.discovery import Announcer, Instance
 from app.bus.transport import InProcessTransport, Transport
-from app.gateway import build_gateway
 from app.gateway.auth import JwtIssuer, jwt_auth
-from app.gateway.proof import BehindGateway, GatewayProof
+from app.gateway.gateway import build_gateway, public_entrance
 from app.gateway.secrets import resolve_secret_key
-from app.gateway.standalone import build_standalone_gateway
-from app.kernel.credentials import CurrentCredentials
 from app.kernel.idempotency import fingerprint_key
-from app.kernel.ids import new_id
 from app.kernel.settings import Settings
 from app.modules.spec import Module
 from app.runtime import Runtime
+from app.split.gateway import build_standalone_gateway
+from app.split.module_process import behind_the_gateway
 
 
 def default_modules() -> list[Module]:
@@ -39,7 +34,7 @@ def create_transport(settings: Settings) -> Transport:
     if settings.bus_url in ("", "memory://"):
         return InProcessTransport()
     if settings.bus_url.startswith("nats://"):
-        from app.bus.nats_transport import NatsTransport
+        from app.split.nats_transport import NatsTransport
 
         return NatsTransport(settings.bus_url, ack_wait_seconds=settings.bus_ack_wait_seconds)
     raise ValueError(
@@ -80,10 +75,8 @@ def create_app(
     auth = jwt_auth(settings, secret_key)
     runtime = Runtime(settings, bus, chosen, JwtIssuer(auth), fingerprint_key(secret_key))
     if only is not None:
-        if isinstance(runtime.credentials, CurrentCredentials):  # the users module runs here
-            runtime.services.append(CredentialsAnswerer(settings.bus_url, runtime.credentials))
-        return build_gateway(runtime, auth, behind=_behind_gateway(settings, chosen, secret_key))
-    return build_gateway(runtime, auth)
+        return build_gateway(runtime, behind_the_gateway(runtime, secret_key))
+    return build_gateway(runtime, public_entrance(runtime, auth))
 
 
 def create_gateway_app(
@@ -123,16 +116,3 @@ def _require_broker(settings: Settings, what: str) -> None:
             f"{what} with --ephemeral needs APP_SECRET_KEY: every process of the split must "
             "sign and check tokens with the same key (`python -m app cluster` sets one)"
         )
-
-
-def _behind_gateway(
-    settings: Settings, modules: Sequence[Module], secret_key: str
-) -> BehindGateway:
-    instance = Instance(
-        modules=tuple(module.name for module in modules),
-        instance=new_id(),
-        url=settings.reachable_url,
-        pid=os.getpid(),
-    )
-    announcer = Announcer(settings.bus_url, instance, wait_for_listener=True)
-    return BehindGateway(GatewayProof(secret_key), announcer)

@@ -1,6 +1,6 @@
 """The event bus: envelopes, the in-process transport, consumers with retries, the outbox relay.
 
-The NATS JetStream transport lives in app.bus.nats_transport, imported only by the
+The NATS JetStream transport lives in app.split.nats_transport, imported only by the
 composition root when APP_BUS_URL asks for it (nats-py costs ~90 ms to import)."""
 
 from app.bus.bus import Bus, ModuleBus

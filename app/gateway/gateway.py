@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
+from litestar.types import ControllerRouterHandler, Middleware, OnAppInitHandler
 
 from app.gateway.admin import AdminController
 from app.gateway.auth import GatewayJWTAuth, identity_middleware, protected
@@ -16,7 +18,6 @@ from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
 from app.gateway.metrics import MetricsController
 from app.gateway.openapi import StrictStructSchemaPlugin, openapi_config
-from app.gateway.proof import BehindGateway, GatewayProofMiddleware
 from app.gateway.request_context import request_context
 from app.gateway.request_id import add_request_id_header
 from app.gateway.topology import TopologyController
@@ -66,52 +67,56 @@ def front_door(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_gateway(
-    runtime: Runtime, auth: GatewayJWTAuth, *, behind: BehindGateway | None = None
-) -> Litestar:
-    """The monolith's gateway around every module; with `behind`, a module process of the
-    split mode: the same modules' routes, which only the gateway's requests reach."""
+@dataclass(frozen=True)
+class Entrance:
+    """How requests come into a gateway app, the one thing that differs between the
+    monolith's and a split module process's (app/split/module_process.py)."""
+
+    identity: Sequence[Middleware]  # who the caller is: a bearer token, or the gateway's proof
+    own_routes: Sequence[ControllerRouterHandler]  # the gateway's, beside health and metrics
+    on_app_init: Sequence[OnAppInitHandler] = ()
+    process: str = "monolith"  # how its spans name the process
+
+
+def public_entrance(runtime: Runtime, auth: GatewayJWTAuth) -> Entrance:
+    """The monolith's: it authenticates callers itself and serves the topology and admin."""
+    return Entrance(
+        identity=identity_middleware(runtime.settings, auth, runtime.credentials, protected(auth)),
+        own_routes=[TopologyController, AdminController],
+        on_app_init=[auth.on_app_init],
+    )
+
+
+def build_gateway(runtime: Runtime, entrance: Entrance) -> Litestar:
+    """The gateway around the runtime's modules: their routes under /api/<prefix>, health,
+    metrics, and what the entrance adds."""
     settings = runtime.settings
     traced = settings.tracing != "off"
-    process = "monolith" if behind is None else ",".join(m.module.name for m in runtime.modules)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         await runtime.start()
         try:
-            if behind is not None:
-                await behind.announcer.start()
             yield
         finally:
-            if behind is not None:
-                await behind.announcer.stop()  # the gateway stops sending here first
             await runtime.stop()
-
-    if behind is None:
-        own_routes: list[Any] = [TopologyController, AdminController]
-        identity: list[Any] = identity_middleware(
-            settings, auth, runtime.credentials, protected(auth)
-        )
-    else:  # the gateway process authenticates, limits and serves the topology
-        own_routes = [AdminController]  # this process's bus, for its operators and tests
-        identity = [GatewayProofMiddleware(behind.proof)]
 
     app = Litestar(
         route_handlers=[
             HealthController,
             MetricsController,
-            *own_routes,
+            *entrance.own_routes,
             *(
                 router
                 for running in runtime.modules
                 for router in module_routers(running, traced=traced)
             ),
         ],
-        on_app_init=[auth.on_app_init] if behind is None else [],
+        on_app_init=list(entrance.on_app_init),
         lifespan=[lifespan],
         middleware=[
             request_context(runtime.owner_of),  # request id, module, access log, metrics
-            *identity,
+            *entrance.identity,
         ],
         before_request=check_input,
         **front_door(settings),
@@ -119,7 +124,7 @@ def build_gateway(
             title="Seams",
             description="The seed's microservices in one process, behind one gateway.",
         ),
-        plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings, process=process)],
+        plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings, process=entrance.process)],
         debug=False,
     )
     app.state.runtime = runtime

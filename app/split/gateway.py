@@ -1,7 +1,7 @@
 """`python -m app gateway`: the gateway as its own process, in front of module processes.
 
 It runs no module: it authenticates, limits, tags requests with their id, and forwards each
-/api/<prefix> to a live instance of the module that declared the prefix (app/gateway/proxy.py),
+/api/<prefix> to a live instance of the module that declared the prefix (app/split/forwarding.py),
 found through discovery on NATS. Its /ready is 200 only while every module has a live
 instance and the broker answers.
 """
@@ -14,19 +14,19 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.types import Scope
 
-from app.bus.credentials_over_nats import CredentialsOverNats
-from app.bus.discovery import Directory
 from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
 from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
 from app.gateway.openapi import openapi_config
-from app.gateway.proof import GatewayProof
-from app.gateway.proxy import Forwarder, forwarding_route
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
 from app.kernel.settings import Settings
 from app.modules.spec import Module
+from app.split.credentials import CredentialsOverNats
+from app.split.discovery import Directory
+from app.split.forwarding import Forwarder, forwarding_route
+from app.split.proof import GatewayProof
 
 GATEWAY = "gateway"
 

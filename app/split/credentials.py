@@ -11,7 +11,6 @@ TTL_SECONDS old), updated at once by a change it hears of.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 
@@ -19,14 +18,14 @@ import msgspec
 import nats
 import nats.errors
 from litestar.exceptions import ServiceUnavailableException
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from app.kernel.credentials import CurrentCredentials
 from app.kernel.identity import Credentials
+from app.split.nats import BrokerConnection
 
-log = logging.getLogger("app.bus.credentials")
+log = logging.getLogger("app.split.credentials")
 
 ASK = "seams.credentials.get"
 CHANGED = "seams.credentials.changed"
@@ -39,43 +38,35 @@ class Change(msgspec.Struct, frozen=True):
     credentials: Credentials | None
 
 
-async def _connect(url: str, name: str) -> Client:
-    return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2
-    )
-
-
 class CredentialsAnswerer:
     """In a users process: answers the gateway's questions, and tells it of each change."""
 
     def __init__(self, nats_url: str, credentials: CurrentCredentials) -> None:
         self._url = nats_url
         self._credentials = credentials
-        self._connection: Client | None = None
+        self._broker = BrokerConnection(nats_url, f"seams-credentials-{os.getpid()}")
         self._sending: set[asyncio.Task[None]] = set()
         credentials.on_change(self._changed)
 
     async def start(self) -> None:
-        self._connection = await _connect(self._url, f"seams-credentials-{os.getpid()}")
-        await self._connection.subscribe(ASK, queue=ANSWERERS, cb=self._answer)
+        connection = await self._broker.open()
+        await connection.subscribe(ASK, queue=ANSWERERS, cb=self._answer)
 
     async def _answer(self, message: Msg) -> None:
         credentials = await self._credentials.fresh(message.data.decode())
         await message.respond(msgspec.json.encode(credentials))
 
     def _changed(self, user_id: str, credentials: Credentials | None) -> None:
-        if self._connection is None:
+        connection = self._broker.client
+        if connection is None:
             return
         change = msgspec.json.encode(Change(user_id, credentials))
-        task = asyncio.get_running_loop().create_task(self._connection.publish(CHANGED, change))
+        task = asyncio.get_running_loop().create_task(connection.publish(CHANGED, change))
         self._sending.add(task)  # kept until sent: a task only weakly referenced may vanish
         task.add_done_callback(self._sending.discard)
 
     async def stop(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._connection.drain()
-            self._connection = None
+        await self._broker.close(drain=True)
 
 
 class CredentialsOverNats:
@@ -85,12 +76,12 @@ class CredentialsOverNats:
         self._url = nats_url
         self._ask_seconds = ask_seconds
         self._memory = CurrentCredentials(self._ask)
-        self._connection: Client | None = None
+        self._broker = BrokerConnection(nats_url, f"seams-gateway-credentials-{os.getpid()}")
         self._changes: Subscription | None = None
 
     async def start(self) -> None:
-        self._connection = await _connect(self._url, f"seams-gateway-credentials-{os.getpid()}")
-        self._changes = await self._connection.subscribe(CHANGED, cb=self._heard)
+        connection = await self._broker.open()
+        self._changes = await connection.subscribe(CHANGED, cb=self._heard)
 
     async def current(self, user_id: str) -> Credentials | None:
         return await self._memory.current(user_id)
@@ -104,12 +95,11 @@ class CredentialsOverNats:
         self._memory.heard(change.user_id, change.credentials)
 
     async def _ask(self, user_id: str) -> Credentials | None:
-        if self._connection is None:
+        connection = self._broker.client
+        if connection is None:
             raise ServiceUnavailableException("the gateway is not connected to the broker yet")
         try:
-            answer = await self._connection.request(
-                ASK, user_id.encode(), timeout=self._ask_seconds
-            )
+            answer = await connection.request(ASK, user_id.encode(), timeout=self._ask_seconds)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as error:
             raise ServiceUnavailableException(
                 "no users process answered to check the token's credentials: start one "
@@ -119,7 +109,4 @@ class CredentialsOverNats:
         return msgspec.json.decode(answer.data, type=Credentials | None)
 
     async def stop(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._connection.close()
-            self._connection = None
+        await self._broker.close()

@@ -1,0 +1,224 @@
+"""The gateway alone (split mode): authenticate, then forward /api/<module>/… to a live
+instance of the module that owns the prefix, streaming both bodies.
+
+Which module owns which prefix comes from the modules' declarations; where their instances
+are comes from discovery (app/bus/discovery.py), never from a list of URLs. A module with
+no live instance is a 503 naming it, at once: the gateway never waits for one to appear.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import httpx
+from litestar import Request, Response, route
+from litestar.background_tasks import BackgroundTask
+from litestar.enums import HttpMethod
+from litestar.response import Stream
+from opentelemetry import propagate
+
+from app.gateway.request_id import request_id_of
+from app.kernel.errors import DomainError, NotFound, Unavailable
+from app.kernel.identity import Caller
+from app.split.discovery import Instance
+from app.split.proof import HEADER as PROOF_HEADER
+from app.split.proof import GatewayProof
+
+log = logging.getLogger("app.split.forwarding")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and what the gateway sets itself: never forwarded.
+_REQUEST_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",  # the module gets the proof instead of the user's token
+        PROOF_HEADER,
+        "traceparent",
+        "tracestate",
+        "x-request-id",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-type",  # passed as the media type
+        "date",
+        "server",
+        "x-request-id",  # the gateway's own hook sets it (the same id)
+    }
+)
+METHODS = [
+    HttpMethod.GET,
+    HttpMethod.POST,
+    HttpMethod.PUT,
+    HttpMethod.PATCH,
+    HttpMethod.DELETE,
+]
+
+
+class Upstreams(Protocol):
+    def pick(self, module: str) -> Instance | None: ...
+
+    def forget(self, instance: Instance) -> None: ...
+
+
+class Forwarder:
+    """Where a prefix goes and how a request gets there."""
+
+    def __init__(
+        self,
+        owners: Mapping[str, str],
+        upstreams: Upstreams,
+        proof: GatewayProof,
+        *,
+        connect_seconds: float = 2.0,
+        read_seconds: float = 60.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.owners = dict(owners)  # /api/<prefix> -> module
+        self.upstreams = upstreams
+        self.proof = proof
+        self._timeout = httpx.Timeout(read_seconds, connect=connect_seconds)
+        self._client = client  # made on first use unless given (a test's mock transport)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                follow_redirects=False,
+                # Idle connections are let go before the module's server closes them (uvicorn:
+                # after 5 s), so a request never goes out on a connection being closed.
+                limits=httpx.Limits(
+                    max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+                ),
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def owner_of(self, path: str) -> str | None:
+        parts = path.split("/", 3)  # "", "api", prefix, rest
+        if len(parts) < 3 or parts[1] != "api":
+            return None
+        return self.owners.get(parts[2])
+
+    async def forward(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        path = request.scope["path"]
+        module = self.owner_of(path)
+        if module is None:
+            raise NotFound(f"no module serves {path}")
+        body = await request.body()  # bounded by request_max_body_size (413 beyond it)
+        headers = self._headers_for(request, path)
+        tried: set[str] = set()
+        dropped = 0
+        while True:
+            instance = self.upstreams.pick(module)
+            if instance is None or instance.key in tried:
+                raise Unavailable(
+                    f"module {module!r} has no live instance: start one "
+                    f"(python -m app --modules {module}) and retry",
+                    headers={"Retry-After": "1"},
+                )
+            tried.add(instance.key)
+            upstream = self.client.build_request(
+                request.method,
+                instance.url + request.scope.get("raw_path", path.encode()).decode("latin-1"),
+                params=request.scope.get("query_string", b"").decode("latin-1") or None,
+                headers=headers,
+                content=body,
+            )
+            try:
+                answer = await self.client.send(upstream, stream=True)
+            except httpx.ConnectError as error:
+                # Nothing reached it: the instance is gone. Try another one, if any.
+                log.warning("instance %s of %s refused: %r", instance.key, module, error)
+                self.upstreams.forget(instance)
+                continue
+            except httpx.TimeoutException as error:
+                raise Unavailable(
+                    f"module {module!r} did not answer in time ({error.__class__.__name__})",
+                    headers={"Retry-After": "1"},
+                ) from None
+            except httpx.TransportError as error:
+                # The connection broke after the request went out: it may have taken effect.
+                # Send it again only when that is harmless, once.
+                log.warning("instance %s of %s dropped %s: %r", instance.key, module, path, error)
+                if dropped == 0 and _repeatable(request):
+                    dropped += 1
+                    tried.discard(instance.key)
+                    continue
+                raise BadGateway(
+                    f"module {module!r} dropped the connection before answering; the request "
+                    "may have taken effect: send it again with the same Idempotency-Key"
+                ) from None
+            return Stream(
+                _body_of(answer),
+                status_code=answer.status_code,
+                headers={k: v for k, v in answer.headers.items() if k not in _RESPONSE_DROP},
+                media_type=answer.headers.get("content-type"),
+                background=BackgroundTask(answer.aclose),
+            )
+
+    def _headers_for(self, request: Request[Any, Any, Any], path: str) -> dict[str, str]:
+        caller = request.scope.get("user")
+        headers = {k: v for k, v in request.headers.items() if k not in _REQUEST_DROP}
+        headers[PROOF_HEADER] = self.proof.issue(
+            caller=caller if isinstance(caller, Caller) else None,
+            method=request.method,
+            path=path,
+            client_host=request.client.host if request.client else None,
+        )
+        headers["x-request-id"] = request_id_of(request.scope)
+        propagate.inject(headers)  # the module's spans join this request's trace
+        return headers
+
+
+class BadGateway(DomainError):
+    status = 502
+    title = "Bad gateway"
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _repeatable(request: Request[Any, Any, Any]) -> bool:
+    """Idempotent by its method, or made so by an Idempotency-Key the module honours."""
+    return request.method in _SAFE_METHODS or "idempotency-key" in request.headers
+
+
+async def _body_of(answer: httpx.Response) -> AsyncIterator[bytes]:
+    async for chunk in answer.aiter_raw():
+        yield chunk
+
+
+def forwarding_route(forwarder: Forwarder) -> Any:
+    @route(
+        ["/api/{prefix:str}", "/api/{prefix:str}/{rest:path}"],
+        http_method=METHODS,
+        opt={"public": True},  # identity_middleware authenticates; modules authorize
+        include_in_schema=False,
+        name="forward",
+    )
+    async def forward(request: Request[Any, Any, Any]) -> Response[Any]:
+        return await forwarder.forward(request)
+
+    return forward

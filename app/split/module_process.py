@@ -1,0 +1,36 @@
+"""A module process of the split mode (`python -m app --modules payments`): its modules' routes
+behind the gateway process alone, announced so that the gateway finds it."""
+
+from __future__ import annotations
+
+import os
+
+from app.gateway.admin import AdminController
+from app.gateway.gateway import Entrance
+from app.kernel.credentials import CurrentCredentials
+from app.kernel.ids import new_id
+from app.runtime import Runtime
+from app.split.credentials import CredentialsAnswerer
+from app.split.discovery import Announcer, Instance
+from app.split.proof import GatewayProof, GatewayProofMiddleware
+
+
+def behind_the_gateway(runtime: Runtime, secret_key: str) -> Entrance:
+    """Only requests the gateway signed get in (it authenticates, limits and serves the
+    topology); the process announces itself while it runs, and a process with the module
+    owning credentials answers the gateway's questions about them."""
+    settings = runtime.settings
+    if isinstance(runtime.credentials, CurrentCredentials):
+        runtime.services.append(CredentialsAnswerer(settings.bus_url, runtime.credentials))
+    names = tuple(running.module.name for running in runtime.modules)
+    instance = Instance(
+        modules=names, instance=new_id(), url=settings.reachable_url, pid=os.getpid()
+    )
+    # Started last and stopped first (runtime services): the gateway stops sending here
+    # before the modules stop.
+    runtime.services.append(Announcer(settings.bus_url, instance, wait_for_listener=True))
+    return Entrance(
+        identity=[GatewayProofMiddleware(GatewayProof(secret_key))],
+        own_routes=[AdminController],  # this process's bus, for its operators and tests
+        process=",".join(names),
+    )

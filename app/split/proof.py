@@ -1,0 +1,131 @@
+"""The gateway's proof of identity, for module processes in split mode.
+
+In split mode a module process is reachable on its own port, but only the gateway may talk
+to it. The gateway authenticates the caller (the user's bearer token), then signs a short
+proof for each request it forwards: who the caller is (or that there is none, for
+registration and login), the client's address, and the method and path it forwards. A
+module process accepts a request only with a valid proof for that very method and path;
+anything else is a 401, whatever bearer token it carries.
+
+The proof is an HS256 JWT signed with a key derived from APP_SECRET_KEY, not the key user
+tokens are signed with: a user token is never a proof, and a proof is never a user token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from app.kernel.identity import Caller
+
+HEADER = "x-seams-gateway-proof"
+AUDIENCE = "seams-modules"
+ALGORITHM = "HS256"
+LIFETIME_SECONDS = 30
+# What a module process answers without a proof: probes and scrapes, not the API.
+OPEN_PATHS = ("/health", "/ready", "/metrics")
+
+
+def proof_key(secret_key: str) -> bytes:
+    return hmac.new(secret_key.encode(), b"seams: the gateway's proof", hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class Proven:
+    caller: Caller | None
+    client_host: str | None
+
+
+class GatewayProof:
+    def __init__(self, secret_key: str, *, lifetime_seconds: int = LIFETIME_SECONDS) -> None:
+        self._key = proof_key(secret_key)
+        self._lifetime = lifetime_seconds
+
+    def issue(
+        self, *, caller: Caller | None, method: str, path: str, client_host: str | None
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + self._lifetime,
+            "mth": method,
+            "pth": path,
+        }
+        if caller is not None:
+            claims["sub"] = caller.id
+            claims["role"] = caller.role
+        if client_host is not None:
+            claims["cip"] = client_host
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def verify(self, token: str, *, method: str, path: str) -> Proven:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                options={"require": ["exp", "iat", "aud", "mth", "pth"]},
+            )
+        except jwt.PyJWTError as error:
+            raise NotAuthorizedException(f"the gateway's proof is not valid: {error}") from None
+        if claims["mth"] != method or claims["pth"] != path:
+            raise NotAuthorizedException("the gateway's proof is for another request")
+        caller = None
+        if "sub" in claims:
+            role = claims.get("role")
+            if role not in ("user", "admin"):
+                raise NotAuthorizedException("the gateway's proof names an unknown role")
+            caller = Caller(id=str(claims["sub"]), role=role)
+        client = claims.get("cip")
+        return Proven(caller, client if isinstance(client, str) else None)
+
+
+def _open(path: str) -> bool:
+    """Answered without a proof: the probes, the scrape and the API docs."""
+    return path in OPEN_PATHS or path.startswith("/schema")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class GatewayProofMiddleware(ASGIMiddleware):
+    """In a module process: every request but the probes must come through the gateway.
+    The caller the proof names becomes request.user; a route that is not public needs one."""
+
+    def __init__(self, proof: GatewayProof) -> None:
+        self._proof = proof
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope["type"] != ScopeType.HTTP or _open(scope["path"]):
+            await next_app(scope, receive, send)
+            return
+        token = _header(scope, HEADER.encode())
+        if token is None:
+            raise NotAuthorizedException(
+                "this is a module process: send requests through the gateway"
+            )
+        proven = self._proof.verify(token, method=str(scope.get("method")), path=scope["path"])
+        scope["user"] = proven.caller
+        scope["auth"] = token
+        if proven.client_host is not None:
+            scope["client"] = (proven.client_host, 0)
+        route_handler = scope.get("route_handler")
+        public = route_handler is not None and route_handler.opt.get("public", False)
+        if proven.caller is None and not public:
+            raise NotAuthorizedException("this route needs a bearer token")
+        await next_app(scope, receive, send)
