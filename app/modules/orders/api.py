@@ -16,13 +16,12 @@ from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.kernel.problems import AUTHENTICATED, WITH_BODY, problems
 from app.modules.orders.currencies import CIRCULATING
-from app.modules.orders.service import OrderService
+from app.modules.orders.order import Order, OrderStatus
+from app.modules.orders.service import OrderRequest, OrderService
 
 MAX_ITEMS = 100
 MAX_QUANTITY = 1_000
 MAX_UNIT_PRICE = 100_000_000  # minor units; with the other limits every total stays below 2^53
-
-Status = Literal["PENDING", "PAID", "CANCELLED", "REFUNDED"]
 
 # The circulating ISO 4217 codes, as an enum in the schema: clients and fuzzers see
 # exactly which codes are accepted.
@@ -71,7 +70,7 @@ class PlaceOrder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class OrderOut(msgspec.Struct):
     id: str
     user_id: str
-    status: Status
+    status: OrderStatus
     total: int
     currency: str
     items: list[OrderLine]
@@ -79,19 +78,10 @@ class OrderOut(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
 
-
-def _out(order: dict[str, Any]) -> OrderOut:
-    return OrderOut(
-        id=order["_id"],
-        user_id=order["user_id"],
-        status=order["status"],
-        total=order["total"],
-        currency=order["currency"],
-        items=[OrderLine(**item) for item in order["items"]],
-        cancel_requested=order["cancel_requested"],
-        created_at=datetime.fromisoformat(order["created_at"]),
-        updated_at=datetime.fromisoformat(order["updated_at"]),
-    )
+    @classmethod
+    def of(cls, order: Order) -> OrderOut:
+        """The order as clients see it (without its payment token or event sequence)."""
+        return msgspec.convert(order, cls, from_attributes=True)
 
 
 Orders = NamedDependency[OrderService]
@@ -120,23 +110,18 @@ class OrdersController(Controller):
         request: Me,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[OrderOut]:
-        order: dict[str, Any] = {
-            "caller": request.user,
-            "user_id": data.user_id,
-            "currency": data.currency,
-            "payment_token": data.payment_token,
-            "items": [msgspec.to_builtins(item) for item in data.items],
-        }
+        wanted = msgspec.convert(data, OrderRequest, from_attributes=True)
         if idempotency_key is None:
-            return Response(_out(await orders.place(**order)), status_code=201)
+            placed = await orders.place(request.user, wanted)
+            return Response(OrderOut.of(placed), status_code=201)
         write = orders.idempotent_write(
             scope=f"user:{request.user.id}",
             key=idempotency_key,
             fingerprint=fingerprint("POST /api/orders", msgspec.json.encode(data)),
             status=201,
-            render=lambda placed: msgspec.json.encode(_out(placed)),
+            render=lambda placed: msgspec.json.encode(OrderOut.of(placed)),
         )
-        stored, replayed = await orders.place_once(write, **order)
+        stored, replayed = await orders.place_once(write, request.user, wanted)
         return replay_response(stored, replayed, OrderOut)
 
     @get(
@@ -151,7 +136,7 @@ class OrdersController(Controller):
         request: Me,
         user_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
         status: Annotated[
-            Status | None, QueryParameter(description="Only orders in this status.")
+            OrderStatus | None, QueryParameter(description="Only orders in this status.")
         ] = None,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
@@ -159,7 +144,7 @@ class OrdersController(Controller):
         rows = await orders.page(
             request.user, user_id=user_id, status=status, after=cursor, limit=limit + 1
         )
-        return page_of([_out(row) for row in rows], limit)
+        return page_of([OrderOut.of(order) for order in rows], limit)
 
     @get(
         "/{order_id:str}",
@@ -168,7 +153,7 @@ class OrdersController(Controller):
         summary="Read an order",
     )
     async def get_order(self, order_id: OrderId, orders: Orders, request: Me) -> OrderOut:
-        return _out(await orders.get(order_id, request.user))
+        return OrderOut.of(await orders.get(order_id, request.user))
 
     @post(
         "/{order_id:str}/cancel",
@@ -187,4 +172,4 @@ class OrdersController(Controller):
     )
     async def cancel(self, order_id: OrderId, orders: Orders, request: Me) -> Response[OrderOut]:
         order, final = await orders.cancel(order_id, request.user)
-        return Response(_out(order), status_code=200 if final else 202)
+        return Response(OrderOut.of(order), status_code=200 if final else 202)

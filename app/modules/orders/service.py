@@ -1,51 +1,54 @@
-"""The orders domain: place, read and cancel orders; follow payments. No HTTP, no driver.
-
-An order and the events it causes are one document, written atomically: the events wait
-in the document's `outbox` until the relay has delivered them (decision 14).
+"""The orders module's use cases: place, read and cancel orders; follow payments. The rules
+are Order's (order.py); this file checks who asks, loads and saves, and publishes what the
+order's changes caused. No HTTP, no driver.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from app.bus import Envelope, Event, ModuleBus
+from app.bus import Envelope, ModuleBus
 from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, TryAgain
-from app.kernel.idempotency import Idempotency, IdempotentWrite, KeyTaken, StoredResponse
+from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
 from app.kernel.identity import Caller
-from app.kernel.ids import isoformat, new_id, utcnow
-from app.modules.orders.contracts import OrderCancelled, OrderPlaced
+from app.kernel.ids import new_id, utcnow
 from app.modules.orders.currencies import CIRCULATING_CODES
-from app.modules.orders.store import DuplicateIdempotencyKey, OrderDocuments
+from app.modules.orders.documents import OrderDocuments
+from app.modules.orders.order import Item, Order, OrderEvent, OrderStatus
+from app.modules.orders.store import OrderStore, StoredOrder
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered
 
-PENDING = "PENDING"
-PAID = "PAID"
-CANCELLED = "CANCELLED"
-REFUNDED = "REFUNDED"
-STATUSES = (PENDING, PAID, CANCELLED, REFUNDED)
-
 MAX_WRITE_RACES = 20
 
-Document = dict[str, Any]
+# An order's answer to one of its payment's events: Order.pay, Order.fail_payment, Order.refund.
+FollowPayment = Callable[[Order, datetime], tuple[Order, list[OrderEvent]]]
+
+
+class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a customer asks for: `place` checks it and makes it an Order."""
+
+    user_id: str | None  # the caller's own id, or None
+    currency: str
+    payment_token: str
+    items: tuple[Item, ...]
 
 
 class OrderService:
     def __init__(
         self,
-        store: OrderDocuments,
+        documents: OrderDocuments,
         bus: ModuleBus,
         *,
         replica_wait: float,
         idempotency: Idempotency,
     ) -> None:
-        self._store = store
+        self._store = OrderStore(documents)
         self._bus = bus
         self._replica_wait = replica_wait
         self._idempotency = idempotency
@@ -58,143 +61,82 @@ class OrderService:
     ) -> IdempotentWrite:
         return self._idempotency.write(scope, key, fingerprint, status, render)
 
-    async def place_once(self, write: IdempotentWrite, **order: Any) -> tuple[StoredResponse, bool]:
+    async def place_once(
+        self,
+        write: IdempotentWrite,
+        caller: Caller,
+        request: OrderRequest,
+    ) -> tuple[StoredResponse, bool]:
         """Place an order at most once per idempotency key: (the response, replayed?)."""
-        key = f"{write.scope}\x1f{write.key}"
-
-        async def find() -> StoredResponse | None:
-            found = await self._store.find_by_idempotency_key(key)
-            if found is None:
-                return None
-            stored = _stored_response(found["idempotency"])
-            if stored.expired:  # free the key for a new request
-                await self._store.forget_idempotency_key(found["_id"])
-                return None
-            return stored
 
         async def execute() -> bytes:
-            return write.render(await self.place(**order, remember=write))
+            return write.render(await self.place(caller, request, remember=write))
 
-        return await self._idempotency.run(write, find, execute)
+        return await self._idempotency.run(
+            write, lambda: self._store.remembered(write.scope, write.key), execute
+        )
 
     async def place(
-        self,
-        *,
-        caller: Caller,
-        user_id: str | None,
-        currency: str,
-        payment_token: str,
-        items: list[Document],
-        remember: IdempotentWrite | None = None,
-    ) -> Document:
-        if user_id is not None and user_id != caller.id:
+        self, caller: Caller, request: OrderRequest, *, remember: IdempotentWrite | None = None
+    ) -> Order:
+        if request.user_id is not None and request.user_id != caller.id:
             raise Forbidden(
                 "user_id must be your own id, or left out: orders are placed by their user"
             )
-        user_id = caller.id
-        if currency not in CIRCULATING_CODES:
+        if request.currency not in CIRCULATING_CODES:
             raise InvalidInput(
-                "currency", f"{currency!r} is not the ISO 4217 code of a circulating currency"
+                "currency",
+                f"{request.currency!r} is not the ISO 4217 code of a circulating currency",
             )
-        if not await self._user_known(user_id):
+        if not await self._user_known(caller.id):
             raise TryAgain(
-                f"user {user_id!r} is not known to orders yet: a registration reaches orders "
+                f"user {caller.id!r} is not known to orders yet: a registration reaches orders "
                 f"a moment after it is accepted; retry after the Retry-After delay",
             )
-        order_id = new_id()
-        total = sum(item["quantity"] * item["unit_price"] for item in items)
-        now = isoformat(utcnow())
-        placed = self._bus.envelope(
-            OrderPlaced(
-                order_id=order_id,
-                user_id=user_id,
-                total=total,
-                currency=currency,
-                payment_token=payment_token,
-            ),
-            aggregate_id=order_id,
-            sequence=1,
+        order, events = Order.place(
+            order_id=new_id(),
+            user_id=caller.id,
+            currency=request.currency,
+            payment_token=request.payment_token,
+            items=request.items,
+            now=utcnow(),
         )
-        order: Document = {
-            "_id": order_id,
-            "user_id": user_id,
-            "status": PENDING,
-            "total": total,
-            "currency": currency,
-            "items": items,
-            "payment_token": payment_token,
-            "cancel_requested": False,
-            "event_sequence": 1,
-            "created_at": now,
-            "updated_at": now,
-            "outbox": [msgspec.to_builtins(placed)],
-            "handled": [],
-        }
-        if remember is not None:
-            response = remember.response_for(order)
-            order["idempotency"] = {
-                "key": f"{remember.scope}\x1f{remember.key}",
-                "fingerprint": response.fingerprint,
-                "status": response.status,
-                "body": response.body.decode(),
-                "expires_at": isoformat(response.expires_at),
-            }
-        try:
-            await self._store.insert_order(order)
-        except DuplicateIdempotencyKey:
-            raise KeyTaken from None
-        self._bus.committed([placed])
+        envelopes = self._envelopes(order, events)
+        await self._store.insert(order, envelopes, remember)
+        self._bus.committed(envelopes)
         return order
 
-    async def get(self, order_id: str, caller: Caller) -> Document:
+    async def get(self, order_id: str, caller: Caller) -> Order:
         """Another user's order is a 404, like one that does not exist."""
-        order = await self._store.get_order(order_id)
-        if order is None or not caller.may_see(order["user_id"]):
-            raise NotFound(f"no order {order_id!r}")
-        return order
+        return (await self._visible(order_id, caller)).order
 
     async def page(
         self,
         caller: Caller,
         *,
         user_id: str | None,
-        status: str | None,
+        status: OrderStatus | None,
         after: str | None,
         limit: int,
-    ) -> list[Document]:
+    ) -> list[Order]:
         """A user lists only their own orders; an admin, anyone's."""
         if not caller.is_admin:
             if user_id not in (None, caller.id):
                 return []
             user_id = caller.id
-        return await self._store.list_orders(
-            user_id=user_id, status=status, after=after, limit=limit
-        )
+        return await self._store.page(user_id=user_id, status=status, after=after, limit=limit)
 
-    async def cancel(self, order_id: str, caller: Caller) -> tuple[Document, bool]:
-        """Cancel an order (decision 8). Returns the order and whether it is final already:
-        a PENDING order is CANCELLED at once; a PAID one waits for its refund."""
+    async def cancel(self, order_id: str, caller: Caller) -> tuple[Order, bool]:
+        """Cancel an order (docs/decisions/0008-cancel.md). Returns the order and whether it
+        is final already: a PENDING order is CANCELLED at once; a PAID one waits for its
+        refund."""
         for _ in range(MAX_WRITE_RACES):
-            order = await self.get(order_id, caller)
-            status = order["status"]
-            if status == PAID and order["cancel_requested"]:
-                return order, False
-            if status not in (PENDING, PAID):
-                raise Conflict(
-                    f"order {order_id!r} is {status}: only PENDING or PAID orders can be cancelled"
-                )
-            fields: Document = {"cancel_requested": True}
-            if status == PENDING:
-                fields["status"] = CANCELLED
-            changed = await self._write(
-                order,
-                fields,
-                OrderCancelled(
-                    order_id=order_id, user_id=order["user_id"], status_when_cancelled=status
-                ),
-            )
-            if changed is not None:
-                return changed, status == PENDING
+            stored = await self._visible(order_id, caller)
+            changed, events = stored.order.cancel(utcnow())
+            if not events:  # cancelled before: nothing to write
+                return changed, False
+            if await self._save(stored, changed, events):
+                return changed, changed.is_final
         raise Conflict(f"order {order_id!r} is changing concurrently; try again")
 
     # Events.
@@ -206,67 +148,66 @@ class OrderService:
             waiting[0].set()
 
     async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
-        await self._follow(event.order_id, envelope, {PENDING: PAID})
+        await self._follow(event.order_id, envelope, Order.pay)
 
     async def on_payment_failed(self, event: PaymentFailed, envelope: Envelope) -> None:
-        await self._follow(event.order_id, envelope, {PENDING: CANCELLED})
+        await self._follow(event.order_id, envelope, Order.fail_payment)
 
     async def on_payment_refunded(self, event: PaymentRefunded, envelope: Envelope) -> None:
         # A PAID order whose cancel was accepted ends REFUNDED; a CANCELLED one stays so.
-        await self._follow(event.order_id, envelope, {PAID: REFUNDED})
+        await self._follow(event.order_id, envelope, Order.refund)
 
     # Outbox (the relay's view of the orders store).
 
     async def pending(self, limit: int) -> list[Envelope]:
-        orders = await self._store.pending_outbox(limit)
-        return [msgspec.convert(entry, Envelope) for order in orders for entry in order["outbox"]]
+        return await self._store.pending(limit)
 
     async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
-        by_order: dict[str, list[str]] = defaultdict(list)
-        for envelope in envelopes:
-            by_order[envelope.aggregate_id].append(envelope.id)
-        for order_id, event_ids in by_order.items():
-            await self._store.remove_outbox_events(order_id, event_ids)
+        await self._store.mark_delivered(envelopes)
 
     # Inside.
 
-    async def _follow(self, order_id: str, cause: Envelope, moves: dict[str, str]) -> None:
-        """Apply a payment's outcome to its order once, whatever order it finds it in."""
+    async def _visible(self, order_id: str, caller: Caller) -> StoredOrder:
+        stored = await self._store.get(order_id)
+        if stored is None or not caller.may_see(stored.order.user_id):
+            raise NotFound(f"no order {order_id!r}")
+        return stored
+
+    async def _follow(self, order_id: str, cause: Envelope, follow: FollowPayment) -> None:
+        """Apply a payment's outcome to its order once, whatever status it finds it in."""
         for _ in range(MAX_WRITE_RACES):
-            order = await self._store.get_order(order_id)
-            if order is None:
+            stored = await self._store.get(order_id)
+            if stored is None:
                 raise NotFound(f"payment event {cause.id} names unknown order {order_id!r}")
-            if cause.id in order.get("handled", []):
+            if cause.id in stored.handled:
                 return
-            target = moves.get(order["status"])
-            fields: Document = {} if target is None else {"status": target}
-            if await self._write(order, fields, None, handled=cause.id) is not None:
+            changed, events = follow(stored.order, utcnow())
+            if await self._save(stored, changed, events, handled=cause.id):
                 return
         raise Conflict(f"order {order_id!r} kept changing while handling {cause.type}")
 
-    async def _write(
+    async def _save(
         self,
-        order: Document,
-        fields: Document,
-        event: Event | None,
+        stored: StoredOrder,
+        changed: Order,
+        events: Sequence[OrderEvent],
         *,
         handled: str | None = None,
-    ) -> Document | None:
-        events: list[Envelope] = []
-        if event is not None:
-            sequence = order["event_sequence"] + 1
-            events.append(self._bus.envelope(event, aggregate_id=order["_id"], sequence=sequence))
-            fields = {**fields, "event_sequence": sequence}
-        changed = await self._store.update_order(
-            order["_id"],
-            expected_rev=order["rev"],
-            set_fields={**fields, "updated_at": isoformat(utcnow())},
-            push_outbox=[msgspec.to_builtins(envelope) for envelope in events],
-            add_handled=handled,
-        )
-        if changed is not None:
-            self._bus.committed(events)
-        return changed
+    ) -> bool:
+        """Write the change and its events at once; hand the events on once committed."""
+        envelopes = self._envelopes(changed, events)
+        if not await self._store.save(stored, changed, envelopes, handled=handled):
+            return False
+        self._bus.committed(envelopes)
+        return True
+
+    def _envelopes(self, changed: Order, events: Sequence[OrderEvent]) -> list[Envelope]:
+        """The events in envelopes, numbered up to the order's event_sequence."""
+        first = changed.event_sequence - len(events) + 1
+        return [
+            self._bus.envelope(event, aggregate_id=changed.id, sequence=first + offset)
+            for offset, event in enumerate(events)
+        ]
 
     async def _user_known(self, user_id: str) -> bool:
         """Whether the replica has the user, waiting a bounded time for it to arrive."""
@@ -287,12 +228,3 @@ class OrderService:
             else:
                 self._arrivals[user_id] = (arrival, waiting - 1)
         return await self._store.knows_user(user_id)
-
-
-def _stored_response(record: Document) -> StoredResponse:
-    return StoredResponse(
-        fingerprint=record["fingerprint"],
-        status=record["status"],
-        body=record["body"].encode(),
-        expires_at=datetime.fromisoformat(record["expires_at"]),
-    )

@@ -1,85 +1,40 @@
-"""The orders module's private document store: a narrow port in pymongo's vocabulary.
+"""The orders module's private store: typed Orders over order documents.
 
-Two adapters implement it (ARCHITECTURE.md decision 14): JSON documents in SQLite for the
-data dir, --ephemeral and the benchmarks, and pymongo for mongomock (tests) or a real MongoDB.
+`open_order_documents` picks the document adapter by URL (documents.py is their port).
+`OrderStore` is the only place that knows a document's shape: `_id`, ISO dates, the order's
+pending outbox events, its inbox (`handled`) and its idempotent response. An order and the
+events it causes are one document, written atomically; the events wait in its `outbox`
+until the relay has delivered them (docs/decisions/0014-orders-store.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from app.bus import Envelope
+from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
+from app.kernel.ids import isoformat
+from app.modules.orders.documents import Document, DuplicateIdempotencyKey, OrderDocuments
+from app.modules.orders.order import Order, OrderStatus
+
+__all__ = [  # OrderDocuments too: the module spec names the port beside its factory
+    "ACCEPTED_SCHEMES",
+    "OrderDocuments",
+    "OrderStore",
+    "StoredOrder",
+    "open_order_documents",
+    "redact_password",
+]
 
 ACCEPTED_SCHEMES = ("sqlite://", "mongomock://", "mongodb://", "mongodb+srv://")
 DEFAULT_MONGO_DATABASE = "seams_orders"
-# Set by the adapter itself or by update_order's own arguments, so $set may not touch them.
-RESERVED_FIELDS = frozenset({"_id", "rev"})
-
-
-class DuplicateOrder(Exception):
-    """An order with this `_id` is already stored."""
-
-
-class DuplicateIdempotencyKey(Exception):
-    """An order created under this idempotency key (doc["idempotency"]["key"]) is stored."""
-
-
-class OrderDocuments(Protocol):
-    """Order documents (dicts of JSON values, `_id` a str) with a revision for optimistic writes."""
-
-    kind: str
-    display_url: str
-
-    async def open(self) -> None: ...
-
-    async def ping(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def insert_order(self, doc: dict[str, Any]) -> None: ...
-
-    async def get_order(self, order_id: str) -> dict[str, Any] | None: ...
-
-    async def update_order(
-        self,
-        order_id: str,
-        *,
-        expected_rev: int,
-        set_fields: dict[str, Any],
-        push_outbox: Sequence[dict[str, Any]] = (),
-        add_handled: str | None = None,
-    ) -> dict[str, Any] | None: ...
-
-    async def list_orders(
-        self, *, user_id: str | None, status: str | None, after: str | None, limit: int
-    ) -> list[dict[str, Any]]: ...
-
-    async def pending_outbox(self, limit: int) -> list[dict[str, Any]]: ...
-
-    async def remove_outbox_events(self, order_id: str, event_ids: Sequence[str]) -> None: ...
-
-    async def remember_user(self, user_id: str, sequence: int) -> None: ...
-
-    async def knows_user(self, user_id: str) -> bool: ...
-
-    # An order placed with an Idempotency-Key carries {"idempotency": {"key": …, …}};
-    # the key is unique across orders (DuplicateIdempotencyKey on insert).
-    async def find_by_idempotency_key(self, key: str) -> dict[str, Any] | None: ...
-
-    async def forget_idempotency_key(self, order_id: str) -> None: ...
-
-
-def check_set_fields(
-    set_fields: Mapping[str, Any], push_outbox: Sequence[Any], add_handled: str | None
-) -> None:
-    """Reject updates MongoDB would refuse or read as paths, so both adapters agree."""
-    for key in set_fields:
-        if key in RESERVED_FIELDS or key.startswith("$") or "." in key:
-            raise ValueError(f"set_fields may not contain {key!r}")
-    if "outbox" in set_fields and push_outbox:
-        raise ValueError("set_fields may not replace the outbox while pushing to it")
-    if "handled" in set_fields and add_handled is not None:
-        raise ValueError("set_fields may not replace handled while adding to it")
 
 
 def redact_password(url: str) -> str:
@@ -92,7 +47,7 @@ def redact_password(url: str) -> str:
 
 def open_order_documents(url: str) -> OrderDocuments:
     """Choose the adapter by URL; call open() on the result before use."""
-    # Adapters are imported here: they import DuplicateOrder from this module.
+    # Imported here, so a process pays for pymongo or mongomock only when it uses them.
     if url.startswith("sqlite://"):
         from app.modules.orders.store_sqlite import SqliteOrderDocuments
 
@@ -118,3 +73,139 @@ def open_order_documents(url: str) -> OrderDocuments:
         f"unsupported orders store URL {redact_password(url)!r}; "
         f"accepted schemes: {', '.join(ACCEPTED_SCHEMES)}"
     )
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    """An order as read, with what writing it back needs: its revision (optimistic writes)
+    and the ids of the events already applied to it (its inbox)."""
+
+    order: Order
+    rev: int
+    handled: Sequence[str]
+
+
+class OrderStore:
+    """Orders in and out of their documents: the one mapping between the two shapes."""
+
+    def __init__(self, documents: OrderDocuments) -> None:
+        self._documents = documents
+
+    async def insert(
+        self, order: Order, events: Sequence[Envelope], remember: IdempotentWrite | None = None
+    ) -> None:
+        """The order, its events and (with a key) the response to replay, in one write."""
+        document = _document(order)
+        document["outbox"] = [msgspec.to_builtins(envelope) for envelope in events]
+        document["handled"] = []
+        if remember is not None:
+            response = remember.response_for(order)
+            document["idempotency"] = {
+                "key": _idempotency_key(remember.scope, remember.key),
+                "fingerprint": response.fingerprint,
+                "status": response.status,
+                "body": response.body.decode(),
+                "expires_at": isoformat(response.expires_at),
+            }
+        try:
+            await self._documents.insert_order(document)
+        except DuplicateIdempotencyKey:
+            raise KeyTaken from None
+
+    async def get(self, order_id: str) -> StoredOrder | None:
+        document = await self._documents.get_order(order_id)
+        if document is None:
+            return None
+        return StoredOrder(_order(document), document["rev"], document.get("handled", []))
+
+    async def save(
+        self,
+        stored: StoredOrder,
+        changed: Order,
+        events: Sequence[Envelope],
+        *,
+        handled: str | None = None,
+    ) -> bool:
+        """Write what changed, its events and `handled` (an applied event's id) at once,
+        only if nobody wrote the order since it was read: False, and nothing written, if so."""
+        before = _document(stored.order)
+        fields = {
+            name: value for name, value in _document(changed).items() if before[name] != value
+        }
+        written = await self._documents.update_order(
+            changed.id,
+            expected_rev=stored.rev,
+            set_fields=fields,
+            push_outbox=[msgspec.to_builtins(envelope) for envelope in events],
+            add_handled=handled,
+        )
+        return written is not None
+
+    async def page(
+        self, *, user_id: str | None, status: OrderStatus | None, after: str | None, limit: int
+    ) -> list[Order]:
+        documents = await self._documents.list_orders(
+            user_id=user_id,
+            status=None if status is None else status.value,
+            after=after,
+            limit=limit,
+        )
+        return [_order(document) for document in documents]
+
+    async def remembered(self, scope: str, key: str) -> StoredResponse | None:
+        """The response stored for a key; an expired one is forgotten (the key is free)."""
+        document = await self._documents.find_by_idempotency_key(_idempotency_key(scope, key))
+        if document is None:
+            return None
+        record = document["idempotency"]
+        stored = StoredResponse(
+            fingerprint=record["fingerprint"],
+            status=record["status"],
+            body=record["body"].encode(),
+            expires_at=datetime.fromisoformat(record["expires_at"]),
+        )
+        if stored.expired:
+            await self._documents.forget_idempotency_key(document["_id"])
+            return None
+        return stored
+
+    async def remember_user(self, user_id: str, sequence: int) -> None:
+        await self._documents.remember_user(user_id, sequence)
+
+    async def knows_user(self, user_id: str) -> bool:
+        return await self._documents.knows_user(user_id)
+
+    # The outbox relay's view (app/bus/outbox.py OutboxSource).
+
+    async def pending(self, limit: int) -> list[Envelope]:
+        documents = await self._documents.pending_outbox(limit)
+        return [
+            msgspec.convert(entry, Envelope)
+            for document in documents
+            for entry in document["outbox"]
+        ]
+
+    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
+        by_order: dict[str, list[str]] = defaultdict(list)
+        for envelope in envelopes:
+            by_order[envelope.aggregate_id].append(envelope.id)
+        for order_id, event_ids in by_order.items():
+            await self._documents.remove_outbox_events(order_id, event_ids)
+
+
+def _document(order: Order) -> Document:
+    """The order's fields as JSON values (ISO dates), its id as `_id`."""
+    document: Document = msgspec.to_builtins(order)
+    document["_id"] = document.pop("id")
+    document["items"] = list(document["items"])
+    return document
+
+
+def _order(document: Document) -> Order:
+    """The order in a document; the document's other keys (outbox, handled, rev,
+    idempotency) are the store's own."""
+    return msgspec.convert({**document, "id": document["_id"]}, Order)
+
+
+def _idempotency_key(scope: str, key: str) -> str:
+    return f"{scope}\x1f{key}"

@@ -12,7 +12,11 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app.modules.orders.store import DuplicateIdempotencyKey, DuplicateOrder, check_set_fields
+from app.modules.orders.documents import (
+    DuplicateIdempotencyKey,
+    DuplicateOrder,
+    check_set_fields,
+)
 
 
 async def _settle(result: Any) -> Any:

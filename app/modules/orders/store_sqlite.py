@@ -1,4 +1,4 @@
-"""Order documents as JSON rows in SQLite: the embedded adapter (ARCHITECTURE.md decision 14).
+"""Order documents as JSON rows in SQLite: the embedded adapter of documents.py's port.
 
 stdlib sqlite3 on the event loop: a call costs tens of µs, less than a hop to a thread.
 """
@@ -14,7 +14,11 @@ from typing import Any
 import msgspec
 
 from app.kernel.data_dir import make_private_database
-from app.modules.orders.store import DuplicateIdempotencyKey, DuplicateOrder, check_set_fields
+from app.modules.orders.documents import (
+    DuplicateIdempotencyKey,
+    DuplicateOrder,
+    check_set_fields,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (

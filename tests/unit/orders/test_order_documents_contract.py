@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.modules.orders.store import DuplicateOrder, OrderDocuments, open_order_documents
+from app.modules.orders.documents import DuplicateOrder, OrderDocuments
+from app.modules.orders.store import open_order_documents
 from app.modules.orders.store_mongo import PymongoOrderDocuments
 from app.modules.orders.store_sqlite import SqliteOrderDocuments
 

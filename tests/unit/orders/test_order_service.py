@@ -1,6 +1,6 @@
 """The orders module booted alone behind the gateway (on each of its document adapters), fed
 the users' and payments' events as they would publish them, with everything it publishes
-recorded (decisions 5, 6 and 8)."""
+recorded (docs/decisions/0005-order-input.md, 0006-replica-wait.md, 0008-cancel.md)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from httpx import Response
 from app.bus import Envelope, Event
 from app.bus.envelope import wrap
 from app.kernel.ids import new_id
+from app.modules.orders.documents import OrderDocuments
 from app.modules.orders.module import module as orders_module
-from app.modules.orders.store import OrderDocuments
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered
 from tests.support.scenario import Scenario, scenario
@@ -205,7 +205,7 @@ async def test_an_order_waiting_for_its_user_succeeds_when_the_user_arrives(
         assert response.json()["user_id"] == user_id
 
 
-# Cancelling (decision 8).
+# Cancelling (docs/decisions/0008-cancel.md).
 
 
 async def test_cancelling_a_pending_order_cancels_it_at_once(orders: Orders) -> None:

@@ -1,0 +1,83 @@
+"""The port the orders store is written against: order documents in pymongo's vocabulary.
+
+Two adapters implement it (docs/decisions/0014-orders-store.md): JSON documents in SQLite
+(store_sqlite.py) for the data dir, --ephemeral and the benchmarks, and pymongo
+(store_mongo.py) for mongomock in tests or a real MongoDB. Both import only this file, so
+the port and its adapters import in one direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+Document = dict[str, Any]
+
+# Set by the adapter itself or by update_order's own arguments, so $set may not touch them.
+RESERVED_FIELDS = frozenset({"_id", "rev"})
+
+
+class DuplicateOrder(Exception):
+    """An order with this `_id` is already stored."""
+
+
+class DuplicateIdempotencyKey(Exception):
+    """An order created under this idempotency key (doc["idempotency"]["key"]) is stored."""
+
+
+class OrderDocuments(Protocol):
+    """Order documents (dicts of JSON values, `_id` a str) with a revision for optimistic writes."""
+
+    kind: str
+    display_url: str
+
+    async def open(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def insert_order(self, doc: Document) -> None: ...
+
+    async def get_order(self, order_id: str) -> Document | None: ...
+
+    async def update_order(
+        self,
+        order_id: str,
+        *,
+        expected_rev: int,
+        set_fields: Document,
+        push_outbox: Sequence[Document] = (),
+        add_handled: str | None = None,
+    ) -> Document | None: ...
+
+    async def list_orders(
+        self, *, user_id: str | None, status: str | None, after: str | None, limit: int
+    ) -> list[Document]: ...
+
+    async def pending_outbox(self, limit: int) -> list[Document]: ...
+
+    async def remove_outbox_events(self, order_id: str, event_ids: Sequence[str]) -> None: ...
+
+    async def remember_user(self, user_id: str, sequence: int) -> None: ...
+
+    async def knows_user(self, user_id: str) -> bool: ...
+
+    # An order placed with an Idempotency-Key carries {"idempotency": {"key": …, …}};
+    # the key is unique across orders (DuplicateIdempotencyKey on insert).
+    async def find_by_idempotency_key(self, key: str) -> Document | None: ...
+
+    async def forget_idempotency_key(self, order_id: str) -> None: ...
+
+
+def check_set_fields(
+    set_fields: Mapping[str, Any], push_outbox: Sequence[Any], add_handled: str | None
+) -> None:
+    """Reject updates MongoDB would refuse or read as paths, so both adapters agree."""
+    for key in set_fields:
+        if key in RESERVED_FIELDS or key.startswith("$") or "." in key:
+            raise ValueError(f"set_fields may not contain {key!r}")
+    if "outbox" in set_fields and push_outbox:
+        raise ValueError("set_fields may not replace the outbox while pushing to it")
+    if "handled" in set_fields and add_handled is not None:
+        raise ValueError("set_fields may not replace handled while adding to it")
