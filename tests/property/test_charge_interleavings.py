@@ -31,9 +31,10 @@ from app.bus.envelope import wrap
 from app.kernel.ids import new_id
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.module import module as payments_module
+from app.modules.payments.payment import Payment
 from app.modules.payments.processor import CardProcessor
 from app.modules.payments.service import PaymentService
-from app.modules.payments.store import PaymentRow, PaymentsStore
+from app.modules.payments.store import PaymentsStore
 from tests.support.scenario import Scenario, scenario
 
 pytestmark = pytest.mark.anyio
@@ -283,7 +284,7 @@ async def check(payments: Scenario, charge: Charge) -> None:
     store: PaymentsStore = payments.store
     rows = await store.page(order_id=charge.order_id, user_id=None, after=None, limit=10)
     assert len(rows) == 1, rows
-    payment: PaymentRow = rows[0]
+    payment: Payment = rows[0]
     entry = await store.ledger_entry(charge.order_id)
     states = [*charge.ledger_states, entry]
     event(f"{token}: {payment.status} {entry}, cancelled={bool(charge.cancels)}")

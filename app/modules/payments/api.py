@@ -13,8 +13,8 @@ from litestar.params import PathParameter, QueryParameter
 from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.kernel.problems import AUTHENTICATED, problems
+from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.service import PaymentService
-from app.modules.payments.store import PaymentRow
 
 
 class PaymentOut(msgspec.Struct):
@@ -23,24 +23,15 @@ class PaymentOut(msgspec.Struct):
     user_id: str
     amount: int
     currency: str
-    status: str
+    status: PaymentStatus
     attempts: int
     failure_reason: str | None
     created_at: datetime
 
-
-def _out(payment: PaymentRow) -> PaymentOut:
-    return PaymentOut(
-        id=payment.id,
-        order_id=payment.order_id,
-        user_id=payment.user_id,
-        amount=payment.amount,
-        currency=payment.currency,
-        status=payment.status,
-        attempts=payment.attempts,
-        failure_reason=payment.failure_reason,
-        created_at=payment.created_at,
-    )
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentOut:
+        """The payment as clients see it (without its card token or event sequence)."""
+        return msgspec.convert(payment, cls, from_attributes=True)
 
 
 Payments = NamedDependency[PaymentService]
@@ -68,7 +59,7 @@ class PaymentsController(Controller):
         cursor: Cursor = None,
     ) -> Page[PaymentOut]:
         rows = await payments.page(request.user, order_id=order_id, after=cursor, limit=limit + 1)
-        return page_of([_out(row) for row in rows], limit)
+        return page_of([PaymentOut.of(payment) for payment in rows], limit)
 
     @get(
         "/{payment_id:str}",
@@ -82,4 +73,4 @@ class PaymentsController(Controller):
         request: Me,
         payment_id: Annotated[str, PathParameter(max_length=64)],
     ) -> PaymentOut:
-        return _out(await payments.get(payment_id, request.user))
+        return PaymentOut.of(await payments.get(payment_id, request.user))

@@ -1,6 +1,6 @@
 """The simulated card processor. Like a real one it authorises a card first and captures
 the authorised amount later, only if the order is still wanted. Test tokens decide the
-authorisation, Stripe-style (decision 7):
+authorisation, Stripe-style (docs/decisions/0007-simulated-processor.md):
 
     tok_visa              authorised
     tok_chargeDeclined    declined (card_declined)

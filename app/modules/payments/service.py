@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 from app.bus import Envelope, ModuleBus, RetryPolicy
 from app.kernel.errors import Conflict, NotFound
@@ -29,16 +28,11 @@ from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
 from app.kernel.tasks import cancel_and_wait
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
-from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from app.modules.payments.payment import Payment, PaymentEvent, PaymentStatus
 from app.modules.payments.processor import CardProcessor, Outcome
-from app.modules.payments.store import PaymentRow, PaymentsStore
+from app.modules.payments.store import PaymentsStore
 
 log = logging.getLogger("app.modules.payments")
-
-PROCESSING = "PROCESSING"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-REFUNDED = "REFUNDED"
 
 
 # A cancel that loses a write to a charge settling the same payment looks again; each loss
@@ -68,7 +62,7 @@ class PaymentService:
 
     # Reading.
 
-    async def get(self, payment_id: str, caller: Caller) -> PaymentRow:
+    async def get(self, payment_id: str, caller: Caller) -> Payment:
         """Another user's payment is a 404, like one that does not exist."""
         payment = await self._store.by_id(payment_id)
         if payment is None or not caller.may_see(payment.user_id):
@@ -77,7 +71,7 @@ class PaymentService:
 
     async def page(
         self, caller: Caller, *, order_id: str | None, after: str | None, limit: int
-    ) -> list[PaymentRow]:
+    ) -> list[Payment]:
         """A user lists only their own payments; an admin, everyone's."""
         user_id = None if caller.is_admin else caller.id
         return await self._store.page(order_id=order_id, user_id=user_id, after=after, limit=limit)
@@ -85,21 +79,7 @@ class PaymentService:
     # Reacting to orders.
 
     async def on_order_placed(self, event: OrderPlaced, envelope: Envelope) -> None:
-        now = utcnow()
-        payment = PaymentRow(
-            id=new_id(),
-            order_id=event.order_id,
-            user_id=event.user_id,
-            amount=event.total,
-            currency=event.currency,
-            token=event.payment_token,
-            status=PROCESSING,
-            attempts=0,
-            failure_reason=None,
-            event_sequence=0,
-            created_at=now,
-            updated_at=now,
-        )
+        payment = Payment.start(payment_id=new_id(), placed=event, now=utcnow())
         if await self._store.open_payment(payment, envelope):
             self._start_charge(event.order_id)
 
@@ -113,19 +93,23 @@ class PaymentService:
         settled = await self._processor.void(event.order_id)
         for _ in range(MAX_WRITE_RACES):
             payment = await self._store.by_order(event.order_id)
-            if payment is None or payment.status in (FAILED, REFUNDED):
+            if payment is None or payment.status in (PaymentStatus.FAILED, PaymentStatus.REFUNDED):
                 await self._store.record_inbox(envelope)
                 return
-            if payment.status == PROCESSING and settled.outcome is not Outcome.CAPTURED:
-                if await self._finish(payment, FAILED, "order_cancelled", cause=envelope):
+            now = utcnow()
+            if (
+                payment.status == PaymentStatus.PROCESSING
+                and settled.outcome is not Outcome.CAPTURED
+            ):
+                if await self._write(payment, *payment.fail("order_cancelled", now), envelope):
                     return
-            elif payment.status == PROCESSING:
+            elif payment.status == PaymentStatus.PROCESSING:
                 # The processor captured it before a crash left the payment PROCESSING (or
                 # just before this cancel): record the capture, then refund it below.
-                await self._finish(payment, SUCCEEDED, None, attempts=payment.attempts + 1)
+                await self._write(payment, *payment.record_attempt(now).succeed(now))
             else:
                 await self._processor.refund(event.order_id)  # idempotent: the ledger knows
-                if await self._finish(payment, REFUNDED, None, cause=envelope):
+                if await self._write(payment, *payment.refund(now), envelope):
                     return
             # A charge settled the payment meanwhile, or this event was handled: look again.
         raise Conflict(f"payment for order {event.order_id!r} kept changing during its cancel")
@@ -176,7 +160,7 @@ class PaymentService:
     async def _charge(self, order_id: str) -> None:
         while True:
             payment = await self._store.by_order(order_id)
-            if payment is None or payment.status != PROCESSING:
+            if payment is None or payment.status != PaymentStatus.PROCESSING:
                 return  # settled elsewhere, or cancelled
             result = await self._processor.authorise(
                 order_id=order_id,
@@ -184,79 +168,49 @@ class PaymentService:
                 currency=payment.currency,
                 token=payment.token,
             )
-            attempts = payment.attempts + 1
             if result.outcome is Outcome.AUTHORISED:
                 if not await self._still_wanted(order_id):
                     return  # its cancel voided the authorisation and settled the payment
                 result = await self._processor.capture(order_id)  # voided if a cancel won
+            now = utcnow()
+            attempted = payment.record_attempt(now)
             if result.outcome is Outcome.CAPTURED:
-                await self._finish(payment, SUCCEEDED, None, attempts=attempts)
+                await self._write(payment, *attempted.succeed(now))
                 return
             if result.outcome in (Outcome.DECLINED, Outcome.VOIDED):
-                await self._finish(payment, FAILED, result.reason, attempts=attempts)
+                await self._write(payment, *attempted.fail(result.reason, now))
                 return
-            if attempts >= self._retry.max_attempts:
-                reason = f"{result.reason}: gave up after {attempts} attempts"
-                await self._finish(payment, FAILED, reason, attempts=attempts)
+            if attempted.attempts >= self._retry.max_attempts:
+                reason = f"{result.reason}: gave up after {attempted.attempts} attempts"
+                await self._write(payment, *attempted.fail(reason, now))
                 return
             log.info("charge for order %s: %s, retrying", order_id, result.reason)
-            await self._store.transition(
-                replace(payment, attempts=attempts, updated_at=utcnow()),
-                expected_status=PROCESSING,
-                events=[],
-            )
-            await asyncio.sleep(self._retry.delay(attempts))
+            await self._write(payment, attempted, [])
+            await asyncio.sleep(self._retry.delay(attempted.attempts))
 
     async def _still_wanted(self, order_id: str) -> bool:
         """Whether nothing settled the payment (a cancel settles it) since the charge began."""
         payment = await self._store.by_order(order_id)
-        return payment is not None and payment.status == PROCESSING
+        return payment is not None and payment.status == PaymentStatus.PROCESSING
 
-    async def _finish(
+    async def _write(
         self,
-        payment: PaymentRow,
-        status: str,
-        reason: str | None,
-        *,
-        attempts: int | None = None,
+        payment: Payment,
+        changed: Payment,
+        events: Sequence[PaymentEvent],
         cause: Envelope | None = None,
-    ) -> PaymentRow | None:
-        """Settle the payment from the status it has here, with its event; None if it had
-        moved on meanwhile (or `cause` was handled already), and nothing is written."""
-        changed = replace(
-            payment,
-            status=status,
-            failure_reason=reason,
-            attempts=payment.attempts if attempts is None else attempts,
-            event_sequence=payment.event_sequence + 1,
-            updated_at=utcnow(),
-        )
-        events = [
-            self._bus.envelope(
-                self._event_for(changed), aggregate_id=changed.id, sequence=changed.event_sequence
-            )
+    ) -> bool:
+        """Write the change and its events, only from the status `payment` has here; with a
+        cause, claim it too. False, and nothing written, if the payment had moved on
+        meanwhile (or the cause was handled already)."""
+        first = changed.event_sequence - len(events) + 1
+        envelopes = [
+            self._bus.envelope(event, aggregate_id=changed.id, sequence=first + offset)
+            for offset, event in enumerate(events)
         ]
         written = await self._store.transition(
-            changed, expected_status=payment.status, events=events, cause=cause
+            changed, expected_status=payment.status, events=envelopes, cause=cause
         )
-        if not written:
-            return None
-        self._bus.committed(events)
-        return changed
-
-    @staticmethod
-    def _event_for(
-        payment: PaymentRow,
-    ) -> PaymentSucceeded | PaymentFailed | PaymentRefunded:
-        fields: dict[str, Any] = {
-            "payment_id": payment.id,
-            "order_id": payment.order_id,
-            "user_id": payment.user_id,
-            "amount": payment.amount,
-            "currency": payment.currency,
-        }
-        if payment.status == SUCCEEDED:
-            return PaymentSucceeded(**fields)
-        if payment.status == REFUNDED:
-            return PaymentRefunded(**fields)
-        return PaymentFailed(**fields, reason=payment.failure_reason or "failed")
+        if written:
+            self._bus.committed(envelopes)
+        return written

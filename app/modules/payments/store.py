@@ -3,10 +3,10 @@ its outbox and its inbox, in its own database (never the users database)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from app.bus import Envelope
@@ -19,6 +19,7 @@ from app.bus.sql_outbox import (
     purge_handled,
 )
 from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
+from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.processor import ChargeResult, Outcome
 
 metadata = sa.MetaData()
@@ -58,27 +59,11 @@ outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 
 
-@dataclass(frozen=True)
-class PaymentRow:
-    id: str
-    order_id: str
-    user_id: str
-    amount: int
-    currency: str
-    token: str
-    status: str
-    attempts: int
-    failure_reason: str | None
-    event_sequence: int
-    created_at: datetime
-    updated_at: datetime
-
-
 class _Stale(Exception):
     pass
 
 
-_columns = [payments.c[name] for name in PaymentRow.__dataclass_fields__]
+_columns = [payments.c[name] for name in Payment.__struct_fields__]
 
 # Built once, values bound at execute time (app/kernel/sql.py `prepared`).
 _open_payment = prepared(
@@ -170,6 +155,18 @@ _settled_charge = sa.select(processor_ledger.c.outcome, processor_ledger.c.reaso
 )
 
 
+def _row(payment: Payment) -> dict[str, Any]:
+    """The payment as the payments table's columns."""
+    row = msgspec.structs.asdict(payment)
+    row["status"] = payment.status.value
+    return row
+
+
+def _payment(row: sa.RowMapping) -> Payment:
+    """A payment from a row selected as `_columns`."""
+    return Payment(**{**row, "status": PaymentStatus(row["status"])})
+
+
 async def _settled(connection: Connection, order_id: str) -> ChargeResult:
     row = (await connection.execute(_settled_charge, {"b_order_id": order_id})).one()
     return ChargeResult(Outcome(row.outcome), row.reason)
@@ -180,12 +177,12 @@ class PaymentsStore(SqlDatabase):
         super().__init__(url, metadata)
         self.outbox = SqlOutbox(self, outbox)
 
-    async def open_payment(self, payment: PaymentRow, cause: Envelope) -> bool:
+    async def open_payment(self, payment: Payment, cause: Envelope) -> bool:
         """Create the payment for an order, once: False if this event or this order was seen."""
         async with self.transaction() as connection:
             if not await claim_in_inbox(connection, inbox, cause):
                 return False
-            result = await connection.execute(_open_payment(connection), asdict(payment))
+            result = await connection.execute(_open_payment(connection), _row(payment))
             return bool(result.rowcount == 1)
 
     async def purge(self, cutoff: datetime) -> int:
@@ -200,9 +197,9 @@ class PaymentsStore(SqlDatabase):
 
     async def transition(
         self,
-        payment: PaymentRow,
+        payment: Payment,
         *,
-        expected_status: str,
+        expected_status: PaymentStatus,
         events: list[Envelope],
         cause: Envelope | None = None,
     ) -> bool:
@@ -216,8 +213,8 @@ class PaymentsStore(SqlDatabase):
                     _transition,
                     {
                         "b_id": payment.id,
-                        "b_expected": expected_status,
-                        "b_status": payment.status,
+                        "b_expected": expected_status.value,
+                        "b_status": payment.status.value,
                         "b_attempts": payment.attempts,
                         "b_failure_reason": payment.failure_reason,
                         "b_event_sequence": payment.event_sequence,
@@ -236,20 +233,20 @@ class PaymentsStore(SqlDatabase):
         async with self.transaction() as connection:
             await claim_in_inbox(connection, inbox, cause)
 
-    async def by_id(self, payment_id: str) -> PaymentRow | None:
+    async def by_id(self, payment_id: str) -> Payment | None:
         return await self._one(_by_id, payment_id)
 
-    async def by_order(self, order_id: str) -> PaymentRow | None:
+    async def by_order(self, order_id: str) -> Payment | None:
         return await self._one(_by_order, order_id)
 
-    async def _one(self, statement: sa.Select[Any], key: str) -> PaymentRow | None:
+    async def _one(self, statement: sa.Select[Any], key: str) -> Payment | None:
         async with self.reading() as connection:
             row = (await connection.execute(statement, {"b_key": key})).mappings().first()
-        return None if row is None else PaymentRow(**row)
+        return None if row is None else _payment(row)
 
     async def page(
         self, *, order_id: str | None, user_id: str | None, after: str | None, limit: int
-    ) -> list[PaymentRow]:
+    ) -> list[Payment]:
         rows = await self.fetch_page(
             sa.select(*_columns),
             payments.c.id,
@@ -257,12 +254,14 @@ class PaymentsStore(SqlDatabase):
             limit=limit,
             where=[(payments.c.user_id, user_id), (payments.c.order_id, order_id)],
         )
-        return [PaymentRow(**row) for row in rows]
+        return [_payment(row) for row in rows]
 
     async def processing_orders(self, *, untouched_since: datetime | None = None) -> list[str]:
         """Orders whose payment is PROCESSING; with `untouched_since`, only those whose
         payment was not written since then."""
-        query = sa.select(payments.c.order_id).where(payments.c.status == "PROCESSING")
+        query = sa.select(payments.c.order_id).where(
+            payments.c.status == PaymentStatus.PROCESSING.value
+        )
         if untouched_since is not None:
             query = query.where(payments.c.updated_at < untouched_since)
         async with self.reading() as connection:

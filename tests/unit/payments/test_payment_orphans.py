@@ -21,8 +21,9 @@ from app.kernel.ids import new_id, utcnow
 from app.modules.orders.contracts import OrderPlaced
 from app.modules.payments.module import module as payments_module
 from app.modules.payments.module import orphaned_after
+from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.service import PaymentService
-from app.modules.payments.store import PaymentRow, PaymentsStore
+from app.modules.payments.store import PaymentsStore
 from tests.support.scenario import Scenario, scenario
 from tests.unit.payments.test_payment_service import placed
 
@@ -53,9 +54,9 @@ async def left_processing(payments: Scenario, order_id: str, *, untouched_for: f
     """A payment another process opened and stopped writing `untouched_for` seconds ago."""
     store: PaymentsStore = payments.store
     then = utcnow() - timedelta(seconds=untouched_for)
-    row = PaymentRow(
+    row = Payment(
         id=new_id(), order_id=order_id, user_id="user-1", amount=TOTAL, currency="EUR",
-        token="tok_visa", status="PROCESSING", attempts=0, failure_reason=None,
+        token="tok_visa", status=PaymentStatus.PROCESSING, attempts=0, failure_reason=None,
         event_sequence=0, created_at=then, updated_at=then,
     )  # fmt: skip
     assert await store.open_payment(row, placed(order_id))

@@ -1,6 +1,7 @@
 """The payments module booted alone behind the gateway, fed order events as orders would
 publish them: one charge per order however often it is told, retries it gives up on, and
-refunds for cancelled orders that never keep the customer's money (decisions 7 and 8)."""
+refunds for cancelled orders that never keep the customer's money
+(docs/decisions/0007-simulated-processor.md and 0008-cancel.md)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from app.kernel.ids import new_id, utcnow
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.contracts import PaymentFailed
 from app.modules.payments.module import module as payments_module
+from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.processor import ChargeResult, Outcome
-from app.modules.payments.store import PaymentRow, PaymentsStore
+from app.modules.payments.store import PaymentsStore
 from tests.support.scenario import Scenario, scenario
 
 pytestmark = pytest.mark.anyio
@@ -312,9 +314,9 @@ async def test_a_capture_a_crash_left_unrecorded_is_refunded_when_the_order_is_c
     payment is PROCESSING, the ledger says captured. A cancel must not keep the money."""
     store: PaymentsStore = payments.store
     now = utcnow()
-    left = PaymentRow(
+    left = Payment(
         id=new_id(), order_id="o-crash", user_id="u1", amount=1250, currency="EUR",
-        token="tok_visa", status="PROCESSING", attempts=0, failure_reason=None,
+        token="tok_visa", status=PaymentStatus.PROCESSING, attempts=0, failure_reason=None,
         event_sequence=0, created_at=now, updated_at=now,
     )  # fmt: skip
     assert await store.open_payment(left, placed("o-crash"))
@@ -360,9 +362,9 @@ async def test_a_cancel_after_authorisation_voids_it_and_a_later_charge_captures
     authorisation, so adopting the charge afterwards finds nothing to capture."""
     store: PaymentsStore = payments.store
     now = utcnow()
-    left = PaymentRow(
+    left = Payment(
         id=new_id(), order_id="o-authorised", user_id="u1", amount=TOTAL, currency="EUR",
-        token="tok_visa", status="PROCESSING", attempts=0, failure_reason=None,
+        token="tok_visa", status=PaymentStatus.PROCESSING, attempts=0, failure_reason=None,
         event_sequence=0, created_at=now, updated_at=now,
     )  # fmt: skip
     assert await store.open_payment(left, placed("o-authorised"))

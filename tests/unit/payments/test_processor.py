@@ -1,6 +1,6 @@
 """The simulated card processor: what each test token's authorisation answers, and its
 ledger, which never captures an order twice, never captures a voided one, nor counts a
-refund twice (decision 7)."""
+refund twice (docs/decisions/0007-simulated-processor.md)."""
 
 from __future__ import annotations
 
