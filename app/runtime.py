@@ -11,12 +11,11 @@ from typing import Any, Protocol
 
 from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
-from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.kernel.ids import utcnow
 from app.kernel.settings import Settings
 from app.kernel.tasks import cancel_and_wait
-from app.modules.spec import Assembly, Module, ModuleContext, Store
+from app.modules.spec import ApiPrefixes, Assembly, Module, ModuleContext, Store
 
 log = logging.getLogger("app")
 
@@ -39,7 +38,7 @@ class Runtime:
         fingerprint_key: bytes,
     ) -> None:
         verify_boundaries([module.boundary for module in modules])
-        verify_prefixes(modules)
+        self.prefixes = ApiPrefixes.of(modules)
         self.settings = settings
         self.bus = bus
         self.tokens = tokens
@@ -88,14 +87,8 @@ class Runtime:
         self._purger = asyncio.create_task(self._purge_forever(), name="purge")
 
     def owner_of(self, path: str) -> str:
-        """The module that serves a path (/api/<prefix>/…, users for /api/auth); else the
-        gateway."""
-        parts = path.split("/")
-        if len(parts) > 2 and parts[1] == "api":
-            for running in self.modules:
-                if parts[2] in (running.module.name, *running.module.also_serves):
-                    return running.module.name
-        return "gateway"
+        """The module that serves a path (/api/<prefix>/…); else the gateway."""
+        return self.prefixes.owner_of(path)
 
     @property
     def credentials(self) -> CredentialsDirectory | None:
@@ -156,22 +149,6 @@ class Runtime:
         checks = {part: await _answers(thing, timeout) for part, thing in parts.items()}
         checks["bus"] = "ok" if self.bus.running else "not running"
         return checks
-
-
-GATEWAY_PREFIXES = ("admin", "topology")
-
-
-def verify_prefixes(modules: Sequence[Module]) -> None:
-    """Each /api/<prefix> has one owner: a module, or the gateway."""
-    owners: dict[str, str] = {prefix: "the gateway" for prefix in GATEWAY_PREFIXES}
-    for module in modules:
-        for prefix in (module.name, *module.also_serves):
-            if prefix in owners:
-                raise BoundaryViolation(
-                    f"module {module.name!r} wants /api/{prefix}, which {owners[prefix]} "
-                    "serves already: every /api/<prefix> has one owner"
-                )
-            owners[prefix] = f"module {module.name!r}"
 
 
 class Service(Protocol):

@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.bus.context import current_module, current_request_id
 from app.gateway.metrics import HttpMetrics
 from app.gateway.request_id import request_id_of
+from app.modules.spec import api_prefix
 
 access_log = logging.getLogger("app.access")
 UNCOUNTED = "/metrics"  # a scrape does not count itself
@@ -36,7 +37,7 @@ class ModuleOwners:
         self._by_prefix: dict[str, str] = {}
 
     def of(self, path: str) -> str:
-        prefix = path[5:].partition("/")[0] if path.startswith("/api/") else ""
+        prefix = api_prefix(path) or ""
         owner = self._by_prefix.get(prefix)
         if owner is None:
             owner = self._owner_of(path)

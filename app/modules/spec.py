@@ -14,6 +14,7 @@ from app.bus import Event, ModuleBus, event_type_name
 from app.bus.consumer import Handler
 from app.bus.outbox import OutboxSource
 from app.kernel.boundaries import ModuleSource
+from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.kernel.settings import Settings
 
@@ -86,3 +87,45 @@ class Module:
             package=self.source_package,
             events=[event_type_name(event) for event in self.publishes],
         )
+
+
+GATEWAY = "gateway"  # the owner of every path no module declared
+GATEWAY_PREFIXES = ("admin", "topology")  # the /api/<prefix>es the gateway serves itself
+
+
+def api_prefix(path: str) -> str | None:
+    """ "orders" for /api/orders/…; None for a path outside /api/."""
+    return path[5:].partition("/")[0] if path.startswith("/api/") else None
+
+
+class ApiPrefixes:
+    """The one answer to "who owns /api/<prefix>": the module that declared it (its name, or
+    one of its `also_serves`), else the gateway. The monolith, a module process, the split
+    gateway and its forwarder all ask it."""
+
+    def __init__(self, owners: Mapping[str, str]) -> None:
+        self.owners = dict(owners)  # /api/<prefix> -> module
+
+    @classmethod
+    def of(cls, modules: Sequence[Module]) -> ApiPrefixes:
+        """Each /api/<prefix> has one owner: a module, or the gateway."""
+        owners: dict[str, str] = {}
+        for module in modules:
+            for prefix in (module.name, *module.also_serves):
+                if prefix in GATEWAY_PREFIXES or prefix in owners:
+                    holder = f"module {owners[prefix]!r}" if prefix in owners else "the gateway"
+                    raise BoundaryViolation(
+                        f"module {module.name!r} wants /api/{prefix}, which {holder} "
+                        "serves already: every /api/<prefix> has one owner"
+                    )
+                owners[prefix] = module.name
+        return cls(owners)
+
+    def module_of(self, path: str) -> str | None:
+        """The module serving the path; None when no module does."""
+        prefix = api_prefix(path)
+        return None if prefix is None else self.owners.get(prefix)
+
+    def owner_of(self, path: str) -> str:
+        """The module serving the path, else "gateway"."""
+        return self.module_of(path) or GATEWAY

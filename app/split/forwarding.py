@@ -22,6 +22,7 @@ from opentelemetry import propagate
 from app.gateway.request_id import request_id_of
 from app.kernel.errors import DomainError, NotFound, Unavailable
 from app.kernel.identity import Caller
+from app.modules.spec import ApiPrefixes
 from app.split.discovery import Instance
 from app.split.proof import HEADER as PROOF_HEADER
 from app.split.proof import GatewayProof
@@ -90,7 +91,7 @@ class Forwarder:
         read_seconds: float = 60.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.owners = dict(owners)  # /api/<prefix> -> module
+        self.prefixes = ApiPrefixes(owners)
         self.upstreams = upstreams
         self.proof = proof
         self._timeout = httpx.Timeout(read_seconds, connect=connect_seconds)
@@ -115,15 +116,9 @@ class Forwarder:
             await self._client.aclose()
             self._client = None
 
-    def owner_of(self, path: str) -> str | None:
-        parts = path.split("/", 3)  # "", "api", prefix, rest
-        if len(parts) < 3 or parts[1] != "api":
-            return None
-        return self.owners.get(parts[2])
-
     async def forward(self, request: Request[Any, Any, Any]) -> Response[Any]:
         path = request.scope["path"]
-        module = self.owner_of(path)
+        module = self.prefixes.module_of(path)
         if module is None:
             raise NotFound(f"no module serves {path}")
         body = await request.body()  # bounded by request_max_body_size (413 beyond it)

@@ -22,13 +22,11 @@ from app.gateway.openapi import openapi_config
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
 from app.kernel.settings import Settings
-from app.modules.spec import Module
+from app.modules.spec import GATEWAY, ApiPrefixes, Module
 from app.split.credentials import CredentialsOverNats
 from app.split.discovery import Directory
 from app.split.forwarding import Forwarder, forwarding_route
 from app.split.proof import GatewayProof
-
-GATEWAY = "gateway"
 
 
 class GatewayRuntime:
@@ -39,20 +37,13 @@ class GatewayRuntime:
         self.modules = list(modules)
         self.directory = directory
         self.credentials = CredentialsOverNats(settings.bus_url)
-        self.owners = {
-            prefix: module.name
-            for module in modules
-            for prefix in (module.name, *module.also_serves)
-        }
+        self.prefixes = ApiPrefixes.of(modules)
 
     def owner_of(self, path: str) -> str:
-        parts = path.split("/", 3)
-        if len(parts) >= 3 and parts[1] == "api":
-            return self.owners.get(parts[2], GATEWAY)
-        return GATEWAY
+        return self.prefixes.owner_of(path)
 
     def forwarded(self, path: str) -> bool:
-        return self.owner_of(path) != GATEWAY
+        return self.prefixes.module_of(path) is not None
 
     def token_checked(self, scope: Scope) -> Need:
         """A forwarded request's token, when it sends one, must be valid and names the
@@ -89,7 +80,7 @@ def build_standalone_gateway(
             "set APP_BUS_URL=nats://HOST:PORT (the same broker the modules use)"
         )
     runtime = GatewayRuntime(settings, modules, Directory(settings.bus_url))
-    forwarder = Forwarder(runtime.owners, runtime.directory, GatewayProof(secret_key))
+    forwarder = Forwarder(runtime.prefixes.owners, runtime.directory, GatewayProof(secret_key))
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
