@@ -13,8 +13,8 @@ from litestar.params import PathParameter, QueryParameter
 from app.kernel.identity import Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.kernel.problems import AUTHENTICATED, problems
+from app.modules.notifications.notification import Notification, NotificationKind
 from app.modules.notifications.service import NotificationService
-from app.modules.notifications.store import NotificationRow
 
 NotificationId = Annotated[str, PathParameter(max_length=64, description="A notification id.")]
 UserFilter = Annotated[str | None, QueryParameter(max_length=64, description="Only this user's.")]
@@ -25,26 +25,16 @@ class NotificationOut(msgspec.Struct):
     id: str
     user_id: str
     order_id: str
-    kind: str
+    kind: NotificationKind
     channel: str
     to: str
     subject: str
     body: str
     created_at: datetime
 
-
-def _out(row: NotificationRow) -> NotificationOut:
-    return NotificationOut(
-        id=row.id,
-        user_id=row.user_id,
-        order_id=row.order_id,
-        kind=row.kind,
-        channel=row.channel,
-        to=row.to,
-        subject=row.subject,
-        body=row.body,
-        created_at=row.created_at,
-    )
+    @classmethod
+    def of(cls, notification: Notification) -> NotificationOut:
+        return msgspec.convert(notification, cls, from_attributes=True)
 
 
 Notifications = NamedDependency[NotificationService]
@@ -73,7 +63,7 @@ class NotificationsController(Controller):
         rows = await notifications.page(
             request.user, user_id=user_id, order_id=order_id, after=cursor, limit=limit + 1
         )
-        return page_of([_out(row) for row in rows], limit)
+        return page_of([NotificationOut.of(row) for row in rows], limit)
 
     @get(
         "/{notification_id:str}",
@@ -84,4 +74,4 @@ class NotificationsController(Controller):
     async def get_notification(
         self, notification_id: NotificationId, notifications: Notifications, request: Me
     ) -> NotificationOut:
-        return _out(await notifications.get(notification_id, request.user))
+        return NotificationOut.of(await notifications.get(notification_id, request.user))

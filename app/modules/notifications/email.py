@@ -14,20 +14,15 @@ character into a space, in the body's user text and in every header value.
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTPUTF8
 
-from app.modules.notifications.store import NotificationRow
+from app.modules.notifications.notification import Notification, one_line
 
 log = logging.getLogger("app.modules.notifications")
 
 FROM_ADDRESS = "Seams <no-reply@seams.invalid>"
-# Bidirectional embeddings, overrides and isolates: they reorder what a reader sees.
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-_LINE_BREAKING = {"Cc", "Zl", "Zp"}  # controls (CR, LF, NEL...), line and paragraph separators
 # The address was checked when the user gave it; the stdlib's address parser fails on some
 # that pass that check ("a@[.b"), so To is kept as the text it is, like Subject.
 _HEADERS = HeaderRegistry()
@@ -36,16 +31,10 @@ _HEADERS.map_to_type("to", UnstructuredHeader)  # type: ignore[arg-type]
 _POLICY = SMTPUTF8.clone(header_factory=_HEADERS)
 
 
-def one_line(text: str) -> str:
-    """User text made safe to put in one line of a plain-text email or a header value."""
-    text = _BIDI_CONTROLS.sub(" ", text)
-    return "".join(" " if unicodedata.category(c) in _LINE_BREAKING else c for c in text)
-
-
 class EmailChannel:
     name = "email"
 
-    def render(self, notification: NotificationRow) -> EmailMessage:
+    def render(self, notification: Notification) -> EmailMessage:
         """The email this notification is: headers that cannot be split, a plain-text body."""
         message = EmailMessage(policy=_POLICY)
         message["From"] = FROM_ADDRESS
@@ -54,6 +43,6 @@ class EmailChannel:
         message.set_content(notification.body, subtype="plain", charset="utf-8")
         return message
 
-    def send(self, notification: NotificationRow) -> None:
+    def send(self, notification: Notification) -> None:
         message = self.render(notification)
         log.info("email to %s: %s", message["To"], message["Subject"])

@@ -1,58 +1,37 @@
-"""The notifications domain: keep users' contact details, tell them about their payments.
+"""The notifications module's use cases: keep users' contact details, tell them about their
+payments (the words are Notification's, notification.py). No HTTP here, no SQL.
 
-No HTTP here, no SQL. Contacts are replicated from the users module's events; a payment
-event for a user whose contact has not arrived yet is retried by the bus until it has.
+Contacts are replicated from the users module's events; a payment event for a user whose
+contact has not arrived yet is retried by the bus until it has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Protocol
 
 from app.bus import Envelope, ModuleBus
 from app.kernel.errors import NotFound
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
-from app.modules.notifications.email import EmailChannel, one_line
-from app.modules.notifications.money import format_amount
-from app.modules.notifications.store import Contact, NotificationRow, NotificationsStore
+from app.modules.notifications.email import EmailChannel
+from app.modules.notifications.notification import Contact, Notification
+from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered, UserUpdated
 
-PAYMENT_SUCCEEDED = "payment_succeeded"
-PAYMENT_REFUNDED = "payment_refunded"
+
+class Compose(Protocol):
+    """Makes an event's notification for a contact (Notification's constructors)."""
+
+    def __call__(
+        self, contact: Contact, *, notification_id: str, channel: str, now: datetime
+    ) -> Notification: ...
 
 
 class ContactUnknown(Exception):
     """The user's contact details have not reached this replica yet: retry the event later."""
-
-
-@dataclass(frozen=True)
-class Message:
-    subject: str
-    body: str
-
-
-def payment_received(contact: Contact, event: PaymentSucceeded) -> Message:
-    amount = format_amount(event.amount, event.currency)
-    return Message(
-        subject=f"Payment received for order {event.order_id}",
-        body=(
-            f"Hello {one_line(contact.name)}, we received your payment of {amount} "
-            f"for order {event.order_id}. Thank you."
-        ),
-    )
-
-
-def refund_issued(contact: Contact, event: PaymentRefunded) -> Message:
-    amount = format_amount(event.amount, event.currency)
-    return Message(
-        subject=f"Refund issued for order {event.order_id}",
-        body=(
-            f"Hello {one_line(contact.name)}, we refunded {amount} for order {event.order_id}. "
-            "It can take a few days to reach your account."
-        ),
-    )
 
 
 class NotificationService:
@@ -70,24 +49,12 @@ class NotificationService:
         await self._keep_contact(Contact(event.user_id, event.name, event.email), envelope)
 
     async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
-        await self._notify(
-            envelope,
-            user_id=event.user_id,
-            order_id=event.order_id,
-            kind=PAYMENT_SUCCEEDED,
-            compose=lambda contact: payment_received(contact, event),
-        )
+        await self._notify(envelope, event.user_id, partial(Notification.payment_received, event))
 
     async def on_payment_refunded(self, event: PaymentRefunded, envelope: Envelope) -> None:
-        await self._notify(
-            envelope,
-            user_id=event.user_id,
-            order_id=event.order_id,
-            kind=PAYMENT_REFUNDED,
-            compose=lambda contact: refund_issued(contact, event),
-        )
+        await self._notify(envelope, event.user_id, partial(Notification.refund_issued, event))
 
-    async def get(self, notification_id: str, caller: Caller) -> NotificationRow:
+    async def get(self, notification_id: str, caller: Caller) -> Notification:
         """Another user's notification is a 404, like one that does not exist."""
         notification = await self._store.get(notification_id)
         if notification is None or not caller.may_see(notification.user_id):
@@ -102,7 +69,7 @@ class NotificationService:
         order_id: str | None,
         after: str | None,
         limit: int,
-    ) -> list[NotificationRow]:
+    ) -> list[Notification]:
         """A user lists only their own notifications; an admin, anyone's."""
         if not caller.is_admin:
             if user_id not in (None, caller.id):
@@ -116,32 +83,15 @@ class NotificationService:
             if handling is not None:
                 await handling.keep_contact(contact, sequence=envelope.sequence)
 
-    async def _notify(
-        self,
-        envelope: Envelope,
-        *,
-        user_id: str,
-        order_id: str,
-        kind: str,
-        compose: Callable[[Contact], Message],
-    ) -> None:
+    async def _notify(self, envelope: Envelope, user_id: str, compose: Compose) -> None:
         async with self._store.handling(envelope) as handling:
             if handling is None:
                 return
             contact = await handling.contact(user_id)
             if contact is None:
                 raise ContactUnknown(f"no contact for user {user_id!r} yet")
-            message = compose(contact)
-            notification = NotificationRow(
-                id=new_id(),
-                user_id=user_id,
-                order_id=order_id,
-                kind=kind,
-                channel=self._email.name,
-                to=contact.email,
-                subject=message.subject,
-                body=message.body,
-                created_at=utcnow(),
+            notification = compose(
+                contact, notification_id=new_id(), channel=self._email.name, now=utcnow()
             )
             # False: this order was already told about this (another event, same fact).
             recorded = await handling.add_notification(notification)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from app.bus import Envelope
 from app.bus.sql_outbox import claim_in_inbox, inbox_table, purge_handled
 from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
+from app.modules.notifications.notification import Contact, Notification, NotificationKind
 
 metadata = sa.MetaData()
 
@@ -48,31 +48,11 @@ notifications = sa.Table(
 inbox = inbox_table(metadata)
 
 
-@dataclass(frozen=True)
-class Contact:
-    user_id: str
-    name: str
-    email: str
+_columns = [notifications.c[name] for name in Notification.__struct_fields__]
 
 
-@dataclass(frozen=True)
-class NotificationRow:
-    id: str
-    user_id: str
-    order_id: str
-    kind: str
-    channel: str
-    to: str
-    subject: str
-    body: str
-    created_at: datetime
-
-
-def _notification(mapping: Any) -> NotificationRow:
-    return NotificationRow(**{name: mapping[name] for name in NotificationRow.__dataclass_fields__})
-
-
-_columns = [notifications.c[name] for name in NotificationRow.__dataclass_fields__]
+def _notification(row: sa.RowMapping) -> Notification:
+    return Notification(**{**row, "kind": NotificationKind(row["kind"])})
 
 
 # Built once, values bound at execute time (app/kernel/sql.py `prepared`).
@@ -115,14 +95,15 @@ class Handling:
     async def keep_contact(self, contact: Contact, *, sequence: int) -> None:
         """Upsert the contact unless a newer event about this user (higher sequence) was kept."""
         await self._connection.execute(
-            _keep_contact(self._connection), {"sequence": sequence, **contact.__dict__}
+            _keep_contact(self._connection),
+            {"sequence": sequence, **msgspec.structs.asdict(contact)},
         )
 
-    async def add_notification(self, notification: NotificationRow) -> bool:
+    async def add_notification(self, notification: Notification) -> bool:
         """Insert it; False when this order already has a notification of this kind."""
-        result = await self._connection.execute(
-            _add_notification(self._connection), notification.__dict__
-        )
+        row = msgspec.structs.asdict(notification)
+        row["kind"] = notification.kind.value
+        result = await self._connection.execute(_add_notification(self._connection), row)
         return result.rowcount == 1
 
 
@@ -143,7 +124,7 @@ class NotificationsStore(SqlDatabase):
                 return
             yield Handling(connection)
 
-    async def get(self, notification_id: str) -> NotificationRow | None:
+    async def get(self, notification_id: str) -> Notification | None:
         statement = sa.select(*_columns).where(notifications.c.id == notification_id)
         async with self.reading() as connection:
             row = (await connection.execute(statement)).mappings().first()
@@ -151,7 +132,7 @@ class NotificationsStore(SqlDatabase):
 
     async def page(
         self, *, user_id: str | None, order_id: str | None, after: str | None, limit: int
-    ) -> list[NotificationRow]:
+    ) -> list[Notification]:
         rows = await self.fetch_page(
             sa.select(*_columns),
             notifications.c.id,

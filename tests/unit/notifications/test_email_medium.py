@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.kernel.ids import new_id
-from app.modules.notifications.email import EmailChannel, one_line
+from app.modules.notifications.email import EmailChannel
 from app.modules.notifications.module import module as notifications_module
-from app.modules.notifications.store import NotificationRow
+from app.modules.notifications.notification import Notification, NotificationKind, one_line
 from app.modules.payments.contracts import PaymentSucceeded
 from app.modules.users.contracts import UserRegistered
 from tests.support.scenario import Scenario, scenario
@@ -50,12 +50,12 @@ async def paid_notification(notifications: Scenario, name: str) -> dict[str, obj
     return result
 
 
-def row(*, to: str = "ada@example.com", subject: str = "Paid", body: str = "Hi") -> NotificationRow:
-    return NotificationRow(
+def row(*, to: str = "ada@example.com", subject: str = "Paid", body: str = "Hi") -> Notification:
+    return Notification(
         id=new_id(),
         user_id="u1",
         order_id="o1",
-        kind="payment_succeeded",
+        kind=NotificationKind.PAYMENT_SUCCEEDED,
         channel="email",
         to=to,
         subject=subject,
@@ -64,7 +64,7 @@ def row(*, to: str = "ada@example.com", subject: str = "Paid", body: str = "Hi")
     )
 
 
-def sent(notification: NotificationRow) -> Message:
+def sent(notification: Notification) -> Message:
     """The email as a mail server would read it back from the wire, headers as raw text."""
     return message_from_bytes(EmailChannel().render(notification).as_bytes())
 

@@ -1,0 +1,103 @@
+"""What the notifications module keeps: users' contact details (a replica of what the users
+module announced) and the notifications it sent, one per order and kind. Pure: the words of
+each notification are composed here, from a contact and the event that caused it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from enum import StrEnum
+
+import msgspec
+
+from app.modules.notifications.money import format_amount
+from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
+
+# Bidirectional embeddings, overrides and isolates: they reorder what a reader sees.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKING = {"Cc", "Zl", "Zp"}  # controls (CR, LF, NEL...), line and paragraph separators
+
+
+def one_line(text: str) -> str:
+    """User text made safe to put in one line of a plain-text email or a header value."""
+    text = _BIDI_CONTROLS.sub(" ", text)
+    return "".join(" " if unicodedata.category(c) in _LINE_BREAKING else c for c in text)
+
+
+class NotificationKind(StrEnum):
+    """What a notification tells; an order is told each at most once."""
+
+    PAYMENT_SUCCEEDED = "payment_succeeded"
+    PAYMENT_REFUNDED = "payment_refunded"
+
+
+class Contact(msgspec.Struct, frozen=True):
+    user_id: str
+    name: str
+    email: str
+
+
+class Notification(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    user_id: str
+    order_id: str
+    kind: NotificationKind
+    channel: str
+    to: str
+    subject: str
+    body: str
+    created_at: datetime
+
+    @classmethod
+    def payment_received(
+        cls,
+        event: PaymentSucceeded,
+        contact: Contact,
+        *,
+        notification_id: str,
+        channel: str,
+        now: datetime,
+    ) -> Notification:
+        amount = format_amount(event.amount, event.currency)
+        return cls(
+            id=notification_id,
+            user_id=event.user_id,
+            order_id=event.order_id,
+            kind=NotificationKind.PAYMENT_SUCCEEDED,
+            channel=channel,
+            to=contact.email,
+            subject=f"Payment received for order {event.order_id}",
+            body=(
+                f"Hello {one_line(contact.name)}, we received your payment of {amount} "
+                f"for order {event.order_id}. Thank you."
+            ),
+            created_at=now,
+        )
+
+    @classmethod
+    def refund_issued(
+        cls,
+        event: PaymentRefunded,
+        contact: Contact,
+        *,
+        notification_id: str,
+        channel: str,
+        now: datetime,
+    ) -> Notification:
+        amount = format_amount(event.amount, event.currency)
+        return cls(
+            id=notification_id,
+            user_id=event.user_id,
+            order_id=event.order_id,
+            kind=NotificationKind.PAYMENT_REFUNDED,
+            channel=channel,
+            to=contact.email,
+            subject=f"Refund issued for order {event.order_id}",
+            body=(
+                f"Hello {one_line(contact.name)}, we refunded {amount} for order "
+                f"{event.order_id}. It can take a few days to reach your account."
+            ),
+            created_at=now,
+        )
