@@ -1,6 +1,7 @@
-"""`python -m app`: serve the whole system (default), or print its topology.
+"""`python -m app`: serve the whole system (default), print its topology, or run a command a
+module declares.
 
-Split mode (over NATS): `python -m app --modules payments` serves only the named modules;
+Split mode (over NATS): `python -m app --modules <names>` serves only the named modules;
 `python -m app gateway` serves the gateway alone; `python -m app cluster` runs both kinds
 as supervised child processes.
 
@@ -15,7 +16,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +26,22 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import ASGIApp, Receive, Scope, Send
 
+    from app.modules.spec import Module, Store
 
-def build_parser() -> argparse.ArgumentParser:
+
+BUILT_IN = ["serve", "gateway", "cluster", "topology"]
+
+
+def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
+    """The built-in commands and every command the modules declare, with their options."""
+    names = [module.name for module in modules]
+    example = names[len(names) // 2]  # for the examples in the help
+    commands = [command for module in modules for command in module.commands]
     parser = argparse.ArgumentParser(
         prog="python -m app",
         description=(
-            "Seams: the seed's microservices (users, orders, payments, notifications) in one "
-            "Litestar process behind one gateway. With no command it serves."
+            f"Seams: a microservice architecture ({', '.join(names)}) in one Litestar "
+            "process behind one gateway. With no command it serves."
         ),
         epilog="Every other setting is an APP_* environment variable; see README.md.",
     )
@@ -39,16 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "gateway", "cluster", "topology", "create-admin"],
+        choices=[*BUILT_IN, *(command.name for command in commands)],
         help="serve (default; with --modules, only those modules); gateway: the gateway "
         "alone, in front of module processes; cluster: the gateway and every module as "
-        "separate processes; print the topology derived from the code; or create the first "
-        "admin (or make an existing user one)",
+        "separate processes; topology: print the topology derived from the code"
+        + "".join(f"; {command.name}: {command.help}" for command in commands),
     )
     parser.add_argument(
         "--modules",
-        help="serve: only these modules (comma-separated, e.g. payments or orders,payments), "
-        "as one process of the split mode; needs APP_BUS_URL=nats://…",
+        help=f"serve: only these modules (comma-separated, e.g. {example} or "
+        f"{','.join(names[len(names) // 2 - 1 : len(names) // 2 + 1])}), as one process of "
+        "the split mode; needs APP_BUS_URL=nats://…",
     )
     parser.add_argument(
         "--format",
@@ -61,26 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE=N",
-        help="cluster: run N processes of a module (repeatable), e.g. --replicas payments=3",
+        help=f"cluster: run N processes of a module (repeatable), e.g. --replicas {example}=3",
     )
     parser.add_argument(
         "--nats-url",
         help="cluster: the broker to use (default: APP_BUS_URL when it is nats://, else a "
         "private nats-server -js started with the cluster, data under the data dir)",
     )
-    parser.add_argument("--email", help="create-admin: the admin's email")
-    parser.add_argument("--name", default="Admin", help="create-admin: the admin's name")
-    parser.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="create-admin: read the password from standard input (otherwise it is asked for)",
-    )
-    parser.add_argument(
-        "--promote",
-        action="store_true",
-        help="create-admin: the email may belong to an existing user, who is made an admin "
-        "(with the new password; the account's earlier tokens stop working)",
-    )
+    for command in commands:
+        for option in command.options:
+            parser.add_argument(
+                option.flag,
+                help=f"{command.name}: {option.help}",
+                **({"action": "store_true"} if option.switch else {"default": option.default}),
+            )
     parser.add_argument("--host", help="interface to listen on (APP_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (APP_PORT, default 8000)")
     parser.add_argument(
@@ -98,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    from app.main import default_modules
+
+    modules = default_modules()
+    arguments = build_parser(modules).parse_args(argv)
     try:
         settings = Settings.from_env(
             host=arguments.host,
@@ -106,114 +114,78 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=arguments.data_dir,
             ephemeral=arguments.ephemeral,
         )
+        for module in modules:  # a bad value in a module's section fails here, at once
+            if module.settings is not None:
+                settings.section(module.settings)
     except SettingsError as error:
         print(f"python -m app: {error}", file=sys.stderr)
         return 2
     if arguments.command == "topology":
         return print_topology(settings, arguments.format)
-    if arguments.command == "create-admin":
-        return run_holding_data_dir(
-            settings,
-            "python -m app create-admin",
-            lambda: create_admin(
-                settings,
-                arguments.email,
-                arguments.name,
-                arguments.password_stdin,
-                arguments.promote,
-            ),
-            refused="stop the server first",
-            prog="python -m app create-admin",
-        )
     if arguments.command == "gateway":
         return serve(settings, role="gateway")
     if arguments.command == "cluster":
-        return cluster(settings, arguments.replicas, arguments.nats_url)
+        return cluster(settings, modules, arguments.replicas, arguments.nats_url)
+    if arguments.command != "serve":
+        return run_module_command(settings, modules, arguments.command, vars(arguments))
     only = [name.strip() for name in arguments.modules.split(",")] if arguments.modules else None
     return serve(settings, only=only)
 
 
-def create_admin(
-    settings: Settings, email: str | None, name: str, from_stdin: bool, promote: bool = False
+def run_module_command(
+    settings: Settings, modules: Sequence[Module], name: str, arguments: Mapping[str, Any]
 ) -> int:
-    """An admin: there is no default password, so it is made here, on purpose. An email that
-    belongs to a user who is not an admin is refused unless `promote`: whoever registered it
-    first must not become admin by accident."""
-    import asyncio
-
-    from app.kernel.errors import DomainError
-    from app.main import create_app
-
-    if not email:
-        return _refuse_admin("--email is required")
-    try:
-        password = _new_password(from_stdin)
-    except ValueError as error:
-        return _refuse_admin(str(error))
-    runtime = create_app(settings).state.runtime
-    users_store = runtime.command_owner("create-admin").store
-    where = "memory (--ephemeral)" if settings.ephemeral else settings.data_dir
-
-    async def run() -> Any:
-        await runtime.start()
-        try:
-            account = await runtime.command("create-admin")(
-                name=name, email=email, password=password, promote=promote
-            )
-            await runtime.bus.wait_quiet(10)  # its UserRegistered reaches the replicas now
-            return account
-        finally:
-            await runtime.stop()
-
-    try:
-        account = asyncio.run(run())
-    except DomainError as error:
-        return _refuse_admin(error.detail)
-    user, before = account.user, account.before
-    if before is None:
-        print(f"created admin {user.name} {user.email} ({user.id})")
-    elif before.role != "admin":
-        print(f"promoting {before.name} {before.email} ({user.id}): now an admin, with the new "
-              "password; every token issued to the account before is refused")  # fmt: skip
-    else:
-        print(f"admin {user.email} ({user.id}): new password set; its earlier tokens are refused")
-    print(f"written to data dir {where}, users store {users_store.display_url}")
-    print(f"admin {user.email} can now log in at POST /api/auth/token")
-    return 0
+    """A command a module declared, run while this process holds the data dir alone."""
+    [command] = [c for module in modules for c in module.commands if c.name == name]
+    options = {option.dest: arguments[option.dest] for option in command.options}
+    prog = f"python -m app {name}"
+    return run_holding_data_dir(
+        settings,
+        prog,
+        lambda: command.run(options, ModuleCommandRun(settings, name, prog)),
+        refused="stop the server first",
+        prog=prog,
+    )
 
 
-def _refuse_admin(reason: str) -> int:
-    print(f"python -m app create-admin: {reason}", file=sys.stderr)
-    return 2
+class ModuleCommandRun:
+    """What a module's command is handed (app/modules/spec.py CommandRun)."""
+
+    def __init__(self, settings: Settings, name: str, prog: str) -> None:
+        self.settings = settings
+        self._name = name
+        self._prog = prog
+
+    def refuse(self, reason: str) -> int:
+        print(f"{self._prog}: {reason}", file=sys.stderr)
+        return 2
+
+    def operate(self, **arguments: Any) -> tuple[Any, Store]:
+        from app.main import create_app
+
+        runtime = create_app(self.settings).state.runtime
+        owner = runtime.command_owner(self._name)
+
+        async def run() -> Any:
+            await runtime.start()
+            try:
+                result = await owner.assembly.commands[self._name](**arguments)
+                await runtime.bus.wait_quiet(10)  # its events reach their consumers now
+                return result
+            finally:
+                await runtime.stop()
+
+        return asyncio.run(run()), owner.store
 
 
-def _new_password(from_stdin: bool) -> str:
-    """The admin's password: one line of standard input, or asked twice on the terminal."""
-    import getpass
-
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    elif not sys.stdin.isatty():
-        raise ValueError(
-            "no terminal to ask the password on: pass --password-stdin and write it to "
-            "standard input"
-        )
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("The same password again: ") != password:
-            raise ValueError("the two passwords do not match; nothing was written")
-    if not 8 <= len(password) <= 128:
-        raise ValueError("the password needs 8-128 characters")
-    return password
-
-
-def cluster(settings: Settings, replicas: list[str], nats_url: str | None) -> int:
+def cluster(
+    settings: Settings, modules: Sequence[Module], replicas: list[str], nats_url: str | None
+) -> int:
     from app.gateway.secrets import MissingSecretKey, resolve_secret_key
     from app.kernel.data_dir import prepare_data_dir
-    from app.main import default_modules
     from app.split.cluster import ClusterError, parse_replicas, plan, run
 
-    names = [module.name for module in default_modules()]
+    names = [module.name for module in modules]
     if nats_url is None and settings.bus_url.startswith("nats://"):
         nats_url = settings.bus_url
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
@@ -45,7 +45,7 @@ class Runtime:
         self._fingerprint_key = fingerprint_key
         self.modules = [self._assemble(module) for module in modules]
         # Started after the modules, stopped before them: what the composition root adds
-        # around them (a users process's answers to the split gateway).
+        # around them (a module process's announcer, its answers about credentials).
         self.services: list[Service] = []
         self._purger: asyncio.Task[None] | None = None
 
@@ -61,6 +61,7 @@ class Runtime:
             self.settings.for_modules(),
             self.tokens,
             self._fingerprint_key,
+            section=None if module.settings is None else self.settings.section(module.settings),
         )
         assembly = module.assemble(context)
         for event_type, handler in assembly.handlers.items():
@@ -98,15 +99,11 @@ class Runtime:
         return offered[0] if offered else None
 
     def command_owner(self, name: str) -> RunningModule:
-        """The module offering a command, e.g. users for create-admin."""
+        """The module offering a command (Module.commands)."""
         for running in self.modules:
             if name in running.assembly.commands:
                 return running
         raise LookupError(f"no module offers the command {name!r}")
-
-    def command(self, name: str) -> Callable[..., Awaitable[Any]]:
-        """A command a module offers to the command line, e.g. users' create-admin."""
-        return self.command_owner(name).assembly.commands[name]
 
     async def purge(self, retention_seconds: float | None = None) -> int:
         """Delete what each module keeps only for the retention (decision 10)."""

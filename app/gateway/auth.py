@@ -1,4 +1,4 @@
-"""Identity at the gateway: JWT bearer tokens checked against the users' current
+"""Identity at the gateway: JWT bearer tokens checked against their accounts' current
 credentials, the caller handed to modules, the admin guard, and per-caller rate limits."""
 
 from __future__ import annotations
@@ -114,11 +114,11 @@ class BearerTokens:
     """The caller a request's `Authorization: Bearer <token>` names, or why it is refused.
 
     A token is verified in full once and remembered (VerifiedTokens); on every request its
-    user's current credentials are then asked of `credentials` (the users module's, or the
-    users processes' in split mode): a token issued for an earlier generation (the password,
+    user's current credentials are then asked of `credentials` (the module owning them, or
+    its processes in split mode): a token issued for an earlier generation (the password,
     email or role changed since) or for a user who is gone is refused, and the role is the
     one the credentials hold, not the token's claim. With no `credentials` (a runtime
-    without the users module) the signature alone decides."""
+    without the module owning credentials) the signature alone decides."""
 
     def __init__(self, auth: GatewayJWTAuth, credentials: CredentialsDirectory | None) -> None:
         self._auth = auth

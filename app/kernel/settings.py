@@ -1,6 +1,10 @@
 """Typed settings, read once from APP_* environment variables and handed down.
 
 Nothing else reads os.environ. Every field is documented in the README's settings table.
+`Settings` holds what the whole process shares; each module declares its own section (a
+struct of its APP_* names, app/modules/spec.py) and its store URL is APP_<MODULE>_DB_URL, so
+this file names no module: the values it does not know wait in `section_values` until the
+section that declares them is read.
 """
 
 from __future__ import annotations
@@ -8,15 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
 from app.kernel.networks import address_set
 
 PREFIX = "APP_"
+DB_URL = "_db_url"  # APP_<NAME>_DB_URL: the store of a module (or of the bus) called <name>
 
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -33,12 +39,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tracing: Literal["off", "on", "console", "otlp"] = "off"
     otlp_endpoint: str | None = None
 
-    users_db_url: str | None = None
-    orders_db_url: str | None = None
-    payments_db_url: str | None = None
-    notifications_db_url: str | None = None
     bus_url: str = "memory://"
-    bus_db_url: str | None = None
     # Split mode: the URL a module process announces for the gateway to forward to
     # (default http://<host>:<port>, with 127.0.0.1 for a wildcard host).
     advertise_url: str = ""
@@ -46,20 +47,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     secret_key: str | None = None
     access_token_minutes: Annotated[int, msgspec.Meta(ge=1)] = 60
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 6_000
-    login_attempts_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10
-    # Failed logins per client across all emails: stops one address trying many accounts, far
-    # above what the people behind one office NAT mistype in a minute.
-    login_failures_per_client_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 100
-    # Failed logins per email across all clients: caps guesses at one account from many addresses.
-    login_failures_per_email_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 50
-    # Password hashes one process runs at once (more wait, a few; the rest get 503); 0: as
-    # many as the CPUs, counting the threads each argon2 hash runs.
-    password_hashes_at_once: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
 
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
-    password_hashing: Literal["argon2id", "argon2id-fast"] = "argon2id"
-    replica_wait_seconds: Seconds = 2.0
     idempotency_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
 
     # 8 attempts, 0.05 s doubling: ~6 s for what a handler waits on (a replica catching up,
@@ -74,13 +64,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retention_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86_400.0
     purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3_600.0
 
-    payment_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
-    payment_retry_base_seconds: Seconds = 0.1
-    payment_retry_max_seconds: Seconds = 5.0
-    slow_card_seconds: Seconds = 0.25
-    # Charges one payments process has at the card processor at once; more wait their turn.
-    processor_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
-
     # The socket: X-Forwarded-For is believed only from these proxies (IPs, CIDRs; empty:
     # never); how long a request head may take and an idle connection may stay; who may
     # scrape /metrics (IPs, CIDRs; default loopback).
@@ -88,6 +71,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     keep_alive_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 5
     metrics_allow: str = "127.0.0.0/8,::1"
+
+    # APP_* values the fields above do not know, by lowercase name without APP_: the
+    # modules' sections and every store URL (<name>_db_url), read by `section` and `store_url`.
+    section_values: dict[str, object] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A typo in an address list fails at startup, not as a silent hole later.
@@ -98,17 +85,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from APP_* variables; keyword overrides (command-line flags) win."""
         environ = os.environ if environ is None else environ
-        fields = set(cls.__struct_fields__)
-        raw: dict[str, object] = {}
-        for key, value in environ.items():
-            name = key[len(PREFIX) :].lower()
-            if key.startswith(PREFIX) and name in fields:
-                raw[name] = value
-        raw.update({key: value for key, value in overrides.items() if value is not None})
-        try:
-            return msgspec.convert(raw, cls, strict=False)
-        except msgspec.ValidationError as error:
-            raise SettingsError(f"invalid setting: {_env_name(str(error))}") from error
+        values: dict[str, object] = {
+            key[len(PREFIX) :].lower(): value
+            for key, value in environ.items()
+            if key.startswith(PREFIX)
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        own = set(cls.__struct_fields__) - {"section_values"}
+        shared = {name: value for name, value in values.items() if name in own}
+        shared["section_values"] = {n: v for n, v in values.items() if n not in own}
+        return _convert(shared, cls)
+
+    def section(self, kind: type[S]) -> S:
+        """A module's own settings: the struct it declares, from the APP_* names it has."""
+        names = set(kind.__struct_fields__)
+        return _convert({n: v for n, v in self.section_values.items() if n in names}, kind)
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -117,15 +108,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def for_modules(self) -> Settings:
         """What modules are handed: no store URLs and no secret key; each store is opened
         for its module, and tokens are signed by the gateway."""
-        return msgspec.structs.replace(
-            self,
-            secret_key=None,
-            users_db_url=None,
-            orders_db_url=None,
-            payments_db_url=None,
-            notifications_db_url=None,
-            bus_db_url=None,
-        )
+        values = {n: v for n, v in self.section_values.items() if not n.endswith(DB_URL)}
+        return msgspec.structs.replace(self, secret_key=None, section_values=values)
 
     @property
     def reachable_url(self) -> str:
@@ -137,9 +121,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def store_url(self, module: str) -> str:
         """The module's own store URL: set explicitly, in memory, or a file in the data dir."""
-        explicit: str | None = getattr(self, f"{module}_db_url", None)
+        explicit = self.section_values.get(f"{module}{DB_URL}")
         if explicit:
-            return explicit
+            return str(explicit)
         if self.ephemeral:
             return "sqlite:///:memory:"
         path = Path(self.data_dir).expanduser().resolve() / f"{module}.db"
@@ -148,6 +132,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class SettingsError(ValueError):
     pass
+
+
+def _convert(values: Mapping[str, object], kind: type[S]) -> S:
+    try:
+        return msgspec.convert(values, kind, strict=False)
+    except msgspec.ValidationError as error:
+        raise SettingsError(f"invalid setting: {_env_name(str(error))}") from error
 
 
 def _env_name(message: str) -> str:

@@ -16,7 +16,20 @@ from app.bus.outbox import OutboxSource
 from app.kernel.boundaries import ModuleSource
 from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
-from app.kernel.settings import Settings
+from app.kernel.settings import Seconds, Settings
+
+__all__ = [
+    "ApiPrefixes",
+    "Assembly",
+    "Command",
+    "CommandRun",
+    "Module",
+    "ModuleContext",
+    "Option",
+    "Seconds",  # a duration setting, for a module's settings section
+    "Store",
+    "api_prefix",
+]
 
 
 class Store(Protocol):
@@ -39,9 +52,10 @@ class ModuleContext:
     name: str
     store: Any
     bus: ModuleBus
-    settings: Settings
+    settings: Settings  # what the whole process shares, without store URLs or secrets
     tokens: TokenIssuer  # signs access tokens; only the module owning credentials uses it
     fingerprint_key: bytes  # keys idempotency fingerprints (idempotency.fingerprint_key)
+    section: Any = None  # its own settings: an instance of Module.settings (None without)
 
 
 @dataclass
@@ -59,10 +73,50 @@ class Assembly:
     # Deletes what is kept only for a while (delivered outbox rows, handled inbox ids,
     # expired idempotency keys) from before the given moment; returns how many went.
     purge: Callable[[datetime], Awaitable[int]] | None = None
-    # Operations the command line may run (`python -m app <name>`), by name.
+    # What its commands (Module.commands) run in the started system, by command name.
     commands: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
     # The module owning credentials offers the gateway their current state (app/gateway/auth.py).
     credentials: CredentialsDirectory | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One --flag of a module's command."""
+
+    flag: str  # e.g. --email
+    help: str
+    default: str | None = None
+    switch: bool = False  # on when given, takes no value
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+class CommandRun(Protocol):
+    """What `python -m app <command>` hands a module's command, holding the data dir."""
+
+    settings: Settings
+
+    def refuse(self, reason: str) -> int:
+        """Say why on one line of standard error; the exit status (2)."""
+        ...
+
+    def operate(self, **arguments: Any) -> tuple[Any, Store]:
+        """Start the system, run the module's operation of the command's name (Assembly.
+        commands), let its events reach their consumers, stop; its result and the store."""
+        ...
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command the module adds to `python -m app`: its name, options and what it does
+    with the options' values (by Option.dest); returns the exit status."""
+
+    name: str
+    help: str
+    options: tuple[Option, ...]
+    run: Callable[[Mapping[str, Any], CommandRun], int]
 
 
 @dataclass(frozen=True)
@@ -70,11 +124,15 @@ class Module:
     name: str
     publishes: tuple[type[Event], ...]
     subscribes: tuple[type[Event], ...]
-    open_store: Callable[[str], Store]
+    open_store: Callable[[str], Store]  # given APP_<NAME>_DB_URL, or a file in the data dir
     assemble: Callable[[ModuleContext], Assembly]
     description: str = ""
     also_serves: tuple[str, ...] = ()  # other /api/<prefix>es it owns (users: "auth")
     package: str = ""  # where its code lives; app.modules.<name> unless said otherwise
+    # Its settings section: a msgspec Struct whose fields are its APP_* names (lowercase,
+    # without APP_), handed to it as context.section.
+    settings: type[Any] | None = None
+    commands: tuple[Command, ...] = ()  # what it adds to `python -m app`
 
     @property
     def source_package(self) -> str:

@@ -40,7 +40,7 @@ class ClusterError(ValueError):
 
 @dataclass(frozen=True)
 class Child:
-    name: str  # e.g. gateway, users, payments.2, nats
+    name: str  # gateway, nats, a module, or a module's second replica (<module>.2)
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)  # on top of the parent's environment
     port: int | None = None
@@ -56,7 +56,7 @@ class Plan:
 
 
 def parse_replicas(specs: Sequence[str], modules: Sequence[str]) -> dict[str, int]:
-    """`payments=3` (repeatable, or comma-separated) → {"payments": 3}; 1 for the rest."""
+    """`<module>=3` (repeatable, or comma-separated) → {"<module>": 3}; 1 for the rest."""
     counts = dict.fromkeys(modules, 1)
     for spec in (part for text in specs for part in text.split(",") if part.strip()):
         name, _, number = spec.partition("=")
@@ -68,7 +68,7 @@ def parse_replicas(specs: Sequence[str], modules: Sequence[str]) -> dict[str, in
         try:
             counts[name] = int(number)
         except ValueError:
-            raise ClusterError(f"--replicas {spec}: expected MODULE=N, e.g. payments=3") from None
+            raise ClusterError(f"--replicas {spec}: expected MODULE=N, e.g. {name}=3") from None
         if not 1 <= counts[name] <= 16:
             raise ClusterError(f"--replicas {spec}: between 1 and 16 replicas")
     return counts

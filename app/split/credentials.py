@@ -1,7 +1,8 @@
 """Users' credentials across the processes of the split mode, over NATS request-reply.
 
-The gateway process has no users store, yet it checks every token against its user's
-current credentials (app/gateway/auth.py). A users process answers `seams.credentials.get`
+The gateway process keeps no store, yet it checks every token against the current credentials
+of the account it names (app/gateway/auth.py). A process of the module owning credentials (the
+one whose Assembly offers them) answers `seams.credentials.get`
 (the user id in, `null` or {generation, role} out; one replica answers each request) from
 its store, and publishes `seams.credentials.changed` after each change it commits. The
 gateway keeps what it hears in the same short-lived memory as the monolith's (at most
@@ -29,7 +30,7 @@ log = logging.getLogger("app.split.credentials")
 
 ASK = "seams.credentials.get"
 CHANGED = "seams.credentials.changed"
-ANSWERERS = "seams-users"  # the queue group: one users process answers each question
+ANSWERERS = "seams-credentials"  # the queue group: one process answers each question
 ASK_SECONDS = 2.0
 
 
@@ -39,7 +40,8 @@ class Change(msgspec.Struct, frozen=True):
 
 
 class CredentialsAnswerer:
-    """In a users process: answers the gateway's questions, and tells it of each change."""
+    """In the process of the module owning credentials: answers the gateway's questions,
+    and tells it of each change."""
 
     def __init__(self, nats_url: str, credentials: CurrentCredentials) -> None:
         self._url = nats_url
@@ -70,7 +72,7 @@ class CredentialsAnswerer:
 
 
 class CredentialsOverNats:
-    """In the gateway process: a CredentialsDirectory that asks the users processes."""
+    """In the gateway process: a CredentialsDirectory that asks the processes owning them."""
 
     def __init__(self, nats_url: str, *, ask_seconds: float = ASK_SECONDS) -> None:
         self._url = nats_url
@@ -102,8 +104,8 @@ class CredentialsOverNats:
             answer = await connection.request(ASK, user_id.encode(), timeout=self._ask_seconds)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as error:
             raise ServiceUnavailableException(
-                "no users process answered to check the token's credentials: start one "
-                "(python -m app --modules users) and retry",
+                "no process of the module owning credentials answered to check the token's "
+                "credentials: start one (python -m app --modules <that module>) and retry",
                 headers={"Retry-After": "1"},
             ) from error
         return msgspec.json.decode(answer.data, type=Credentials | None)

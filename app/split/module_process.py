@@ -1,4 +1,4 @@
-"""A module process of the split mode (`python -m app --modules payments`): its modules' routes
+"""A module process of the split mode (`python -m app --modules <names>`): its modules' routes
 behind the gateway process alone, announced so that the gateway finds it."""
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def test_a_module_is_handed_only_its_own_store_and_no_store_urls() -> None:
         [planted_module("app.modules.notifications", name="spy", assemble=spy)],
     )
     [context] = captured
-    assert context.settings.users_db_url is None
+    assert context.settings.section_values.get("users_db_url") is None
     assert context.bus.module == "spy"
 
 

@@ -9,3 +9,4 @@ class ShipmentScheduled(Event, frozen=True, kw_only=True):
     shipment_id: str
     order_id: str
     user_id: str
+    carrier: str

@@ -1,7 +1,9 @@
-"""Step 5. The module spec: name, what it publishes and consumes, its store, its assembly."""
+"""Step 5. The module spec: name, what it publishes and consumes, its store, its assembly,
+its settings section (APP_SHIPPING_CARRIER; its store is APP_SHIPPING_DB_URL by its name)."""
 
 from __future__ import annotations
 
+import msgspec
 from litestar.di import Provide
 
 from app.modules.payments.contracts import PaymentSucceeded
@@ -12,9 +14,14 @@ from tests.example_shipping.service import ShippingService
 from tests.example_shipping.store import ShippingStore
 
 
+class ShippingSettings(msgspec.Struct, frozen=True, kw_only=True):
+    shipping_carrier: str = "post"  # who ships: APP_SHIPPING_CARRIER
+
+
 def assemble(context: ModuleContext) -> Assembly:
     store: ShippingStore = context.store
-    service = ShippingService(store, context.bus)
+    settings: ShippingSettings = context.section
+    service = ShippingService(store, context.bus, settings.shipping_carrier)
     return Assembly(
         route_handlers=[ShippingController],
         dependencies={"shipping": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
@@ -31,4 +38,5 @@ module = Module(
     open_store=ShippingStore,
     assemble=assemble,
     package="tests.example_shipping",
+    settings=ShippingSettings,
 )

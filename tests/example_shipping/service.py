@@ -10,15 +10,19 @@ from tests.example_shipping.store import ShippingStore
 
 
 class ShippingService:
-    def __init__(self, store: ShippingStore, bus: ModuleBus) -> None:
+    def __init__(self, store: ShippingStore, bus: ModuleBus, carrier: str) -> None:
         self._store = store
         self._bus = bus
+        self._carrier = carrier
 
     async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
         shipment_id = new_id()
         scheduled = self._bus.envelope(
             ShipmentScheduled(
-                shipment_id=shipment_id, order_id=event.order_id, user_id=event.user_id
+                shipment_id=shipment_id,
+                order_id=event.order_id,
+                user_id=event.user_id,
+                carrier=self._carrier,
             ),
             aggregate_id=shipment_id,
             sequence=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from litestar.di import Provide
 
 from app.kernel.idempotency import Idempotency
@@ -10,18 +11,24 @@ from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.orders.service import OrderService
 from app.modules.orders.store import OrderDocuments, open_order_documents
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
-from app.modules.spec import Assembly, Module, ModuleContext
+from app.modules.spec import Assembly, Module, ModuleContext, Seconds
 from app.modules.users.contracts import UserRegistered
+
+
+class OrdersSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Its settings section: how long an order waits for its user's replica to arrive."""
+
+    replica_wait_seconds: Seconds = 2.0
 
 
 def assemble(context: ModuleContext) -> Assembly:
     store: OrderDocuments = context.store
-    settings = context.settings
+    settings: OrdersSettings = context.section
     service = OrderService(
         store,
         context.bus,
         replica_wait=settings.replica_wait_seconds,
-        idempotency=Idempotency(settings.idempotency_ttl_seconds, context.fingerprint_key),
+        idempotency=Idempotency(context.settings.idempotency_ttl_seconds, context.fingerprint_key),
     )
     return Assembly(
         route_handlers=[OrdersController],
@@ -43,4 +50,5 @@ module = Module(
     subscribes=(UserRegistered, PaymentSucceeded, PaymentFailed, PaymentRefunded),
     open_store=open_order_documents,
     assemble=assemble,
+    settings=OrdersSettings,
 )

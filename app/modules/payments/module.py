@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from litestar.di import Provide
 
 from app.bus import RetryPolicy
@@ -11,12 +14,23 @@ from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, Payme
 from app.modules.payments.processor import CardProcessor
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentsStore
-from app.modules.spec import Assembly, Module, ModuleContext
+from app.modules.spec import Assembly, Module, ModuleContext, Seconds
+
+
+class PaymentsSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Its settings section (APP_PAYMENT_MAX_ATTEMPTS, …)."""
+
+    payment_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    payment_retry_base_seconds: Seconds = 0.1
+    payment_retry_max_seconds: Seconds = 5.0
+    slow_card_seconds: Seconds = 0.25
+    # Charges one payments process has at the card processor at once; more wait their turn.
+    processor_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
 
 
 def assemble(context: ModuleContext) -> Assembly:
     store: PaymentsStore = context.store
-    settings = context.settings
+    settings: PaymentsSettings = context.section
     service = PaymentService(
         store,
         context.bus,
@@ -61,4 +75,5 @@ module = Module(
     subscribes=(OrderPlaced, OrderCancelled),
     open_store=PaymentsStore,
     assemble=assemble,
+    settings=PaymentsSettings,
 )
