@@ -1,4 +1,5 @@
-"""Shared fixtures: the anyio backend and the whole system on each store a user can pick."""
+"""Shared fixtures: the anyio backend and the whole system on each store a user can pick;
+the hook that tells tests/support/tiers.py which test is running."""
 
 from __future__ import annotations
 
@@ -7,8 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import tiers
 from tests.support.seams import Seams, fast_settings, running
 from tests.support.stores import BACKENDS, store_urls
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    tiers.now_running(item)  # before its fixtures: a module-scoped one may start a server
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    tiers.now_running(None)
 
 
 @pytest.fixture

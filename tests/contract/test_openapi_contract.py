@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.server import served
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # a real server, fuzzed by schemathesis
 
 RESPONSE_CHECKS = ",".join(
     [

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Route, async_playwright
 
 from tests.support.seams import Seams, fast_settings, running
-from tests.support.stores import skip_or_fail
+from tests.support.tiers import skip_or_fail
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

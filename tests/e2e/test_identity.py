@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
 import jwt
 import pytest
 
 from app.gateway.secrets import MissingSecretKey, resolve_secret_key
 from app.main import create_app
 from tests.support.seams import PASSWORD, Seams, fast_settings, running
+from tests.support.server import run_create_admin
 
 pytestmark = pytest.mark.anyio
 
@@ -156,12 +156,10 @@ async def test_admin_routes_are_for_admins_and_admins_see_everything(seams: Seam
     assert {m["store"]["url"] for m in topology["modules"]} == {"(admins only)"}
 
 
+@pytest.mark.slow  # runs python -m app create-admin twice
 async def test_create_admin_makes_an_admin_who_can_log_in(tmp_path: Path) -> None:
-    env = {**os.environ, "APP_PASSWORD_HASHING": "argon2id-fast"}
-    command = [sys.executable, "-m", "app", "create-admin", "--email", "root@example.com",
-               "--password-stdin", "--data-dir", str(tmp_path)]  # fmt: skip
-    created = await anyio.run_process(command, input=b"long enough\n", check=False, env=env)
-    assert created.returncode == 0, created.stderr.decode().decode()
+    created = await run_create_admin(tmp_path, "root@example.com", password="long enough")
+    assert created.returncode == 0, created.stderr.decode()
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
 
     async with running(fast_settings(data_dir=str(tmp_path))) as seams:
@@ -171,7 +169,7 @@ async def test_create_admin_makes_an_admin_who_can_log_in(tmp_path: Path) -> Non
             await seams.client.get("/api/admin/bus", headers=login["headers"])
         ).status_code == 200
 
-    short = await anyio.run_process(command, input=b"short\n", check=False, env=env)
+    short = await run_create_admin(tmp_path, "root@example.com", password="short")
     assert short.returncode == 2
     assert "8-128 characters" in short.stderr.decode()
 
@@ -237,6 +235,7 @@ async def test_an_unexpected_error_is_a_500_without_detail_and_logged_in_full(
     assert "Traceback" in caplog.text
 
 
+@pytest.mark.slow  # runs python -m app
 def test_production_refuses_to_start_without_a_secret_key() -> None:
     with pytest.raises(MissingSecretKey, match="APP_SECRET_KEY"):
         create_app(fast_settings(env="production", ephemeral="true"))

@@ -59,6 +59,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow  # starts a real server
 async def test_python_m_app_makes_its_data_dir_0700_and_every_file_in_it_0600(
     tmp_path: Path,
 ) -> None:

@@ -5,38 +5,24 @@ holder, so a SIGKILL never leaves a stale one."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
+from app.cluster import free_port
 from tests.support.nats import nats_server
-from tests.support.server import free_port, run_briefly, served, served_alone, server_env
+from tests.support.server import (
+    run_briefly,
+    served,
+    served_alone,
+    server_env,
+    until_answers,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # each starts real processes
 
 REFUSED = 2
-HEALTHY_SECONDS = 20.0
-
-
-async def wait_healthy(url: str) -> None:
-    """Poll /health (bounded) until the process answers."""
-    deadline = time.monotonic() + HEALTHY_SECONDS
-    last = "no answer yet"
-    async with httpx.AsyncClient(base_url=url, timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            try:
-                response = await client.get("/health")
-            except httpx.TransportError as error:
-                last = repr(error)
-            else:
-                if response.status_code == 200:
-                    return
-                last = f"{response.status_code} {response.text}"
-            await anyio.sleep(0.05)
-    raise AssertionError(f"{url} not healthy after {HEALTHY_SECONDS}s (last: {last})")
 
 
 async def test_a_second_server_on_the_same_data_dir_refuses_until_the_first_is_killed(
@@ -89,7 +75,7 @@ async def test_a_monolith_refuses_while_a_module_process_holds_the_data_dir(
             [sys.executable, "-m", "app", *arguments], env=server_env(split_env)
         )
         try:
-            await wait_healthy(f"http://127.0.0.1:{port}")
+            await until_answers(f"http://127.0.0.1:{port}", "/health", module)
             code, output = await run_briefly(
                 ["--data-dir", str(data_dir), "--port", str(free_port())]
             )

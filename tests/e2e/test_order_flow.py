@@ -21,7 +21,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module", params=[*BACKENDS, "nats", "split"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        *BACKENDS,
+        pytest.param("nats", marks=pytest.mark.services),
+        pytest.param("split", marks=[pytest.mark.services, pytest.mark.split]),
+    ],
+)
 async def seams(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Driver]:

@@ -16,7 +16,7 @@ import pytest
 from tests.e2e.test_crash import GRACEFUL_SECONDS, orders_pouring_in, register_users
 from tests.support.server import served
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # each starts real servers
 
 SERVERS = ("uvicorn", "granian")
 

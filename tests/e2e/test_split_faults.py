@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +28,15 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support.invariants import ledger_breaches, order_breaches
+from tests.support.invariants import (
+    ledger_breaches,
+    order_breaches,
+    promise_breaches,
+    read_records,
+)
 from tests.support.split import Running, Split, handled_count, split_system
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split, pytest.mark.slow]
 
 TOKENS = ("tok_slow", "tok_visa", "tok_chargeDeclined", "tok_processing_error")
 USERS = 4
@@ -188,13 +193,8 @@ async def processor_books(split: Split) -> dict[str, tuple[str | None, bool]]:
 
 async def check_the_books(split: Split, load: Load) -> str:
     """Every invariant; AssertionError listing each breach with the processes' logs."""
-    orders = {o["id"]: o for o in await split.all_pages("/api/orders")}
-    payments_of: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-    for payment in await split.all_pages("/api/payments"):
-        payments_of[payment["order_id"]].append(payment)
-    notices_of: defaultdict[str, list[str]] = defaultdict(list)
-    for notice in await split.all_pages("/api/notifications"):
-        notices_of[notice["order_id"]].append(notice["kind"])
+    records = await read_records(split.all_pages)
+    orders, payments_of, notices_of = records.orders, records.payments_of, records.notices_of
     books = await processor_books(split)
     dead = await split.dead_letters()
 
@@ -211,13 +211,9 @@ async def check_the_books(split: Split, load: Load) -> str:
             f"{[(p['status'], p['attempts'], p['failure_reason']) for p in payments_of[placed.id]]}"
             f", notifications {sorted(notices_of[placed.id])}, ledger {books.get(placed.id)}]"
         )
-        found = breaches_of(order, placed, payments_of[placed.id], notices_of[placed.id])
+        found = order_breaches(order, payments_of[placed.id], notices_of[placed.id])
         found += ledger_breaches(order, books.get(placed.id))
-        cancel = load.cancels.get(placed.id)
-        if cancel == 200 and order["status"] != "CANCELLED":
-            found.append(f"cancelled with 200 (it was PENDING) but {order['status']}")
-        if cancel == 202 and order["status"] != "REFUNDED":
-            found.append(f"cancelled with 202 (it was PAID) but {order['status']}")
+        found += promise_breaches(order, placed.total, placed.token, load.cancels.get(placed.id))
         breaches.extend(f"order {placed.id} ({order['status']}): {b}{story}" for b in found)
 
     statuses = Counter(orders[p]["status"] for p in load.placed if p in orders)
@@ -229,19 +225,6 @@ async def check_the_books(split: Split, load: Load) -> str:
         f"{len(breaches)} breaches ({summary}):\n" + "\n".join(breaches[:30]) + "\n" + split.logs()
     )
     return summary
-
-
-def breaches_of(
-    order: dict[str, Any], placed: Placed, payments: list[dict[str, Any]], notices: list[str]
-) -> list[str]:
-    breaches = order_breaches(order, payments, notices)
-    if order["status"] == "PENDING":
-        return breaches
-    if order["total"] != placed.total:
-        breaches.append(f"total {order['total']}, acknowledged {placed.total}")
-    if placed.token == "tok_chargeDeclined" and order["status"] != "CANCELLED":
-        breaches.append("a declined card did not cancel it")
-    return breaches
 
 
 async def settled(split: Split) -> None:

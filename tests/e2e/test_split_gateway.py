@@ -20,9 +20,9 @@ from app.settings import Settings
 from tests.support.nats import nats_server_binary
 from tests.support.seams import PASSWORD
 from tests.support.split import SECRET, Split, admin_headers, free_gateway_port, split_system
-from tests.support.stores import skip_or_fail
+from tests.support.tiers import skip_or_fail
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split]
 
 DROP_OUT_SECONDS = 6.0  # the discovery TTL is 4 s; the machine is slow and shared
 
@@ -177,7 +177,6 @@ def test_python_m_app_cluster_starts_the_split_and_stops_it_on_sigterm(
     assert loose == []
 
 
-@pytest.mark.services
 async def test_the_gateway_process_refuses_a_token_once_its_password_changed(split: Split) -> None:
     user = await split.register("Gus")
     path = f"/api/users/{user['id']}"
@@ -200,7 +199,6 @@ async def test_the_gateway_process_refuses_a_token_once_its_password_changed(spl
     assert (await split.client.get(path, headers=fresh["headers"])).status_code == 200
 
 
-@pytest.mark.services
 async def test_the_gateway_process_takes_the_role_from_the_users_store(split: Split) -> None:
     user = await split.register("Hal")
     await split.register("Ivy")  # someone an admin would see

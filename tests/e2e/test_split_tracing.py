@@ -16,7 +16,7 @@ import pytest
 from tests.support.otlp import ReceivedSpan, otlp_receiver
 from tests.support.split import split_system
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split, pytest.mark.slow]
 
 ARRIVAL_SECONDS = 30.0
 TRACING = {

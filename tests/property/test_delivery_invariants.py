@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import MultipleResults, invariant, multiple, precondition, rule
@@ -263,6 +264,7 @@ class DeliveryMachine(SagaOnFiles):
         return next(m.store for m in self.seams.runtime.modules if m.module.name == module)
 
 
+@pytest.mark.slow  # boots the system once per example
 class TestDeliveryInvariants(DeliveryMachine.TestCase):  # type: ignore[misc,valid-type]
     settings = settings(
         max_examples=15,

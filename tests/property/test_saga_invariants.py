@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 
 from app.modules.payments.store import PaymentsStore
 from app.settings import Settings
+from tests.support.invariants import NOTICES_FOR_PAYMENT, PAYMENT_FOR_ORDER, read_records
 from tests.support.seams import Driver, Seams, fast_settings, running
 from tests.support.split import Split, split_system_in_background
 
@@ -46,19 +47,6 @@ TOKENS = ("tok_visa", "tok_chargeDeclined", "tok_processing_error", "tok_slow")
 CURRENCIES = ("EUR", "USD", "JPY", "GBP", "CHF")
 SKUS = ("book", "pen", "lamp", "mug")
 RETRIED_UNTIL_CAPTURED = 3  # tok_processing_error fails twice, then captures (decision 7)
-
-# Final order status -> the payment statuses that may stand behind it, and the
-# notifications each payment status leaves (decisions 7 and 8).
-PAYMENT_BEHIND = {
-    "PAID": {"SUCCEEDED"},
-    "REFUNDED": {"REFUNDED"},
-    "CANCELLED": {"FAILED", "REFUNDED"},  # never charged, or charged and given back
-}
-NOTIFIED = {
-    "SUCCEEDED": ["payment_succeeded"],
-    "REFUNDED": ["payment_refunded", "payment_succeeded"],
-    "FAILED": [],
-}
 
 Line = tuple[str, int, int]
 lines = st.lists(
@@ -226,13 +214,8 @@ class SagaMachine(RuleBasedStateMachine):
 
     async def books_balance_once_quiet(self) -> None:
         await self.seams.settle()
-        orders = {o["id"]: o for o in await self.everything("/api/orders")}
-        payments: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        for payment in await self.everything("/api/payments"):
-            payments[payment["order_id"]].append(payment)
-        notes: defaultdict[str, list[str]] = defaultdict(list)
-        for note in await self.everything("/api/notifications"):
-            notes[note["order_id"]].append(note["kind"])
+        records = await read_records(self.everything)
+        orders, payments, notes = records.orders, records.payments_of, records.notices_of
 
         assert set(orders) == set(self.placed), "orders API and accepted orders differ"
         assert set(payments) <= set(orders), "a payment for an order nobody placed"
@@ -249,9 +232,9 @@ class SagaMachine(RuleBasedStateMachine):
             story = (order, payment, notes[order_id])
             event(f"{placed.token} ended {status}, payment {payment['status']}")
             assert payment["amount"] == placed.total, story
-            assert payment["status"] in PAYMENT_BEHIND[status], story
+            assert payment["status"] in PAYMENT_FOR_ORDER[status], story
             # Exactly one "payment received" per capture, one "refunded" per refund.
-            assert sorted(notes[order_id]) == NOTIFIED[payment["status"]], story
+            assert sorted(notes[order_id]) == NOTICES_FOR_PAYMENT[payment["status"]], story
             if placed.token == "tok_chargeDeclined":
                 assert (status, payment["status"], notes[order_id]) == (
                     "CANCELLED",
@@ -314,10 +297,12 @@ SAGA_RUN = settings(
 )
 
 
+@pytest.mark.slow  # boots the system once per example
 class TestSagaInvariantsInMemory(SagaMachine.TestCase):  # type: ignore[misc,valid-type]
     settings = SAGA_RUN
 
 
+@pytest.mark.slow
 class TestSagaInvariantsOnFiles(SagaOnFiles.TestCase):  # type: ignore[misc,valid-type]
     settings = settings(SAGA_RUN, max_examples=5)
 
@@ -361,5 +346,8 @@ def split_for_sagas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Split]
         yield system
 
 
+@pytest.mark.services
+@pytest.mark.split
+@pytest.mark.slow
 def test_saga_invariants_split(split_for_sagas: Split) -> None:
     run_state_machine_as_test(lambda: SagaOverSplit(split_for_sagas), settings=SPLIT_RUN)

@@ -1,9 +1,54 @@
 """What a settled order must stand on, shared by the tests that check the saga after
-crashes (tests/e2e/test_crash.py) and after faults in split mode (test_split_faults.py)."""
+crashes (tests/e2e/test_crash.py), after faults in split mode (test_split_faults.py) and
+under generated histories (tests/property/test_saga_invariants.py)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass
+class Records:
+    """What the API shows the admin: every order by id, and each order's payments and the
+    kinds of its notifications."""
+
+    orders: dict[str, dict[str, Any]]
+    payments_of: defaultdict[str, list[dict[str, Any]]]
+    notices_of: defaultdict[str, list[str]]
+
+
+async def read_records(pages: Callable[[str], Awaitable[list[dict[str, Any]]]]) -> Records:
+    """Every page of orders, payments and notifications, read with `pages(path)`."""
+    orders = {order["id"]: order for order in await pages("/api/orders")}
+    payments_of: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for payment in await pages("/api/payments"):
+        payments_of[payment["order_id"]].append(payment)
+    notices_of: defaultdict[str, list[str]] = defaultdict(list)
+    for notice in await pages("/api/notifications"):
+        notices_of[notice["order_id"]].append(notice["kind"])
+    return Records(orders, payments_of, notices_of)
+
+
+def promise_breaches(
+    order: dict[str, Any], total: int, token: str, cancel: int | None
+) -> list[str]:
+    """Where a settled order broke what its client was told: the total acknowledged, a
+    declined card cancels, a cancel answered 200 (it was PENDING) leaves it CANCELLED and
+    one answered 202 (it was PAID) leaves it REFUNDED."""
+    breaches = []
+    if order["total"] != total:
+        breaches.append(f"total {order['total']}, acknowledged {total}")
+    if token == "tok_chargeDeclined" and order["status"] != "CANCELLED":
+        breaches.append("a declined card did not cancel it")
+    if cancel == 200 and order["status"] != "CANCELLED":
+        breaches.append(f"cancelled with 200 (it was PENDING) but {order['status']}")
+    if cancel == 202 and order["status"] != "REFUNDED":
+        breaches.append(f"cancelled with 202 (it was PAID) but {order['status']}")
+    return breaches
+
 
 # Each final order status: the status its payment may have.
 PAYMENT_FOR_ORDER = {

@@ -1,10 +1,13 @@
-"""A private nats-server for tests, and a bounded wait until the bus over it is quiet.
+"""A private nats-server for tests, a link to it a test can cut, and a bounded wait until the
+bus over it is quiet.
 
 `nats_server(data_dir)` starts `nats-server -js` on a free loopback port with its own store
 directory, waits (bounded) until it answers, and kills it afterwards; `restart()` brings it
 back on the same port and data dir, as a broker that went away and came back. Without the
 binary the tests are skipped with the reason, unless SEAMS_REQUIRE_SERVICES=1 (CI), which
 fails them instead. The server never touches the system one on 127.0.0.1:4222.
+`broker_link(url)` relays clients to the broker over TCP until `cut()`: to the broker they
+are gone as when their process dies, with no goodbye.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream, SocketAttribute, SocketStream
 
 from app.bus import Bus
 from app.bus.nats_transport import NatsTransport
-from tests.support.server import free_port
-from tests.support.stores import skip_or_fail
+from app.cluster import free_port
+from tests.support.tiers import require_marks, skip_or_fail
 
 READY_SECONDS = 10.0
 STOP_SECONDS = 5.0
@@ -35,6 +39,8 @@ POLL_SECONDS = 0.01
 
 
 def nats_server_binary() -> str | None:
+    """Where nats-server is, or None; only a test marked `services` may look for it."""
+    require_marks("services")
     configured = os.environ.get("SEAMS_NATS_SERVER")
     if configured:
         return configured if Path(configured).exists() else None
@@ -178,3 +184,63 @@ async def settle(bus: Bus, transport: NatsTransport, timeout: float = SETTLE_SEC
         last = f"broker backlog {backlog}, {transport.in_flight} in flight"
         await anyio.sleep(POLL_SECONDS)
     raise TimeoutError(f"not settled after {timeout}s: {last}")
+
+
+@dataclass
+class BrokerLink:
+    """A TCP relay between clients and the broker. `cut()` drops every relayed connection
+    and refuses new ones: to the broker, the clients behind it are gone as when their
+    process dies (nothing acked, nak'ed or withdrawn). `mend()` lets them reconnect."""
+
+    broker_port: int
+    port: int
+    severed: bool = False
+    relays: set[anyio.CancelScope] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def cut(self) -> None:
+        self.severed = True
+        for relay in self.relays:
+            relay.cancel()
+
+    def mend(self) -> None:
+        self.severed = False
+
+    async def relay(self, client: SocketStream) -> None:
+        async with client:
+            if self.severed:
+                return
+            with anyio.CancelScope() as relay:
+                self.relays.add(relay)
+                try:
+                    broker = await anyio.connect_tcp("127.0.0.1", self.broker_port)
+                    async with broker, anyio.create_task_group() as pipes:
+                        pipes.start_soon(_pipe, client, broker, pipes.cancel_scope)
+                        pipes.start_soon(_pipe, broker, client, pipes.cancel_scope)
+                finally:
+                    self.relays.discard(relay)
+
+
+async def _pipe(source: ByteReceiveStream, sink: ByteSendStream, both: anyio.CancelScope) -> None:
+    """Copy one direction until either side closes; then end both."""
+    try:
+        async for chunk in source:
+            await sink.send(chunk)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
+    both.cancel()
+
+
+@asynccontextmanager
+async def broker_link(broker_url: str) -> AsyncIterator[BrokerLink]:
+    """A cuttable link to the broker at `broker_url`: connect clients to its `url`."""
+    broker_port = int(broker_url.rsplit(":", 1)[1])
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as serving:
+        link = BrokerLink(broker_port, listener.extra(SocketAttribute.local_port))
+        serving.start_soon(listener.serve, link.relay)
+        yield link
+        serving.cancel_scope.cancel()

@@ -13,19 +13,20 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import anyio
 import httpx
 from anyio.abc import Process
+
+from app.cluster import free_port
 
 SERVER_ENV = {
     "APP_PASSWORD_HASHING": "argon2id-fast",
@@ -103,37 +104,42 @@ class Server:
                 await anyio.sleep(POLL_SECONDS)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def server_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without any APP_* of the caller's, plus the test settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("APP_")}
     return {**env, **SERVER_ENV, **(overrides or {})}
 
 
-def new_log(data_dir: Path) -> BinaryIO:
-    """A fresh log file in the data dir for one run of `python -m app`."""
+def new_log(data_dir: Path) -> Path:
+    """A fresh log file's path in the data dir, for one run of `python -m app`."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    return (data_dir / f"server.{next(_starts)}.log").open("wb")
+    return data_dir / f"server.{next(_starts)}.log"
 
 
 def has_users_store(data_dir: Path) -> bool:
     return (data_dir / "users.db").exists()
 
 
-async def create_admin(data_dir: Path, env: Mapping[str, str] | None = None) -> None:
-    """`python -m app create-admin` on the data dir, password on stdin."""
-    command = [sys.executable, "-m", "app", "create-admin", "--data-dir", str(data_dir)]
-    command += ["--email", ADMIN_EMAIL, "--password-stdin"]
+async def run_create_admin(
+    data_dir: Path,
+    email: str,
+    *flags: str,
+    password: str,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """`python -m app create-admin --email <email> --password-stdin` on the data dir, with
+    the password on stdin; whatever it answered."""
+    command = [sys.executable, "-m", "app", "create-admin", "--email", email]
+    command += ["--password-stdin", "--data-dir", str(data_dir), *flags]
     with anyio.fail_after(COMMAND_SECONDS):
-        result = await anyio.run_process(
-            command, input=f"{ADMIN_PASSWORD}\n".encode(), env=server_env(env), check=False
+        return await anyio.run_process(
+            command, input=f"{password}\n".encode(), env=server_env(env), check=False
         )
+
+
+async def create_admin(data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """The admin `served` logs in as, made as an operator would."""
+    result = await run_create_admin(data_dir, ADMIN_EMAIL, password=ADMIN_PASSWORD, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr).decode(errors="replace")
 
 
@@ -143,31 +149,18 @@ async def served(data_dir: Path, env: Mapping[str, str] | None = None) -> AsyncI
     when the block ends."""
     if not has_users_store(data_dir):
         await create_admin(data_dir, env)
-    port = free_port()
-    with new_log(data_dir) as log:
-        process = await anyio.open_process(
-            [sys.executable, "-m", "app", "--data-dir", str(data_dir), "--port", str(port)],
-            env=server_env(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=Path(log.name))
-    try:
-        await _wait_ready(server)
+    async with served_alone(data_dir, new_log(data_dir), env) as server:
         server.admin = await log_in(server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
         yield server
-    finally:
-        with anyio.CancelScope(shield=True):
-            await server.kill()
 
 
 @asynccontextmanager
 async def served_alone(
     data_dir: Path, log_path: Path, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[Server]:
-    """`python -m app --data-dir data_dir` on a free port, ready, with no admin and its log
-    outside the data dir: whatever the data dir holds, the server wrote; gone after."""
+    """`python -m app --data-dir data_dir` on a free port, ready, with no admin; its log
+    where the caller says (outside the data dir: whatever the data dir holds, the server
+    wrote); gone after."""
     port = free_port()
     with log_path.open("wb") as log:
         process = await anyio.open_process(
@@ -180,7 +173,7 @@ async def served_alone(
         )
     server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        await _wait_ready(server)
+        await until_answers(server.url, "/ready", server.process, server.log_tail)
         yield server
     finally:
         with anyio.CancelScope(shield=True):
@@ -232,18 +225,26 @@ async def log_in(url: str, email: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-async def _wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + READY_SECONDS
+async def until_answers(
+    url: str,
+    path: str,
+    process: Process,
+    log_tail: Callable[[], str] = lambda: "(no log kept)",
+    seconds: float = READY_SECONDS,
+) -> None:
+    """Poll `path` (bounded) until the process at `url` answers it 200; fail at once if the
+    process exits first, with what it last said and its log tail."""
+    deadline = time.monotonic() + seconds
     last = "no answer yet"
-    async with httpx.AsyncClient(base_url=server.url, timeout=2.0) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=2.0) as client:
         while time.monotonic() < deadline:
-            if server.process.returncode is not None:
+            if process.returncode is not None:
                 raise AssertionError(
-                    f"server exited with {server.process.returncode} before it was ready; "
-                    f"log tail:\n{server.log_tail()}"
+                    f"{url} exited with {process.returncode} before {path} answered; "
+                    f"log tail:\n{log_tail()}"
                 )
             try:
-                response = await client.get("/ready")
+                response = await client.get(path)
             except httpx.TransportError as error:
                 last = repr(error)
             else:
@@ -252,5 +253,5 @@ async def _wait_ready(server: Server) -> None:
                 last = f"{response.status_code} {response.text}"
             await anyio.sleep(0.05)
     raise AssertionError(
-        f"server not ready after {READY_SECONDS}s (last: {last}); log tail:\n{server.log_tail()}"
+        f"{url}{path} not 200 after {seconds}s (last: {last}); log tail:\n{log_tail()}"
     )

@@ -41,6 +41,7 @@ from app.settings import Settings
 from tests.support.nats import NatsServer, nats_server
 from tests.support.seams import Driver
 from tests.support.stores import postgres_databases
+from tests.support.tiers import require_marks
 
 SECRET = "split-mode-test-secret-key-0123456789-abcdefghijklmnop"
 MODULES = ("users", "orders", "payments", "notifications")
@@ -289,6 +290,7 @@ async def split_system(
 ) -> AsyncIterator[Split]:
     """Every module in its own process (payments in `replicas` processes), a gateway in
     front, a private nats-server under them; stopped, and the databases dropped, after."""
+    require_marks("services", "split")
     data_dir = tmp_path / "split"
     data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:

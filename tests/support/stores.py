@@ -1,4 +1,7 @@
-"""The stores a user can pick, as test backends: every end-to-end test runs on each."""
+"""The stores a user can pick, as test backends: every end-to-end test runs on each.
+
+BACKENDS are fixture params that carry their tier: the ones on a real server are marked
+`services`, so `-m "not services"` leaves them out and a test on them needs no marker."""
 
 from __future__ import annotations
 
@@ -11,14 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tiers import require_marks, skip_or_fail
+
 POSTGRES_URL = os.environ.get(
     "SEAMS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 MONGODB_URL = os.environ.get("SEAMS_TEST_MONGODB_URL")
-REQUIRE_SERVICES = os.environ.get("SEAMS_REQUIRE_SERVICES") == "1"
 
 SQL_MODULES = ("users", "payments", "notifications")
-BACKENDS = ("memory", "files", "mongomock", "postgresql", "mongodb")
+BACKENDS = (
+    "memory",
+    "files",
+    "mongomock",
+    pytest.param("postgresql", marks=pytest.mark.services),
+    pytest.param("mongodb", marks=pytest.mark.services),
+)
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -36,12 +46,6 @@ async def _postgres_reachable() -> str | None:
     return None
 
 
-def skip_or_fail(reason: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"SEAMS_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
-
-
 @asynccontextmanager
 async def store_urls(backend: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     """Settings overrides that put every module's store on the chosen backend."""
@@ -52,6 +56,7 @@ async def store_urls(backend: str, tmp_path: Path) -> AsyncIterator[dict[str, st
     elif backend == "mongomock":
         yield {"ephemeral": "true", "orders_db_url": "mongomock://localhost/seams_orders"}
     elif backend == "mongodb":
+        require_marks("services")
         if MONGODB_URL is None:
             # No MongoDB server can be installed on this machine kind: this one is opt-in.
             pytest.skip("no MongoDB server: set SEAMS_TEST_MONGODB_URL=mongodb://… to run")
@@ -69,6 +74,7 @@ async def postgres_databases(modules: tuple[str, ...]) -> AsyncIterator[dict[str
     """A fresh PostgreSQL database per module, dropped afterwards."""
     import asyncpg
 
+    require_marks("services")
     problem = await _postgres_reachable()
     if problem is not None:
         skip_or_fail(problem)

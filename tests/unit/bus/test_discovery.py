@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from app.bus.discovery import Announcer, Directory, Instance
-from tests.support.nats import NatsServer, nats_server
+from tests.support.nats import NatsServer, broker_link, nats_server
+from tests.support.waits import until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.services]
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +27,6 @@ def instance(module: str, port: int) -> Instance:
     )
 
 
-async def until(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 async def test_an_announced_instance_is_live_and_a_stopped_one_is_gone_at_once(
     server: NatsServer,
 ) -> None:
@@ -45,9 +36,12 @@ async def test_an_announced_instance_is_live_and_a_stopped_one_is_gone_at_once(
     announcer = Announcer(server.url, instance(module, 9001))
     try:
         await announcer.start()
-        await until(lambda: [i.url for i in directory.live(module)] == ["http://127.0.0.1:9001"])
+        await until(
+            lambda: [i.url for i in directory.live(module)] == ["http://127.0.0.1:9001"],
+            "the announced instance",
+        )
         await announcer.stop()
-        await until(lambda: directory.live(module) == [])
+        await until(lambda: directory.live(module) == [], "the instance to be gone")
     finally:
         await announcer.stop()
         await directory.stop()
@@ -61,7 +55,7 @@ async def test_replicas_are_picked_in_turn(server: NatsServer) -> None:
     try:
         for announcer in announcers:
             await announcer.start()
-        await until(lambda: len(directory.live(module)) == 3)
+        await until(lambda: len(directory.live(module)) == 3, "three instances")
         picked = [directory.pick(module) for _ in range(6)]
         urls = [i.url for i in picked if i is not None]
         assert sorted(urls) == sorted(
@@ -80,17 +74,17 @@ async def test_an_instance_that_dies_without_a_word_drops_out_within_the_ttl(
     module = f"m{uuid.uuid4().hex[:6]}"
     directory = Directory(server.url, ttl=1.5)
     await directory.start()
-    announcer = Announcer(server.url, instance(module, 9201), interval=0.3, ttl=1.5)
-    try:
-        await announcer.start()
-        await until(lambda: len(directory.live(module)) == 1)
-        # Dying: the refresh stops and nothing is withdrawn (no delete reaches the bucket).
-        assert announcer._task is not None
-        announcer._task.cancel()
-        died = time.monotonic()
-        await until(lambda: directory.live(module) == [], timeout=5)
-        assert time.monotonic() - died < 3.0
-    finally:
-        await directory.stop()
-        if announcer._connection is not None:
-            await announcer._connection.close()
+    async with broker_link(server.url) as link:
+        announcer = Announcer(link.url, instance(module, 9201), interval=0.3, ttl=1.5)
+        try:
+            await announcer.start()
+            await until(lambda: len(directory.live(module)) == 1, "the instance")
+            # Dying: no refresh and no withdrawal reaches the broker any more.
+            link.cut()
+            died = time.monotonic()
+            await until(lambda: directory.live(module) == [], "the silent instance to drop", 5)
+            assert time.monotonic() - died < 3.0
+        finally:
+            await directory.stop()
+            link.mend()  # only so that stopping it finds the broker, not a timeout
+            await announcer.stop()

@@ -3,7 +3,6 @@ when it comes back, so announcers make it again and the directory watches it afr
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import pytest
 
 from app.bus.discovery import Announcer, Directory, Instance
 from tests.support.nats import nats_server
+from tests.support.waits import until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.services]
 
 TTL = 1.5
 
@@ -38,11 +38,3 @@ async def test_instances_are_found_again_after_the_broker_restarts(tmp_path: Pat
         finally:
             await announcer.stop()
             await directory.stop()
-
-
-async def until(condition: object, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not (callable(condition) and condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout}s")
-        await anyio.sleep(0.02)

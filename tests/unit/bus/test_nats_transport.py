@@ -10,7 +10,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -24,8 +24,16 @@ from app.bus.envelope import wrap
 from app.bus.nats_transport import NatsTransport
 from app.bus.transport import InProcessTransport
 from app.main import create_transport
-from tests.support.nats import NatsServer, nats_server, nats_transport, private_names, settle
+from tests.support.nats import (
+    NatsServer,
+    broker_link,
+    nats_server,
+    nats_transport,
+    private_names,
+    settle,
+)
 from tests.support.seams import fast_settings
+from tests.support.waits import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services]
 
@@ -81,15 +89,6 @@ class Recorder:
     @property
     def ids(self) -> list[str]:
         return [e.id for e in self.seen]
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    """Wait, bounded, for a condition that other tasks make true."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting after {timeout}s for {what}")
-        await anyio.sleep(0.005)
 
 
 @asynccontextmanager
@@ -221,29 +220,23 @@ async def test_a_message_whose_replica_died_is_redelivered_to_another(
     server: NatsServer,
 ) -> None:
     names = {**private_names(), "ack_wait_seconds": 1.0}
-    dying, other = nats_transport(server.url, **names), nats_transport(server.url, **names)
-    stuck, fine = Recorder(hold=True), Recorder()
-    dying.bind("payments", "Pinged", stuck.sink)
-    other.bind("payments", "Pinged", fine.sink)
-    sent = envelope(1)
+    async with broker_link(server.url) as link:
+        dying, other = nats_transport(link.url, **names), nats_transport(server.url, **names)
+        stuck, fine = Recorder(hold=True), Recorder()
+        dying.bind("payments", "Pinged", stuck.sink)
+        other.bind("payments", "Pinged", fine.sink)
+        sent = envelope(1)
 
-    await dying.start()
-    try:
-        await dying.publish(sent)
-        await until(lambda: len(stuck.seen) == 1, "the replica that will die")
-        async with started(other):
-            await crash(dying)
-            await until(lambda: fine.ids == [sent.id], "redelivery after the ack wait")
-            await drained(other)
-    finally:
-        await dying.stop()
-
-
-async def crash(transport: NatsTransport) -> None:
-    """As when the process dies: the connection goes, nothing is acked or nak'ed."""
-    connection = transport._nc
-    assert connection is not None
-    await connection.close()
+        await dying.start()
+        try:
+            await dying.publish(sent)
+            await until(lambda: len(stuck.seen) == 1, "the replica that will die")
+            async with started(other):
+                link.cut()  # as when its process dies: nothing is acked or nak'ed
+                await until(lambda: fine.ids == [sent.id], "redelivery after the ack wait")
+                await drained(other)
+        finally:
+            await dying.stop()
 
 
 async def test_a_slow_handling_is_kept_alive_not_redelivered(server: NatsServer) -> None:

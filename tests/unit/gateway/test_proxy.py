@@ -53,8 +53,8 @@ def reply(status: int, body: object, headers: dict[str, str] | None = None) -> h
 
 
 def app_with(instances: Instances, handler: Callable[[httpx.Request], httpx.Response]) -> Litestar:
-    forwarder = Forwarder({"orders": "orders"}, instances, GatewayProof(SECRET))
-    forwarder._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    forwarder = Forwarder({"orders": "orders"}, instances, GatewayProof(SECRET), client=client)
     return Litestar([forwarding_route(forwarder)], exception_handlers=EXCEPTION_HANDLERS)
 
 

@@ -68,6 +68,7 @@ def test_development_warns_about_a_guessable_key_and_uses_it(
     ), caplog.records
 
 
+@pytest.mark.slow  # runs python -m app
 def test_python_m_app_in_production_exits_with_the_reason_for_a_guessable_key() -> None:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("APP_")}
     environment |= {"APP_ENV": "production", "APP_SECRET_KEY": "a" * 32}

@@ -94,6 +94,7 @@ async def test_a_charge_written_recently_is_left_to_its_process(payments: Scenar
     assert payments.published == []
 
 
+@pytest.mark.slow  # it looks every 2.5 s: the test waits for one look
 async def test_a_running_payments_process_looks_for_abandoned_charges_by_itself(
     anyio_backend: str,
 ) -> None:

@@ -121,6 +121,7 @@ def test_a_success_forgives_only_that_clients_mistypes_for_that_email() -> None:
     assert "from this client" in refused(attempts, EMAIL, "c1").detail
 
 
+@pytest.mark.slow  # a flood of 100,000 failures
 def test_a_hundred_thousand_made_up_emails_keep_memory_within_its_bound() -> None:
     clock = Clock()
     attempts = limits(clock, per_client=10**9, per_email=10**9, max_tracked=5_000)

@@ -19,6 +19,7 @@ from app.modules.users.passwords import (
     hashes_at_once,
     make_hasher,
 )
+from tests.support.waits import until
 
 pytestmark = pytest.mark.anyio
 
@@ -39,21 +40,12 @@ def blocked(release: threading.Event) -> Callable[[], str]:
     return work
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """A bounded wait (5 s) for what worker threads and tasks do."""
-    for _ in range(5_000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("not reached within 5 s")
-
-
 async def test_beyond_its_places_the_gate_answers_503_at_once_without_hashing(
     release: threading.Event,
 ) -> None:
     gate = HashingGate(at_once=1, waiting=2)
     held = [asyncio.create_task(gate.run(blocked(release), f"client-{n}")) for n in range(3)]
-    await until(lambda: gate.held == 3)
+    await until(lambda: gate.held == 3, "three places held", 5)
     hashed = threading.Event()
 
     with pytest.raises(Unavailable) as refused:
@@ -72,7 +64,7 @@ async def test_one_client_holds_at_most_two_places_and_others_still_get_in(
 ) -> None:
     gate = HashingGate(at_once=1, waiting=4)
     mine = [asyncio.create_task(gate.run(blocked(release), "flooder")) for _ in range(2)]
-    await until(lambda: gate.held == 2)
+    await until(lambda: gate.held == 2, "two places held", 5)
 
     with pytest.raises(TooManyRequests) as refused:
         await gate.run(blocked(release), "flooder")
@@ -94,11 +86,11 @@ async def test_a_free_turn_goes_to_a_client_with_nothing_running_before_a_floode
         return lambda: order.append(name)
 
     first = asyncio.create_task(gate.run(lambda: order.append(blocked(release)()), "flooder"))
-    await until(lambda: gate.held == 1)
+    await until(lambda: gate.held == 1, "one place held", 5)
     second = asyncio.create_task(gate.run(work("flooder again"), "flooder"))
-    await until(lambda: gate.held == 2)
+    await until(lambda: gate.held == 2, "two places held", 5)
     theirs = asyncio.create_task(gate.run(work("someone else"), "someone-else"))
-    await until(lambda: gate.held == 3)
+    await until(lambda: gate.held == 3, "three places held", 5)
     release.set()
     await asyncio.gather(first, second, theirs)
 
@@ -110,14 +102,14 @@ async def test_a_caller_that_goes_away_keeps_its_place_until_its_hash_ends(
 ) -> None:
     gate = HashingGate(at_once=1, waiting=0)
     caller = asyncio.create_task(gate.run(blocked(release), "c1"))
-    await until(lambda: gate.held == 1)
+    await until(lambda: gate.held == 1, "one place held", 5)
     caller.cancel()
     await asyncio.gather(caller, return_exceptions=True)
 
     with pytest.raises(Unavailable):
         await gate.run(lambda: "more", "c2")
     release.set()
-    await until(lambda: gate.held == 0)
+    await until(lambda: gate.held == 0, "no places held", 5)
     assert await gate.run(lambda: "more", "c2") == "more"
 
 
@@ -129,7 +121,7 @@ async def test_registration_and_password_changes_hash_through_the_same_gate(
         asyncio.create_task(passwords.gate.run(blocked(release), f"c{n}"))
         for n in range(passwords.gate.places)
     ]
-    await until(lambda: passwords.gate.held == passwords.gate.places)
+    await until(lambda: passwords.gate.held == passwords.gate.places, "every place held", 5)
 
     with pytest.raises(Unavailable):
         await passwords.hash("a new password")  # what registration and changes call
