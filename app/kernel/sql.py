@@ -53,6 +53,20 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+class Executes(Protocol):
+    def execute(self, sql: str, /) -> Any: ...
+
+
+def tune_sqlite(connection: Executes, *, on_disk: bool) -> None:
+    """Every SQLite store's pragmas: WAL on disk (readers never wait for the writer), NORMAL
+    sync (safe with WAL: a power cut loses at most the last commits), and a wait of up to
+    5 s for another connection's write lock instead of an error."""
+    if on_disk:
+        connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=5000")
+
+
 Rows = sa.CursorResult[*tuple[Any, ...]]
 S = TypeVar("S", bound=sa.Executable)
 T = TypeVar("T")
@@ -159,10 +173,7 @@ class SqlDatabase:
         @sa.event.listens_for(engine, "connect")
         def tune(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            if not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            tune_sqlite(cursor, on_disk=not in_memory)
             cursor.close()
 
     def _create_sync_engine(self) -> sa.Engine:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from app.kernel.data_dir import make_private_database
+from app.kernel.sql import tune_sqlite
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
@@ -84,10 +85,7 @@ class SqliteOrderDocuments:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False: the
         # loop that uses the store may run on another thread than the one that opened it.
         db = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
-        if self.path is not None:
-            db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        tune_sqlite(db, on_disk=self.path is not None)
         columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
         if columns and "idempotency_key" not in columns:  # a data dir from before the column
             db.execute("ALTER TABLE orders ADD COLUMN idempotency_key TEXT")
