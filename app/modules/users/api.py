@@ -15,7 +15,8 @@ from app.kernel.identity import AccessToken, Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.kernel.problems import AUTHENTICATED, PUBLIC, WITH_BODY, problems
 from app.modules.users.service import UserService
-from app.modules.users.store import Profile, UserRow
+from app.modules.users.store import Profile
+from app.modules.users.user import User
 
 Name = Annotated[
     str,
@@ -67,9 +68,10 @@ class UserOut(msgspec.Struct):
     email: str
     created_at: datetime
 
-
-def _out(user: UserRow | Profile) -> UserOut:
-    return UserOut(id=user.id, name=user.name, email=user.email, created_at=user.created_at)
+    @classmethod
+    def of(cls, user: User | Profile) -> UserOut:
+        """The user as clients see them: never the password hash, role or versions."""
+        return msgspec.convert(user, cls, from_attributes=True)
 
 
 Users = NamedDependency[UserService]
@@ -96,13 +98,13 @@ class UsersController(Controller):
     ) -> Response[UserOut]:
         if idempotency_key is None:
             user = await users.register(name=data.name, email=data.email, password=data.password)
-            return Response(_out(user), status_code=201)
+            return Response(UserOut.of(user), status_code=201)
         write = users.idempotent_write(
             scope="POST /api/users",  # registration has no caller yet: the route is the scope
             key=idempotency_key,
             fingerprint=fingerprint("POST /api/users", msgspec.json.encode(data)),
             status=201,
-            render=lambda user: msgspec.json.encode(_out(user)),
+            render=lambda user: msgspec.json.encode(UserOut.of(user)),
         )
         stored, replayed = await users.register_once(
             write, name=data.name, email=data.email, password=data.password
@@ -123,7 +125,7 @@ class UsersController(Controller):
         cursor: Cursor = None,
     ) -> Page[UserOut]:
         rows = await users.page(request.user, after=cursor, limit=limit + 1)
-        return page_of([_out(row) for row in rows], limit)
+        return page_of([UserOut.of(row) for row in rows], limit)
 
     @get(
         "/{user_id:str}",
@@ -132,7 +134,7 @@ class UsersController(Controller):
         summary="Read a user",
     )
     async def get_user(self, user_id: UserId, users: Users, request: Me) -> UserOut:
-        return _out(await users.profile(user_id, request.user))
+        return UserOut.of(await users.profile(user_id, request.user))
 
     @patch(
         "/{user_id:str}",
@@ -155,11 +157,12 @@ class UsersController(Controller):
             current_password=data.current_password,
             client=request.client.host if request.client else "unknown",
         )
-        return _out(user)
+        return UserOut.of(user)
 
 
 class TokenController(Controller):
-    """Served under /api/auth: the users module owns credentials (decision 3)."""
+    """Served under /api/auth: the users module owns credentials
+    (docs/decisions/0003-route-ownership.md)."""
 
     path = "/"
 

@@ -1,4 +1,5 @@
-"""Failed logins have their own, stricter limits, counted over the last minute (decision 12):
+"""Failed logins have their own, stricter limits, counted over the last minute
+(docs/decisions/0012-limits.md):
 
 - per address and client: the owner of an account mistyping from one place;
 - per client, whatever the address: one client trying many accounts (credential stuffing);

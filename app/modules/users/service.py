@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from app.bus import ModuleBus
+from app.bus import Envelope, ModuleBus
 from app.kernel.credentials import CurrentCredentials
 from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
-from app.kernel.identity import AccessToken, Caller, Credentials, Role, TokenIssuer
-from app.kernel.ids import isoformat, new_id, utcnow
-from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.kernel.identity import AccessToken, Caller, Role, TokenIssuer
+from app.kernel.ids import new_id, utcnow
 from app.modules.users.login_limits import LoginAttempts
 from app.modules.users.passwords import Passwords
-from app.modules.users.store import EmailTaken, Profile, UserRow, UsersStore
+from app.modules.users.store import EmailTaken, Profile, UsersStore
+from app.modules.users.user import User, UserEvent
 
 MAX_UPDATE_RACES = 5
 
@@ -23,8 +24,8 @@ MAX_UPDATE_RACES = 5
 class AdminAccount:
     """What create-admin did: `before` is the account it changed (None: it created one)."""
 
-    user: UserRow
-    before: UserRow | None
+    user: User
+    before: User | None
 
 
 class UserService:
@@ -105,31 +106,21 @@ class UserService:
         password: str,
         role: Role = "user",
         remember: IdempotentWrite | None = None,
-    ) -> UserRow:
-        now = utcnow()
-        user = UserRow(
-            id=new_id(),
+    ) -> User:
+        user, events = User.register(
+            user_id=new_id(),
             name=name,
-            email=email.strip(),
+            email=email,
             password_hash=await self._passwords.hash(password),
             role=role,
-            created_at=now,
-            updated_at=now,
-            version=1,
-            event_sequence=1,
+            now=utcnow(),
         )
-        event = self._bus.envelope(
-            UserRegistered(
-                user_id=user.id, name=user.name, email=user.email, registered_at=isoformat(now)
-            ),
-            aggregate_id=user.id,
-            sequence=1,
-        )
+        envelopes = self._envelopes(user, events)
         try:
-            await self._store.insert(user, [event], remember)
+            await self._store.insert(user, envelopes, remember)
         except EmailTaken:
             raise Conflict(f"a user with email {user.email!r} already exists") from None
-        self._bus.committed([event])
+        self._bus.committed(envelopes)
         return user
 
     async def profile(self, user_id: str, caller: Caller) -> Profile:
@@ -139,14 +130,14 @@ class UserService:
             raise NotFound(f"no user {user_id!r}")
         return profile
 
-    async def get(self, user_id: str, caller: Caller) -> UserRow:
+    async def get(self, user_id: str, caller: Caller) -> User:
         """The whole record, for changes; the same 404 rule as `profile`."""
         user = await self._store.get(user_id) if caller.may_see(user_id) else None
         if user is None:
             raise NotFound(f"no user {user_id!r}")
         return user
 
-    async def page(self, caller: Caller, *, after: str | None, limit: int) -> list[UserRow]:
+    async def page(self, caller: Caller, *, after: str | None, limit: int) -> list[User]:
         if caller.is_admin:
             return await self._store.page(after=after, limit=limit)
         mine = await self._store.get(caller.id)
@@ -162,7 +153,7 @@ class UserService:
         password: str | None = None,
         current_password: str | None = None,
         client: str = "unknown",
-    ) -> UserRow:
+    ) -> User:
         """A change of name by the user or an admin; a change of email or password needs the
         account's current password, whoever asks (an admin's token cannot take an account
         over), and ends every token issued before it. A wrong one counts as a failed login
@@ -189,51 +180,35 @@ class UserService:
         email: str | None = None,
         password: str | None = None,
         role: Role | None = None,
-    ) -> UserRow:
+    ) -> User:
         password_hash = None if password is None else await self._passwords.hash(password)
         for _ in range(MAX_UPDATE_RACES):
             current = await self._store.get(user_id)
             if current is None:
                 raise NotFound(f"no user {user_id!r}")
-            changed = replace(
-                current,
-                name=current.name if name is None else name,
-                email=current.email if email is None else email.strip(),
-                password_hash=password_hash or current.password_hash,
-                role=current.role if role is None else role,
+            changed, events = current.change(
+                utcnow(), name=name, email=email, password_hash=password_hash, role=role
             )
             if changed == current:
                 return current
-            changed = replace(changed, updated_at=utcnow(), version=current.version + 1)
-            if (changed.password_hash, changed.email, changed.role) != (
-                current.password_hash,
-                current.email,
-                current.role,
-            ):  # new credentials: every token issued for the old ones dies
-                changed = replace(changed, token_generation=current.token_generation + 1)
-            events = []
-            if (changed.name, changed.email) != (current.name, current.email):
-                changed = replace(changed, event_sequence=current.event_sequence + 1)
-                events.append(
-                    self._bus.envelope(
-                        UserUpdated(user_id=user_id, name=changed.name, email=changed.email),
-                        aggregate_id=user_id,
-                        sequence=changed.event_sequence,
-                    )
-                )
+            envelopes = self._envelopes(changed, events)
             try:
                 written = await self._store.update(
-                    changed, expected_version=current.version, events=events
+                    changed, expected_version=current.version, events=envelopes
                 )
             except EmailTaken:
                 raise Conflict(f"a user with email {changed.email!r} already exists") from None
             if written:
-                self._bus.committed(events)
+                self._bus.committed(envelopes)
                 if changed.token_generation != current.token_generation:
-                    self._credentials.changed(user_id, credentials_of(changed))
+                    self._credentials.changed(user_id, changed.credentials)
                 return changed
         raise Conflict(f"user {user_id!r} is being changed concurrently; try again")
 
-
-def credentials_of(user: UserRow) -> Credentials:
-    return Credentials(generation=user.token_generation, role=user.role)
+    def _envelopes(self, changed: User, events: Sequence[UserEvent]) -> list[Envelope]:
+        """The events in envelopes, numbered up to the user's event_sequence."""
+        first = changed.event_sequence - len(events) + 1
+        return [
+            self._bus.envelope(event, aggregate_id=changed.id, sequence=first + offset)
+            for offset, event in enumerate(events)
+        ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -16,6 +16,7 @@ from app.kernel.identity import Role
 from app.kernel.ids import utcnow
 from app.kernel.sql import SqlDatabase, UtcDateTime
 from app.modules.users.emails import EMAIL_KEY_LENGTH, email_key, legacy_email_key
+from app.modules.users.user import User
 
 metadata = sa.MetaData()
 
@@ -49,22 +50,7 @@ idempotency_keys = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class UserRow:
-    id: str
-    name: str
-    email: str
-    password_hash: str
-    role: Role
-    created_at: datetime
-    updated_at: datetime
-    version: int  # every change
-    event_sequence: int  # every published event: what consumers order by (decision 9)
-    token_generation: int = 1  # every change of credentials (password, email, role)
-
-
-@dataclass(frozen=True)
-class Profile:
+class Profile(msgspec.Struct, frozen=True):
     """What a user's record shows to a reader: never the password hash, nor the versions."""
 
     id: str
@@ -73,15 +59,19 @@ class Profile:
     created_at: datetime
 
 
+# The name tests/support/split.py still imports; User is the record (user.py).
+UserRow = User
+
+
 class EmailTaken(Exception):
     pass
 
 
-# Selected exactly as UserRow's fields, so a row mapping builds one: UserRow(**row).
-_columns = [users.c[name] for name in UserRow.__dataclass_fields__]
+# Selected exactly as User's fields, so a row builds one: User(*row).
+_columns = [users.c[name] for name in User.__struct_fields__]
 # Built once, the key bound at execute time (app/kernel/sql.py `prepared`).
 _by_id = sa.select(*_columns).where(users.c.id == sa.bindparam("b_key"))
-_profile_by_id = sa.select(*(users.c[name] for name in Profile.__dataclass_fields__)).where(
+_profile_by_id = sa.select(*(users.c[name] for name in Profile.__struct_fields__)).where(
     users.c.id == sa.bindparam("b_key")
 )
 # A row stored before `email_key` folded Unicode is found by the key it was stored under.
@@ -132,13 +122,15 @@ class UsersStore(SqlDatabase):
         return None if row is None else (row[0], row[1])
 
     async def insert(
-        self, user: UserRow, events: list[Envelope], remember: IdempotentWrite | None = None
+        self, user: User, events: list[Envelope], remember: IdempotentWrite | None = None
     ) -> None:
         """The user, its events and (with a key) the response to replay, in one transaction."""
         try:
             async with self.transaction() as connection:
                 await connection.execute(
-                    users.insert().values(email_key=email_key(user.email), **user.__dict__)
+                    users.insert().values(
+                        email_key=email_key(user.email), **msgspec.structs.asdict(user)
+                    )
                 )
                 await add_to_outbox(connection, outbox, events)
                 if remember is not None:
@@ -191,25 +183,25 @@ class UsersStore(SqlDatabase):
             row = (await connection.execute(_profile_by_id, {"b_key": user_id})).first()
         return None if row is None else Profile(*row)
 
-    async def get(self, user_id: str) -> UserRow | None:
+    async def get(self, user_id: str) -> User | None:
         return await self._one(_by_id, user_id)
 
-    async def by_email(self, email: str) -> UserRow | None:
+    async def by_email(self, email: str) -> User | None:
         key = {"b_key": email_key(email), "b_legacy_key": legacy_email_key(email)}
         async with self.reading() as connection:
             row = (await connection.execute(_by_email_keys, key)).first()
-        return None if row is None else UserRow(*row)
+        return None if row is None else User(*row)
 
-    async def _one(self, statement: sa.Select[Any], key: str) -> UserRow | None:
+    async def _one(self, statement: sa.Select[Any], key: str) -> User | None:
         async with self.reading() as connection:
             row = (await connection.execute(statement, {"b_key": key})).first()
-        return None if row is None else UserRow(*row)  # selected in UserRow's field order
+        return None if row is None else User(*row)  # selected in User's field order
 
-    async def page(self, *, after: str | None, limit: int) -> list[UserRow]:
+    async def page(self, *, after: str | None, limit: int) -> list[User]:
         rows = await self.fetch_page(sa.select(*_columns), users.c.id, after=after, limit=limit)
-        return [UserRow(**row) for row in rows]
+        return [User(**row) for row in rows]
 
-    async def update(self, user: UserRow, *, expected_version: int, events: list[Envelope]) -> bool:
+    async def update(self, user: User, *, expected_version: int, events: list[Envelope]) -> bool:
         """Write the new state only if nobody changed the user since `expected_version`."""
         values = {
             "name": user.name,

@@ -17,7 +17,8 @@ from app.bus.envelope import decode
 from app.kernel.ids import new_id, utcnow
 from app.modules.users.contracts import UserRegistered, UserUpdated
 from app.modules.users.module import module as users_module
-from app.modules.users.store import EmailTaken, UserRow, UsersStore, outbox
+from app.modules.users.store import EmailTaken, UsersStore, outbox
+from app.modules.users.user import User
 from tests.support.scenario import Scenario, scenario
 
 pytestmark = pytest.mark.anyio
@@ -194,7 +195,7 @@ async def test_the_store_compares_emails_trimmed_and_case_folded(users: Scenario
     store = store_of(users)
     await register(users, "folded@example.com")
     now = utcnow()
-    twin = UserRow(
+    twin = User(
         id=new_id(),
         name="Eve",
         email="  FOLDED@example.com ",
