@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 APP = Path(__file__).resolve().parents[2] / "app"
 
 # One interpreter loads the libraries once (the slow part), then forks a child per module:
@@ -40,6 +42,7 @@ def app_modules() -> list[str]:
     return names
 
 
+@pytest.mark.slow  # a fresh interpreter per module
 def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     modules = app_modules()
     assert "app.kernel.sql" in modules and "app.main" in modules

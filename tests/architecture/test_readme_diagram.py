@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 BLOCK = re.compile(
@@ -32,6 +34,7 @@ def generated_diagram() -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # runs python -m app topology
 def test_the_readme_diagram_is_the_topology_the_code_declares() -> None:
     readme = README.read_text()
     found = BLOCK.search(readme)
