@@ -6,22 +6,22 @@ admin role to an account someone else registered first."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import jwt
+import msgspec
 import pytest
 
 from app.modules.users.store import UsersStore
 from tests.support.seams import PASSWORD, Seams, fast_settings, running
+from tests.support.server import run_create_admin, server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -29,18 +29,7 @@ SECRET = "k" * 48
 REVOKED_WITHIN_SECONDS = 3.0  # the gateway re-reads a user's credentials at least every 1 s
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "APP_PASSWORD_HASHING": "argon2id-fast"}
-
-
-async def _create_admin(
-    data_dir: Path, email: str, *flags: str, password: str = "admin pass 1"
-) -> subprocess.CompletedProcess[bytes]:
-    command = [sys.executable, "-m", "app", "create-admin", "--email", email,
-               "--password-stdin", "--data-dir", str(data_dir), *flags]  # fmt: skip
-    return await anyio.run_process(command, input=f"{password}\n".encode(), check=False, env=_env())
-
-
+@pytest.mark.slow  # runs python -m app create-admin
 async def test_create_admin_refuses_an_email_a_non_admin_registered_first(tmp_path: Path) -> None:
     async with running(fast_settings(data_dir=str(tmp_path))) as seams:
         seams.client.headers.pop("Authorization")
@@ -51,7 +40,7 @@ async def test_create_admin_refuses_an_email_a_non_admin_registered_first(tmp_pa
         assert registered.status_code == 201
         attacker = await seams.log_in("ops-admin@example.com")
 
-    refused = await _create_admin(tmp_path, "ops-admin@example.com")
+    refused = await run_create_admin(tmp_path, "ops-admin@example.com", password="admin pass 1")
 
     assert refused.returncode == 2
     error = refused.stderr.decode()
@@ -67,6 +56,7 @@ async def test_create_admin_refuses_an_email_a_non_admin_registered_first(tmp_pa
         )).status_code == 401  # fmt: skip
 
 
+@pytest.mark.slow  # runs python -m app create-admin
 async def test_create_admin_promote_names_the_account_and_kills_its_earlier_tokens(
     tmp_path: Path,
 ) -> None:
@@ -78,7 +68,9 @@ async def test_create_admin_promote_names_the_account_and_kills_its_earlier_toke
         )
         old = await seams.log_in("ops-admin@example.com")
 
-    promoted = await _create_admin(tmp_path, "ops-admin@example.com", "--promote")
+    promoted = await run_create_admin(
+        tmp_path, "ops-admin@example.com", "--promote", password="admin pass 1"
+    )
 
     assert promoted.returncode == 0, promoted.stderr.decode()
     out = promoted.stdout.decode()
@@ -92,8 +84,9 @@ async def test_create_admin_promote_names_the_account_and_kills_its_earlier_toke
         assert (await seams.client.get("/api/admin/bus", headers=new["headers"])).status_code == 200
 
 
+@pytest.mark.slow  # runs python -m app create-admin
 async def test_create_admin_says_where_it_wrote(tmp_path: Path) -> None:
-    created = await _create_admin(tmp_path, "root@example.com")
+    created = await run_create_admin(tmp_path, "root@example.com", password="admin pass 1")
 
     assert created.returncode == 0, created.stderr.decode()
     out = created.stdout.decode()
@@ -101,6 +94,7 @@ async def test_create_admin_says_where_it_wrote(tmp_path: Path) -> None:
     assert "users.db" in out  # the users store it wrote to
 
 
+@pytest.mark.slow  # runs python -m app create-admin
 def test_create_admin_without_a_terminal_or_password_stdin_is_a_one_line_error(
     tmp_path: Path,
 ) -> None:
@@ -118,7 +112,7 @@ def test_create_admin_without_a_terminal_or_password_stdin_is_a_one_line_error(
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env=_env(),
+        env=server_env(),
         timeout=60,
     )
 
@@ -233,7 +227,7 @@ async def test_an_admin_demoted_in_the_store_loses_the_admin_routes(tmp_path: Pa
         try:
             admin = await other.get(seams.admin_id)
             assert admin is not None and admin.role == "admin"
-            demoted = replace(admin, role="user", version=admin.version + 1)
+            demoted = msgspec.structs.replace(admin, role="user", version=admin.version + 1)
             assert await other.update(demoted, expected_version=admin.version, events=[])
         finally:
             await other.close()
