@@ -63,6 +63,10 @@ class OrderDocuments(Protocol):
 
     async def knows_user(self, user_id: str) -> bool: ...
 
+    async def user_sequence(self, user_id: str) -> int | None:
+        """The highest event sequence remembered for the user; None for a user not known."""
+        ...
+
     # An order placed with an Idempotency-Key carries {"idempotency": {"key": …, …}};
     # the key is unique across orders (DuplicateIdempotencyKey on insert).
     async def find_by_idempotency_key(self, key: str) -> Document | None: ...

@@ -142,3 +142,7 @@ class PymongoOrderDocuments:
     async def knows_user(self, user_id: str) -> bool:
         found = await _settle(self.users.find_one({"_id": user_id}, {"_id": 1}))
         return found is not None
+
+    async def user_sequence(self, user_id: str) -> int | None:
+        found = await _settle(self.users.find_one({"_id": user_id}, {"sequence": 1}))
+        return None if found is None else int(found["sequence"])

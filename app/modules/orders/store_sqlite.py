@@ -220,6 +220,12 @@ class SqliteOrderDocuments:
         row = self._db.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone()
         return row is not None
 
+    async def user_sequence(self, user_id: str) -> int | None:
+        row = self._db.execute(
+            "SELECT sequence FROM users WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
 
 def _columns(doc: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns copied out of the document, and the document itself."""

@@ -13,7 +13,6 @@ import pytest
 from app.modules.orders.documents import DuplicateOrder, OrderDocuments
 from app.modules.orders.store import open_order_documents
 from app.modules.orders.store_mongo import PymongoOrderDocuments
-from app.modules.orders.store_sqlite import SqliteOrderDocuments
 
 pytestmark = pytest.mark.anyio
 
@@ -64,15 +63,6 @@ def an_order(
 
 def an_event(event_id: str) -> dict[str, Any]:
     return {"id": event_id, "type": "OrderPlaced", "payload": {"total": 3_500}}
-
-
-def stored_sequence(store: OrderDocuments, user_id: str) -> int:
-    """The port has no reader for the sequence, so peek at each adapter's own storage."""
-    if isinstance(store, SqliteOrderDocuments):
-        row = store._db.execute("SELECT sequence FROM users WHERE user_id = ?", (user_id,))
-        return int(row.fetchone()[0])
-    assert isinstance(store, PymongoOrderDocuments)
-    return int(store.users.find_one({"_id": user_id})["sequence"])
 
 
 async def test_an_inserted_order_reads_back_with_its_nested_items_at_rev_1(
@@ -312,8 +302,9 @@ async def test_remember_user_keeps_the_highest_sequence(documents: OrderDocument
 
     assert await documents.knows_user("user-1")
     assert not await documents.knows_user("user-3")
-    assert stored_sequence(documents, "user-1") == 5
-    assert stored_sequence(documents, "user-2") == 4
+    assert await documents.user_sequence("user-1") == 5
+    assert await documents.user_sequence("user-2") == 4
+    assert await documents.user_sequence("user-3") is None
 
 
 async def test_values_shaped_like_mongodb_operators_are_plain_data(
