@@ -19,6 +19,7 @@ from app.modules.notifications.money import format_amount
 from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered, UserUpdated
+from tests.support.logs import watching
 from tests.support.scenario import Scenario, scenario
 
 
@@ -83,19 +84,6 @@ async def listed(notifications: Scenario, **query: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     page: dict[str, Any] = response.json()
     return page
-
-
-class LogWatch(logging.Handler):
-    """Sets an asyncio.Event when a log record containing `fragment` is emitted."""
-
-    def __init__(self, fragment: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.fragment = fragment
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.fragment in record.getMessage():
-            self.seen.set()
 
 
 @pytest.mark.anyio
@@ -205,19 +193,18 @@ async def test_payment_for_a_contact_not_yet_known_is_retried_then_recorded(
         bus = notifications.seams.runtime.bus
         user_id = new_id()
         event = succeeded(user_id, new_id())
-        first_failure = LogWatch("handler notifications failed on PaymentSucceeded")
-        logging.getLogger("app.bus").addHandler(first_failure)
-        # Delivery returns only once the payment is handled: it waits out its retries.
-        payment = asyncio.create_task(
-            notifications.deliver(event, producer="payments", aggregate_id=event.payment_id)
-        )
-        try:
-            await asyncio.wait_for(first_failure.seen.wait(), 5)
-            await register(notifications, "late@example.com", name="Late", user_id=user_id)
-            await asyncio.wait_for(payment, 5)
-        finally:
-            logging.getLogger("app.bus").removeHandler(first_failure)
-            payment.cancel()  # nothing once it is done; never left running past the test
+        failure = "handler notifications failed on PaymentSucceeded"
+        with watching("app.bus", failure) as first_failure:
+            # Delivery returns only once the payment is handled: it waits out its retries.
+            payment = asyncio.create_task(
+                notifications.deliver(event, producer="payments", aggregate_id=event.payment_id)
+            )
+            try:
+                await asyncio.wait_for(first_failure.wait(), 5)
+                await register(notifications, "late@example.com", name="Late", user_id=user_id)
+                await asyncio.wait_for(payment, 5)
+            finally:
+                payment.cancel()  # nothing once it is done; never left running past the test
         await notifications.settle()
 
         [notification] = (await listed(notifications))["items"]

@@ -21,6 +21,7 @@ from app.modules.payments.module import module as payments_module
 from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.processor import ChargeResult, Outcome
 from app.modules.payments.store import PaymentsStore
+from tests.support.logs import watching
 from tests.support.scenario import Scenario, scenario
 
 pytestmark = pytest.mark.anyio
@@ -80,19 +81,6 @@ async def ledger(payments: Scenario) -> tuple[int, int]:
 
 def published(payments: Scenario) -> list[str]:
     return [envelope.type for envelope in payments.published]
-
-
-class LogWatch(logging.Handler):
-    """Sets an asyncio.Event when a log record containing `fragment` is emitted."""
-
-    def __init__(self, fragment: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.fragment = fragment
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.fragment in record.getMessage():
-            self.seen.set()
 
 
 async def test_visa_order_is_captured_once_and_succeeds(payments: Scenario) -> None:
@@ -285,13 +273,11 @@ async def test_cancelling_between_retries_stops_them_without_a_capture(
     # A backoff long enough that the cancel surely lands while the charge waits to retry.
     slow_retries = {"payment_retry_base_seconds": "0.2", "bus_retry_max_seconds": "0.2"}
     caplog.set_level(logging.INFO, logger="app.modules.payments")
-    first_failure = LogWatch("processing_error, retrying")
-    logging.getLogger("app.modules.payments").addHandler(first_failure)
-    try:
+    with watching("app.modules.payments", "processing_error, retrying") as first_failure:
         async with scenario(payments_module, **slow_retries) as payments:
             order_id = new_id()
             await payments.redeliver(placed(order_id, "tok_processing_error"))
-            await asyncio.wait_for(first_failure.seen.wait(), 5)
+            await asyncio.wait_for(first_failure.wait(), 5)
 
             await deliver(payments, cancelled(order_id, "PENDING"))
 
@@ -303,8 +289,6 @@ async def test_cancelling_between_retries_stops_them_without_a_capture(
             )
             assert await ledger(payments) == (0, 0)
             assert published(payments) == ["PaymentFailed"]
-    finally:
-        logging.getLogger("app.modules.payments").removeHandler(first_failure)
 
 
 async def test_a_capture_a_crash_left_unrecorded_is_refunded_when_the_order_is_cancelled(
