@@ -5,7 +5,7 @@ then the split with 1, 2 and 3 payments replicas under a slow card.
                           [--replicas 1,2,3] [--replica-concurrency C] [--slow-seconds 0.25]
 
 1. The monolith: `python -m app` on a fresh data dir (bench/saga.py's server, start_seams).
-2. The split: the processes `python -m app cluster` runs (app.cluster.plan: the gateway, one
+2. The split: the processes `python -m app cluster` runs (app.split.cluster.plan: the gateway, one
    process per module, a private `nats-server -js`), on a fresh data dir, started here one by
    one so that the payments replicas can be chosen.
 Both get bench/saga.py's load, through its own functions: an admin created on the data dir
@@ -55,9 +55,9 @@ from harness import (
 )
 from saga import POLL_INTERVAL, Level, Poller, event_loop_runner, parse_levels, run_level, warm_up
 
-from app.cluster import Child, ClusterError, Plan, plan, start_nats, stop_nats
 from app.gateway.secrets import resolve_secret_key
-from app.settings import Settings
+from app.kernel.settings import Settings
+from app.split.cluster import Child, ClusterError, Plan, plan, start_nats, stop_nats
 
 MODULES = ("users", "orders", "payments", "notifications")
 READY_SECONDS = 60.0

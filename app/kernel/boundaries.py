@@ -23,7 +23,6 @@ OFF_LIMITS = {
     "app.runtime": "modules never import the runtime: the composition root hands them a context",
     "app.__main__": "modules never import the command line",
     "app.kernel.settings": "modules read settings from their context, not the loader",
-    "app.settings": "modules read settings from their context, not the loader",
 }
 
 

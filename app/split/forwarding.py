@@ -2,7 +2,7 @@
 instance of the module that owns the prefix, streaming both bodies.
 
 Which module owns which prefix comes from the modules' declarations; where their instances
-are comes from discovery (app/bus/discovery.py), never from a list of URLs. A module with
+are comes from discovery (app/split/discovery.py), never from a list of URLs. A module with
 no live instance is a 503 naming it, at once: the gateway never waits for one to appear.
 """
 

@@ -94,7 +94,7 @@ def test_start_up_refuses_a_module_that_imports_another_modules_store(plant: Any
     [
         ("import app.gateway.errors", "modules never import the gateway"),
         ("from app.main import create_app", "modules never import the composition root"),
-        ("from app.settings import Settings", "read settings from their context"),
+        ("from app.kernel.settings import Settings", "read settings from their context"),
         ("from app.modules.payments import service", "from app.modules.payments.contracts"),
         ("import app.runtime", "modules never import the runtime"),
     ],
@@ -211,6 +211,7 @@ def test_topology_redacts_store_passwords() -> None:
     assert users.store.url == "postgresql+asyncpg://seams:***@127.0.0.1:5432/seams_users"
 
 
+@pytest.mark.slow  # runs python -m app topology
 def test_topology_command_prints_the_diagram() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app", "topology", "--format", "mermaid", "--ephemeral"],

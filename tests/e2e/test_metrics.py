@@ -8,7 +8,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from app.settings import Settings, SettingsError
+from app.kernel.settings import Settings, SettingsError
 from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio

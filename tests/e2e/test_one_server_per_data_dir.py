@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app.cluster import free_port
+from app.split.cluster import free_port
 from tests.support.nats import nats_server
 from tests.support.server import (
     run_briefly,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.bus.nats_transport import NatsTransport
+from app.split.nats_transport import NatsTransport
 from tests.support.nats import NatsServer, nats_server
 from tests.support.seams import Seams, fast_settings, running
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.gateway.auth import jwt_auth
-from app.settings import Settings
+from app.kernel.settings import Settings
 from tests.support.nats import nats_server_binary
 from tests.support.seams import PASSWORD
 from tests.support.split import SECRET, Split, admin_headers, free_gateway_port, split_system

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import MultipleResults, invariant, multiple, precondition, rule
 
+from app.kernel.settings import Settings
 from app.modules.notifications.store import Handling
 from app.modules.payments.store import PaymentsStore
-from app.settings import Settings
 from tests.e2e.test_delivery import Recorder
 from tests.property.test_saga_invariants import (
     TOKENS,

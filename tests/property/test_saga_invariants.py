@@ -35,8 +35,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from app.kernel.settings import Settings
 from app.modules.payments.store import PaymentsStore
-from app.settings import Settings
 from tests.support.invariants import NOTICES_FOR_PAYMENT, PAYMENT_FOR_ORDER, read_records
 from tests.support.seams import Driver, Seams, fast_settings, running
 from tests.support.split import Split, split_system_in_background

@@ -28,8 +28,8 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, SocketAttribute, SocketStream
 
 from app.bus import Bus
-from app.bus.nats_transport import NatsTransport
-from app.cluster import free_port
+from app.split.cluster import free_port
+from app.split.nats_transport import NatsTransport
 from tests.support.tiers import require_marks, skip_or_fail
 
 READY_SECONDS = 10.0

@@ -21,7 +21,7 @@ import msgspec
 
 from app.bus import Envelope, Event
 from app.bus.envelope import wrap
-from app.kernel.module import Module
+from app.modules.spec import Module
 from app.runtime import Runtime
 from tests.support.seams import Seams, fast_settings, running
 

@@ -19,11 +19,11 @@ from litestar import Litestar
 
 from app.kernel.identity import Caller, Role
 from app.kernel.ids import new_id, utcnow
-from app.kernel.module import Module
+from app.kernel.settings import Settings
 from app.main import create_app
+from app.modules.spec import Module
 from app.modules.users.store import UserRow, UsersStore
 from app.runtime import Runtime
-from app.settings import Settings
 
 FAST = {
     "env": "test",
@@ -138,7 +138,7 @@ class Seams(Driver):
         return runtime
 
     async def settle(self, timeout: float = 20.0) -> None:
-        from app.bus.nats_transport import NatsTransport
+        from app.split.nats_transport import NatsTransport
 
         bus = self.runtime.bus
         if isinstance(bus.transport, NatsTransport):  # quiet here is not quiet at the broker

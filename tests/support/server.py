@@ -26,7 +26,7 @@ import anyio
 import httpx
 from anyio.abc import Process
 
-from app.cluster import free_port
+from app.split.cluster import free_port
 
 SERVER_ENV = {
     "APP_PASSWORD_HASHING": "argon2id-fast",

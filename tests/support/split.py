@@ -30,14 +30,14 @@ import anyio
 import httpx
 from anyio.from_thread import start_blocking_portal
 
-from app.cluster import Child, plan
 from app.gateway.auth import jwt_auth
-from app.gateway.proof import GatewayProof
 from app.kernel.identity import Caller
 from app.kernel.ids import utcnow
+from app.kernel.settings import Settings
 from app.modules.users.passwords import make_hasher
 from app.modules.users.store import UserRow, UsersStore
-from app.settings import Settings
+from app.split.cluster import Child, plan
+from app.split.proof import GatewayProof
 from tests.support.nats import NatsServer, nats_server
 from tests.support.seams import Driver
 from tests.support.stores import postgres_databases

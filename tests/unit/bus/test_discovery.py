@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.bus.discovery import Announcer, Directory, Instance
+from app.split.discovery import Announcer, Directory, Instance
 from tests.support.nats import NatsServer, broker_link, nats_server
 from tests.support.waits import until
 

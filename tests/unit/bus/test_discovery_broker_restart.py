@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app.bus.discovery import Announcer, Directory, Instance
+from app.split.discovery import Announcer, Directory, Instance
 from tests.support.nats import nats_server
 from tests.support.waits import until
 

@@ -21,9 +21,9 @@ from nats.aio.client import Client
 
 from app.bus import Bus, DeliveryStore, Envelope, Event, RetryPolicy
 from app.bus.envelope import wrap
-from app.bus.nats_transport import NatsTransport
 from app.bus.transport import InProcessTransport
 from app.main import create_transport
+from app.split.nats_transport import NatsTransport
 from tests.support.nats import (
     NatsServer,
     broker_link,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from app.cluster import plan
-from app.settings import Settings
+from app.kernel.settings import Settings
+from app.split.cluster import plan
 
 MODULES = ["users", "orders", "payments", "notifications"]
 

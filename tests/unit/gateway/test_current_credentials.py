@@ -12,7 +12,7 @@ from litestar.exceptions import NotAuthorizedException
 from app.gateway.auth import BearerTokens, JwtIssuer, jwt_auth
 from app.kernel.credentials import CurrentCredentials
 from app.kernel.identity import Caller, Credentials
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ import jwt
 import pytest
 from litestar.exceptions import NotAuthorizedException
 
-from app.gateway.proof import ALGORITHM, AUDIENCE, GatewayProof, proof_key
 from app.kernel.identity import Caller
+from app.split.proof import ALGORITHM, AUDIENCE, GatewayProof, proof_key
 
 SECRET = "a-secret-key-of-enough-length-for-hs256-0123456789"
 ALICE = Caller(id="user-1", role="user")

@@ -10,13 +10,13 @@ import pytest
 from litestar import Litestar, Request, get
 from litestar.testing import AsyncTestClient
 
-from app.bus.discovery import Instance
 from app.gateway.auth import identity_middleware, jwt_auth
 from app.gateway.errors import EXCEPTION_HANDLERS
-from app.gateway.proof import HEADER, GatewayProof
-from app.gateway.proxy import Forwarder, forwarding_route
 from app.kernel.identity import Caller
-from app.settings import Settings
+from app.kernel.settings import Settings
+from app.split.discovery import Instance
+from app.split.forwarding import Forwarder, forwarding_route
+from app.split.proof import HEADER, GatewayProof
 
 pytestmark = pytest.mark.anyio
 

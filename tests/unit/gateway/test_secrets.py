@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from app.gateway.secrets import MissingSecretKey, resolve_secret_key
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 HOW_TO_MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 GUESSABLE = [

@@ -25,7 +25,7 @@ from app.gateway.auth import (
 )
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.kernel.identity import Caller
-from app.settings import Settings
+from app.kernel.settings import Settings
 
 SECRET = "a-secret-key-of-enough-length-for-hs256-0123456789"
 ADA = Caller(id="user-ada", role="user")
