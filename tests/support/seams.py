@@ -22,7 +22,8 @@ from app.kernel.ids import new_id, utcnow
 from app.kernel.settings import Settings
 from app.main import create_app
 from app.modules.spec import Module
-from app.modules.users.store import UserRow, UsersStore
+from app.modules.users.store import UsersStore
+from app.modules.users.user import User
 from app.runtime import Runtime
 
 FAST = {
@@ -180,7 +181,7 @@ async def stored_identity(
     user = await store.get(user_id)
     if user is None:
         now = utcnow()
-        user = UserRow(
+        user = User(
             id=user_id,
             name=f"Test {role}",
             email=f"{user_id}@seams.test",

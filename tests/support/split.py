@@ -35,7 +35,8 @@ from app.kernel.identity import Caller
 from app.kernel.ids import utcnow
 from app.kernel.settings import Settings
 from app.modules.users.passwords import make_hasher
-from app.modules.users.store import UserRow, UsersStore
+from app.modules.users.store import UsersStore
+from app.modules.users.user import User
 from app.split.cluster import Child, plan
 from app.split.proof import GatewayProof
 from tests.support.nats import NatsServer, nats_server
@@ -248,7 +249,7 @@ async def store_admin(users_db_url: str) -> None:
     try:
         now = utcnow()
         await store.insert(
-            UserRow(
+            User(
                 id=ADMIN_ID,
                 name="Test admin",
                 email=ADMIN_EMAIL,

@@ -59,10 +59,6 @@ class Profile(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
-# The name tests/support/split.py still imports; User is the record (user.py).
-UserRow = User
-
-
 class EmailTaken(Exception):
     pass
 
