@@ -22,6 +22,7 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.security.jwt import JWTAuth, Token
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.gateway.headers import first_header
 from app.kernel.identity import AccessToken, Caller, CredentialsDirectory, Role
 from app.kernel.settings import Settings
 
@@ -127,7 +128,7 @@ class BearerTokens:
 
     async def caller(self, scope: Scope) -> Caller | None:
         """None: no Authorization header at all."""
-        header = _authorization(scope)
+        header = first_header(scope, b"authorization")
         if header is None:
             return None
         scheme, _, encoded = header.partition(" ")
@@ -164,13 +165,6 @@ class BearerTokens:
         verified = Verified(token.sub, generation, role)
         self._memory.add(encoded, verified, token.exp.timestamp())
         return verified
-
-
-def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":  # the first one, as Litestar's Headers.get reads it
-            return value.decode("latin-1")
-    return None
 
 
 class Authentication:

@@ -7,6 +7,7 @@ import re
 
 from litestar.types import Message, Scope
 
+from app.gateway.headers import first_header
 from app.kernel.ids import new_id
 
 HEADER = "x-request-id"
@@ -21,10 +22,7 @@ def request_id_of(scope: Scope) -> str:
     known = state.get(_STATE_KEY)
     if known is not None:
         return str(known)
-    offered = next(
-        (value.decode("latin-1") for name, value in scope.get("headers", []) if name == _HEADER),
-        None,
-    )
+    offered = first_header(scope, _HEADER)
     chosen = offered if offered is not None and _VALID.fullmatch(offered) else new_id()
     state[_STATE_KEY] = chosen
     return chosen

@@ -25,6 +25,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.gateway.headers import first_header
 from app.kernel.identity import Caller
 
 HEADER = "x-seams-gateway-proof"
@@ -96,13 +97,6 @@ def _open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith("/schema")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 class GatewayProofMiddleware(ASGIMiddleware):
     """In a module process: every request but the probes must come through the gateway.
     The caller the proof names becomes request.user; a route that is not public needs one."""
@@ -114,7 +108,7 @@ class GatewayProofMiddleware(ASGIMiddleware):
         if scope["type"] != ScopeType.HTTP or _open(scope["path"]):
             await next_app(scope, receive, send)
             return
-        token = _header(scope, HEADER.encode())
+        token = first_header(scope, HEADER.encode())
         if token is None:
             raise NotAuthorizedException(
                 "this is a module process: send requests through the gateway"
