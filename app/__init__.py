@@ -1,1 +1,3 @@
-"""Seams: the seed's microservice architecture as one Litestar process."""
+"""Seams: a classic microservice architecture (an API gateway in front of users, orders,
+payments and notifications, each with its own database, events on a bus between them) as
+one Litestar process."""

@@ -122,7 +122,11 @@ def build_gateway(runtime: Runtime, entrance: Entrance) -> Litestar:
         **front_door(settings),
         openapi_config=openapi_config(
             title="Seams",
-            description="The seed's microservices in one process, behind one gateway.",
+            description=(
+                "A classic microservice architecture (users, orders, payments and "
+                "notifications, each with its own database, an API gateway in front, events "
+                "on a bus between them) running as one process."
+            ),
         ),
         plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings, process=entrance.process)],
         debug=False,

@@ -120,7 +120,8 @@ def topology_of(app: Litestar, runtime: Runtime) -> Topology:
 
 
 def to_mermaid(topology: Topology) -> str:
-    """The seed's diagram as it exists in the code, in Mermaid's flowchart syntax."""
+    """The architecture's diagram as it exists in the code (client, gateway, modules, their
+    stores, the events between them), in Mermaid's flowchart syntax."""
     lines = ["flowchart LR", "  client((client)) -->|HTTP| gateway[API gateway]"]
     for module in topology.modules:
         lines.append(f"  {module.name}[{module.name}]")
