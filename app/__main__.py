@@ -282,7 +282,8 @@ def serve_app(settings: Settings, *, role: str, only: list[str] | None = None) -
         settings.server,
         where,
     )
-    # One worker by design (decision 2): the bus, embedded stores and limits live in it.
+    # One worker by design: the bus, embedded stores and limits live in it
+    # (docs/decisions/0002-one-worker.md).
     if settings.server == "granian":
         return run_granian(app, settings)
     return run_uvicorn(app, settings)

@@ -106,7 +106,8 @@ class Runtime:
         raise LookupError(f"no module offers the command {name!r}")
 
     async def purge(self, retention_seconds: float | None = None) -> int:
-        """Delete what each module keeps only for the retention (decision 10)."""
+        """Delete what each module keeps only for the retention
+        (docs/decisions/0010-delivery.md)."""
         retention = (
             self.settings.retention_seconds if retention_seconds is None else retention_seconds
         )

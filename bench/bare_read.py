@@ -1,4 +1,4 @@
-"""The bare read of decision 16: the "physical limit" for GET /api/users/{id}.
+"""The bare read of docs/decisions/0016-benchmarks.md: the "physical limit" for GET /api/users/{id}.
 
 A Litestar app with no middleware, no dependencies, no exception handlers, reading the
 same row from the same store with the same driver as Seams' users module: SQLAlchemy

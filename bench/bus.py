@@ -1,4 +1,5 @@
-"""The bus's cost per event, against a raw pyee emit, measured in one run (decision 16).
+"""The bus's cost per event, against a raw pyee emit, measured in one run
+(docs/decisions/0016-benchmarks.md).
 
     python bench/bus.py [--events 20000] [--rounds 3]
 

@@ -10,11 +10,11 @@ and logs one of them in. Then, round after round, for each server (APP_SERVER=uv
 uvloop and httptools; APP_SERVER=granian: granian's embedded server on uvloop) bare then
 seams, one server at a time is started pinned to core 0 (`taskset -c 0`) and loaded by wrk
 pinned to core 1 (`taskset -c 1 wrk -t1 -cC -dSs --latency`) reading that user's row.
-Seams is read as that user (`-H "Authorization: Bearer <token>"`: decision 16, "Seams runs
-with its whole gateway (auth on)"); the bare side is bench/bare_read.py under the same
-server, unauthenticated (no middleware, same row, same file, same driver). The best of the
-two rounds of each side is reported, with the ratio seams/bare per server, and each side's
-granian/uvicorn ratio. Without wrk on PATH a built-in Python load generator (asyncio
+Seams is read as that user (`-H "Authorization: Bearer <token>"`:
+docs/decisions/0016-benchmarks.md, "Seams runs with its whole gateway (auth on)"); the bare
+side is bench/bare_read.py under the same server, unauthenticated (no middleware, same row,
+same file, same driver). The best of the two rounds of each side is reported, with the ratio
+seams/bare per server, and each side's granian/uvicorn ratio. Without wrk on PATH a built-in Python load generator (asyncio
 sockets, keep-alive, its own process pinned to core 1) stands in, and the output says so.
 """
 
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if generator in ("auto", "wrk") and shutil.which("wrk") is None:
         print(
             "wrk is not on PATH: install it (`apt-get install wrk`) for figures comparable "
-            "with PERFORMANCE.md. Falling back to the built-in Python load generator.",
+            "with bench/README.md. Falling back to the built-in Python load generator.",
             file=sys.stderr,
         )
         generator = "python"

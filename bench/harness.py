@@ -30,8 +30,8 @@ HOST = "127.0.0.1"
 # Every Seams process a benchmark starts gets these: cheap registration and login (argon2id
 # with small parameters instead of the default 64 MiB / 3 passes, which cost tens of ms of
 # CPU per user; the benchmarks measure orders and reads, not password hashing), quiet logs,
-# and no per-caller rate limit (decision 12: benchmarks disable it; the default 6,000/min
-# per caller would turn a load run into a run of 429s). Authentication stays on.
+# and no per-caller rate limit (docs/decisions/0012-limits.md: benchmarks disable it; the
+# default 6,000/min per caller would turn a load run into a run of 429s). Authentication stays on.
 SEAMS_ENV = {
     "APP_PASSWORD_HASHING": "argon2id-fast",
     "APP_LOG_LEVEL": "WARNING",

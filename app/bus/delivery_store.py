@@ -1,5 +1,5 @@
 """What the bus must remember across a restart: handler attempts, dead letters, and the
-events parked behind a dead letter of the same aggregate (decision 10).
+events parked behind a dead letter of the same aggregate (docs/decisions/0010-delivery.md).
 
 Only failures write here: a handler that succeeds at the first attempt costs nothing.
 """

@@ -1,4 +1,5 @@
-"""The envelope every event travels in, in process or over a broker (decision 9)."""
+"""The envelope every event travels in, in process or over a broker
+(docs/decisions/0009-envelope.md)."""
 
 from __future__ import annotations
 

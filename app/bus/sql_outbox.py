@@ -123,7 +123,8 @@ async def purge_handled(
     outbox: sa.Table | None = None,
     inbox: sa.Table | None = None,
 ) -> int:
-    """Delete outbox rows delivered and inbox ids handled before the cutoff (decision 10).
+    """Delete outbox rows delivered and inbox ids handled before the cutoff
+    (docs/decisions/0010-delivery.md).
 
     An inbox id older than the retention can no longer stop a redelivery, so the retention
     must be longer than any redelivery can take (days, not seconds)."""

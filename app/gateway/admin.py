@@ -1,5 +1,5 @@
 """/api/admin: what the bus is doing, and its dead letters to inspect, replay or discard.
-The gateway owns these routes (decision 3)."""
+The gateway owns these routes (docs/decisions/0003-route-ownership.md)."""
 
 from __future__ import annotations
 

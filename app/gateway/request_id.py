@@ -1,5 +1,6 @@
-"""X-Request-ID: accepted when well-formed (decision 12), generated otherwise, returned on
-every response, and made the correlation id of the events a request causes."""
+"""X-Request-ID: accepted when well-formed (docs/decisions/0012-limits.md), generated
+otherwise, returned on every response, and made the correlation id of the events a request
+causes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The key that signs access tokens (decision 1).
+"""The key that signs access tokens (docs/decisions/0001-secret-key.md).
 
 `APP_SECRET_KEY` wins. Without it, `--ephemeral` uses a random key per process, and the
 data dir keeps a generated one (file mode 0600) so tokens survive a restart. Only

@@ -1,6 +1,6 @@
 """Tracing at the gateway: Litestar's OpenTelemetry plugin opens one server span per
 request; each module's routes add a span for the module's handler; the exporter is chosen
-by APP_TRACING (decision 13)."""
+by APP_TRACING (docs/decisions/0013-tracing.md)."""
 
 from __future__ import annotations
 

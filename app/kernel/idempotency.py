@@ -1,4 +1,5 @@
-"""Idempotency keys with Stripe's semantics, for POSTs that create things (decision 11).
+"""Idempotency keys with Stripe's semantics, for POSTs that create things
+(docs/decisions/0011-idempotency-keys.md).
 
 The first response to a key is stored by the owning module in the same atomic write as
 the effect, and replayed for the same key; the same key with a different body is a 422;

@@ -1,4 +1,4 @@
-"""Cursor pages, the one shape every list endpoint answers with (decision 4)."""
+"""Cursor pages, the one shape every list endpoint answers with (docs/decisions/0004-pages.md)."""
 
 from __future__ import annotations
 

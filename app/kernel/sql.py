@@ -4,7 +4,8 @@ Two access paths behind one interface (`Connection`):
 
 - `sqlite:///…` runs the stdlib sqlite3 driver on the event loop. A statement costs tens
   of µs there, less than one hop to a worker thread, and a transaction never awaits
-  anything else, so it holds SQLite's write lock for microseconds (decision 15).
+  anything else, so it holds SQLite's write lock for microseconds
+  (docs/decisions/0015-blocking-work.md).
 - `sqlite+aiosqlite:///…` and `postgresql+asyncpg://…` run SQLAlchemy's async engine.
   aiosqlite hops to a thread for every call (kept for comparison: bench/saga.py
   --sqlite-driver); asyncpg talks to a server that may be far away.

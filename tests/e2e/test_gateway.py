@@ -32,7 +32,8 @@ async def test_every_api_route_lives_under_its_module(seams: Seams) -> None:
         assert path.startswith("/api/") and path.split("/")[2] in prefixes, path
     served = {prefixes[p.split("/")[2]] for p in spec["paths"] if not owned_by_gateway(p)}
     assert served == modules
-    assert prefixes["auth"] == "users"  # decision 3: users owns credentials
+    # docs/decisions/0003-route-ownership.md: users owns credentials
+    assert prefixes["auth"] == "users"
 
 
 async def test_docs_are_served_at_schema() -> None:

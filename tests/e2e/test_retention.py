@@ -1,5 +1,5 @@
 """Delivered outbox rows, handled inbox ids and expired idempotency keys are purged after
-the retention (decision 10); what is not delivered yet is never purged."""
+the retention (docs/decisions/0010-delivery.md); what is not delivered yet is never purged."""
 
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ async def test_python_m_app_serves_and_stops_cleanly_under(server: str, tmp_path
     assert (health.status_code, bus.status_code) == (200, 200)
     assert f"with {server}" in log, log  # the server it was asked for
     assert code == 0, log
-    assert pids == [], f"{server} started child processes {pids}: one process (decision 2)"
+    # One process: docs/decisions/0002-one-worker.md.
+    assert pids == [], f"{server} started child processes {pids}: one process"
     # The app's shutdown ran: every store was closed, and SQLite removes a closed WAL.
     assert _open_wal_files(tmp_path) == []
 

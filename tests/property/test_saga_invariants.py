@@ -46,7 +46,8 @@ T = TypeVar("T")
 TOKENS = ("tok_visa", "tok_chargeDeclined", "tok_processing_error", "tok_slow")
 CURRENCIES = ("EUR", "USD", "JPY", "GBP", "CHF")
 SKUS = ("book", "pen", "lamp", "mug")
-RETRIED_UNTIL_CAPTURED = 3  # tok_processing_error fails twice, then captures (decision 7)
+# tok_processing_error fails twice, then captures (docs/decisions/0007-simulated-processor.md)
+RETRIED_UNTIL_CAPTURED = 3
 
 Line = tuple[str, int, int]
 lines = st.lists(
