@@ -14,8 +14,9 @@ Seams is read as that user (`-H "Authorization: Bearer <token>"`:
 docs/decisions/0016-benchmarks.md, "Seams runs with its whole gateway (auth on)"); the bare
 side is bench/bare_read.py under the same server, unauthenticated (no middleware, same row,
 same file, same driver). The best of the two rounds of each side is reported, with the ratio
-seams/bare per server, and each side's granian/uvicorn ratio. Without wrk on PATH a built-in Python load generator (asyncio
-sockets, keep-alive, its own process pinned to core 1) stands in, and the output says so.
+seams/bare per server, and each side's granian/uvicorn ratio. Without wrk on PATH a built-in
+Python load generator (asyncio sockets, keep-alive, its own process pinned to core 1) stands
+in, and the output says so.
 """
 
 from __future__ import annotations
