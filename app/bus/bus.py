@@ -141,6 +141,17 @@ class ModuleBus:
         self.subscribes = tuple(subscribes)
         self._relay: OutboxRelay | None = None
 
+    def envelopes(
+        self, events: Sequence[Event], *, aggregate_id: str, last_sequence: int
+    ) -> list[Envelope]:
+        """The events an aggregate change caused, in envelopes numbered up to its sequence
+        after the change (the last event gets `last_sequence`)."""
+        first = last_sequence - len(events) + 1
+        return [
+            self.envelope(event, aggregate_id=aggregate_id, sequence=first + offset)
+            for offset, event in enumerate(events)
+        ]
+
     def envelope(self, event: Event, *, aggregate_id: str, sequence: int) -> Envelope:
         """Wrap an event for the outbox. Correlation and causation come from what runs now."""
         if type(event) not in self.publishes:

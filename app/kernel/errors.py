@@ -50,6 +50,10 @@ class Conflict(DomainError):
     status = 409
 
 
+class IllegalTransition(Conflict):
+    """A change an aggregate's status does not allow: the aggregate is in the way, so a 409."""
+
+
 class TryAgain(Conflict):
     """A transient conflict: the same request will succeed later (Retry-After says when)."""
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import msgspec
 
-from app.kernel.errors import Conflict
+from app.kernel.errors import IllegalTransition
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 
 OrderEvent = OrderPlaced | OrderCancelled
@@ -25,10 +25,6 @@ class OrderStatus(StrEnum):
     PAID = "PAID"
     CANCELLED = "CANCELLED"
     REFUNDED = "REFUNDED"
-
-
-class IllegalTransition(Conflict):
-    """A change the order's status does not allow: the order is in the way, so a 409."""
 
 
 class Item(msgspec.Struct, frozen=True):

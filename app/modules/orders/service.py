@@ -101,7 +101,9 @@ class OrderService:
             items=request.items,
             now=utcnow(),
         )
-        envelopes = self._envelopes(order, events)
+        envelopes = self._bus.envelopes(
+            events, aggregate_id=order.id, last_sequence=order.event_sequence
+        )
         await self._store.insert(order, envelopes, remember)
         self._bus.committed(envelopes)
         return order
@@ -195,19 +197,13 @@ class OrderService:
         handled: str | None = None,
     ) -> bool:
         """Write the change and its events at once; hand the events on once committed."""
-        envelopes = self._envelopes(changed, events)
+        envelopes = self._bus.envelopes(
+            events, aggregate_id=changed.id, last_sequence=changed.event_sequence
+        )
         if not await self._store.save(stored, changed, envelopes, handled=handled):
             return False
         self._bus.committed(envelopes)
         return True
-
-    def _envelopes(self, changed: Order, events: Sequence[OrderEvent]) -> list[Envelope]:
-        """The events in envelopes, numbered up to the order's event_sequence."""
-        first = changed.event_sequence - len(events) + 1
-        return [
-            self._bus.envelope(event, aggregate_id=changed.id, sequence=first + offset)
-            for offset, event in enumerate(events)
-        ]
 
     async def _user_known(self, user_id: str) -> bool:
         """Whether the replica has the user, waiting a bounded time for it to arrive."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from app.kernel.errors import Conflict
+from app.kernel.errors import IllegalTransition
 from app.modules.orders.contracts import OrderPlaced
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 
@@ -26,10 +26,6 @@ class PaymentStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     REFUNDED = "REFUNDED"
-
-
-class IllegalTransition(Conflict):
-    """A change the payment's status does not allow."""
 
 
 class Payment(msgspec.Struct, frozen=True, kw_only=True):

@@ -203,11 +203,9 @@ class PaymentService:
         """Write the change and its events, only from the status `payment` has here; with a
         cause, claim it too. False, and nothing written, if the payment had moved on
         meanwhile (or the cause was handled already)."""
-        first = changed.event_sequence - len(events) + 1
-        envelopes = [
-            self._bus.envelope(event, aggregate_id=changed.id, sequence=first + offset)
-            for offset, event in enumerate(events)
-        ]
+        envelopes = self._bus.envelopes(
+            events, aggregate_id=changed.id, last_sequence=changed.event_sequence
+        )
         written = await self._store.transition(
             changed, expected_status=payment.status, events=envelopes, cause=cause
         )

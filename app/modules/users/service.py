@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.bus import Envelope, ModuleBus
+from app.bus import ModuleBus
 from app.kernel.credentials import CurrentCredentials
 from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
@@ -15,7 +14,7 @@ from app.kernel.ids import new_id, utcnow
 from app.modules.users.login_limits import LoginAttempts
 from app.modules.users.passwords import Passwords
 from app.modules.users.store import EmailTaken, Profile, UsersStore
-from app.modules.users.user import User, UserEvent
+from app.modules.users.user import User
 
 MAX_UPDATE_RACES = 5
 
@@ -115,7 +114,9 @@ class UserService:
             role=role,
             now=utcnow(),
         )
-        envelopes = self._envelopes(user, events)
+        envelopes = self._bus.envelopes(
+            events, aggregate_id=user.id, last_sequence=user.event_sequence
+        )
         try:
             await self._store.insert(user, envelopes, remember)
         except EmailTaken:
@@ -191,7 +192,9 @@ class UserService:
             )
             if changed == current:
                 return current
-            envelopes = self._envelopes(changed, events)
+            envelopes = self._bus.envelopes(
+                events, aggregate_id=changed.id, last_sequence=changed.event_sequence
+            )
             try:
                 written = await self._store.update(
                     changed, expected_version=current.version, events=envelopes
@@ -204,11 +207,3 @@ class UserService:
                     self._credentials.changed(user_id, changed.credentials)
                 return changed
         raise Conflict(f"user {user_id!r} is being changed concurrently; try again")
-
-    def _envelopes(self, changed: User, events: Sequence[UserEvent]) -> list[Envelope]:
-        """The events in envelopes, numbered up to the user's event_sequence."""
-        first = changed.event_sequence - len(events) + 1
-        return [
-            self._bus.envelope(event, aggregate_id=changed.id, sequence=first + offset)
-            for offset, event in enumerate(events)
-        ]
