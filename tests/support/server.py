@@ -1,4 +1,5 @@
-"""`python -m app` as a real process on a data dir, for tests that kill it or stop it.
+"""`python -m app` as a real process on a data dir, for tests that kill it or stop it (each
+such test is marked `slow`: an interpreter of its own takes a second or more to start).
 
 `served(data_dir)` starts the server on a free port, waits (bounded) until /ready answers
 200, logs its admin in, and makes sure the process is gone afterwards. The first start on
@@ -27,6 +28,7 @@ import httpx
 from anyio.abc import Process
 
 from app.split.cluster import free_port
+from tests.support.tiers import require_marks
 
 SERVER_ENV = {
     "APP_PASSWORD_HASHING": "argon2id-fast",
@@ -129,6 +131,7 @@ async def run_create_admin(
 ) -> subprocess.CompletedProcess[bytes]:
     """`python -m app create-admin --email <email> --password-stdin` on the data dir, with
     the password on stdin; whatever it answered."""
+    require_marks("slow")  # an interpreter of its own: a second or more
     command = [sys.executable, "-m", "app", "create-admin", "--email", email]
     command += ["--password-stdin", "--data-dir", str(data_dir), *flags]
     with anyio.fail_after(COMMAND_SECONDS):
@@ -161,6 +164,7 @@ async def served_alone(
     """`python -m app --data-dir data_dir` on a free port, ready, with no admin; its log
     where the caller says (outside the data dir: whatever the data dir holds, the server
     wrote); gone after."""
+    require_marks("slow")
     port = free_port()
     with log_path.open("wb") as log:
         process = await anyio.open_process(
@@ -188,6 +192,7 @@ async def run_briefly(
 ) -> tuple[int | None, str]:
     """`python -m app <arguments>`, given `seconds` to exit: (its exit code, or None if it
     was still running and had to be killed; its output)."""
+    require_marks("slow")
     process = await anyio.open_process(
         [sys.executable, "-m", "app", *arguments],
         env=server_env(env),

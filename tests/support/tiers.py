@@ -1,13 +1,14 @@
-"""The test tiers, and the check that keeps a server out of the fast one.
+"""The test tiers, and the check that keeps servers and processes out of the fast one.
 
 Markers (pyproject.toml): `services` needs PostgreSQL, NATS or the nats-server binary;
 `split` runs the system split into processes (and so is `services` too); `slow` takes more
 than ~2 s. The inner loop is `pytest -m "not services and not slow"`.
 
-A helper that starts a real server says so with `require_marks("services")`: the test it
-runs under must carry the marker (on the test, its module's `pytestmark`, or the fixture
-param that chose the server), or it fails naming the marker to add. So a new test cannot
-slip a server into the fast tier unnoticed, whichever way it reaches the helper. Where the
+A helper that starts a real server says so with `require_marks("services")`, one that
+starts `python -m app` with `require_marks("slow")`: the test it runs under must carry the
+marker (on the test, its module's `pytestmark`, or the fixture param that chose the
+server), or it fails naming the marker to add. So a new test cannot slip a server or a
+process into the fast tier unnoticed, whichever way it reaches the helper. Where the
 server is missing, `skip_or_fail` skips the test, or fails it under SEAMS_REQUIRE_SERVICES=1
 (CI), where nothing may be skipped for want of a server.
 """
