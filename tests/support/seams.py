@@ -180,17 +180,13 @@ async def stored_identity(
     password that logs in), kept if it is there already (a data dir opened again)."""
     user = await store.get(user_id)
     if user is None:
-        now = utcnow()
-        user = User(
-            id=user_id,
+        user, _registered = User.register(  # its event is not published: no one hears of it
+            user_id=user_id,
             name=f"Test {role}",
             email=f"{user_id}@seams.test",
             password_hash="!",  # no password hashes to this: nobody logs in as it
             role=role,
-            created_at=now,
-            updated_at=now,
-            version=1,
-            event_sequence=1,
+            now=utcnow(),
         )
         await store.insert(user, [])
     token = runtime.tokens.issue(

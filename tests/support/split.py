@@ -247,21 +247,15 @@ async def store_admin(users_db_url: str) -> None:
     store = UsersStore(users_db_url)
     await store.open()
     try:
-        now = utcnow()
-        await store.insert(
-            User(
-                id=ADMIN_ID,
-                name="Test admin",
-                email=ADMIN_EMAIL,
-                password_hash=make_hasher("argon2id-fast").hash(ADMIN_PASSWORD),
-                role="admin",
-                created_at=now,
-                updated_at=now,
-                version=1,
-                event_sequence=1,
-            ),
-            [],
+        admin, _registered = User.register(
+            user_id=ADMIN_ID,
+            name="Test admin",
+            email=ADMIN_EMAIL,
+            password_hash=make_hasher("argon2id-fast").hash(ADMIN_PASSWORD),
+            role="admin",
+            now=utcnow(),
         )
+        await store.insert(admin, [])
     finally:
         await store.close()
 
