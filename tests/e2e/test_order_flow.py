@@ -26,7 +26,7 @@ def anyio_backend() -> str:
     params=[
         *BACKENDS,
         pytest.param("nats", marks=pytest.mark.services),
-        pytest.param("split", marks=[pytest.mark.services, pytest.mark.split]),
+        pytest.param("split", marks=[pytest.mark.services, pytest.mark.split, pytest.mark.slow]),
     ],
 )
 async def seams(

@@ -22,7 +22,8 @@ from tests.support.seams import PASSWORD
 from tests.support.split import SECRET, Split, admin_headers, free_gateway_port, split_system
 from tests.support.tiers import skip_or_fail
 
-pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split]
+# Slow: whichever test runs first waits for the split to start (five processes and a broker).
+pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split, pytest.mark.slow]
 
 DROP_OUT_SECONDS = 6.0  # the discovery TTL is 4 s; the machine is slow and shared
 

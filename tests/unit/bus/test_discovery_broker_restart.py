@@ -13,7 +13,7 @@ from app.split.discovery import Announcer, Directory, Instance
 from tests.support.nats import nats_server
 from tests.support.waits import until
 
-pytestmark = [pytest.mark.anyio, pytest.mark.services]
+pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.slow]  # waits out two TTLs
 
 TTL = 1.5
 

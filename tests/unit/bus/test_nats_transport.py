@@ -239,6 +239,7 @@ async def test_a_message_whose_replica_died_is_redelivered_to_another(
             await dying.stop()
 
 
+@pytest.mark.slow  # holds a message for 2.5 ack waits
 async def test_a_slow_handling_is_kept_alive_not_redelivered(server: NatsServer) -> None:
     transport = nats_transport(server.url, ack_wait_seconds=0.8)
     slow = Recorder(hold=True)
