@@ -17,6 +17,7 @@ size limit bounds it.) Granian has this timer built in (hyper's header read time
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -46,6 +47,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # What a request starts from: the connection's context, never another request's.
+        self._connection_context = contextvars.copy_context()
         self._head_begun = False
         self._head_deadline: asyncio.TimerHandle | None = None
         self._arm_head_deadline()  # a connection that never sends a byte is closed too
@@ -60,6 +63,14 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._disarm_head_deadline()
         self._head_begun = False
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # uvicorn calls this from inside the finished request's task and starts a pipelined
+        # request there, so that request would inherit the first one's context: its trace span
+        # (a second request became a child of the first in split-mode traces), its request id.
+        # A request queues behind another whenever its head arrives before the last, empty
+        # body message of a streamed answer (the split gateway forwards streamed responses).
+        self._connection_context.copy().run(super().on_response_complete)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
