@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from app.transport import head_deadline_protocol
+from tests.support.waits import until
 
 pytestmark = pytest.mark.anyio
 
@@ -43,10 +44,12 @@ async def test_a_pipelined_request_does_not_start_in_the_context_of_the_one_befo
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
+        await until(lambda: server.started, "the server to listen")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        two_requests = (
+            b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        writer.write(two_requests)
         await writer.drain()
         answers = b""
         while answers.count(b"started in") < 2:
