@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import socket
 from typing import Any
 
 import pytest
 import uvicorn
 
+from app.split.cluster import free_port
 from app.transport import head_deadline_protocol
 from tests.support.waits import until
 
@@ -35,9 +35,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def test_a_pipelined_request_does_not_start_in_the_context_of_the_one_before() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, http=head_deadline_protocol(5), log_level="warning"
     )
