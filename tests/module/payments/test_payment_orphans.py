@@ -24,8 +24,8 @@ from app.modules.payments.module import orphaned_after
 from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentsStore
+from tests.module.payments.test_payment_service import placed
 from tests.support.scenario import Scenario, scenario
-from tests.unit.payments.test_payment_service import placed
 
 pytestmark = pytest.mark.anyio
 
