@@ -123,9 +123,9 @@ def build_gateway(runtime: Runtime, entrance: Entrance) -> Litestar:
         openapi_config=openapi_config(
             title="Seams",
             description=(
-                "A classic microservice architecture (users, orders, payments and "
-                "notifications, each with its own database, an API gateway in front, events "
-                "on a bus between them) running as one process."
+                "A classic microservice architecture (an API gateway in front of services "
+                "that each keep their own database and talk through events on a bus) running "
+                "as one process: each tag below is one service."
             ),
         ),
         plugins=[StrictStructSchemaPlugin(), *tracing_plugins(settings, process=entrance.process)],
