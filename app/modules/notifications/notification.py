@@ -61,19 +61,18 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
         now: datetime,
     ) -> Notification:
         amount = format_amount(event.amount, event.currency)
-        return cls(
-            id=notification_id,
-            user_id=event.user_id,
-            order_id=event.order_id,
-            kind=NotificationKind.PAYMENT_SUCCEEDED,
-            channel=channel,
-            to=contact.email,
+        return cls._about_payment(
+            event,
+            contact,
+            NotificationKind.PAYMENT_SUCCEEDED,
             subject=f"Payment received for order {event.order_id}",
             body=(
                 f"Hello {one_line(contact.name)}, we received your payment of {amount} "
                 f"for order {event.order_id}. Thank you."
             ),
-            created_at=now,
+            notification_id=notification_id,
+            channel=channel,
+            now=now,
         )
 
     @classmethod
@@ -87,17 +86,42 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
         now: datetime,
     ) -> Notification:
         amount = format_amount(event.amount, event.currency)
-        return cls(
-            id=notification_id,
-            user_id=event.user_id,
-            order_id=event.order_id,
-            kind=NotificationKind.PAYMENT_REFUNDED,
-            channel=channel,
-            to=contact.email,
+        return cls._about_payment(
+            event,
+            contact,
+            NotificationKind.PAYMENT_REFUNDED,
             subject=f"Refund issued for order {event.order_id}",
             body=(
                 f"Hello {one_line(contact.name)}, we refunded {amount} for order "
                 f"{event.order_id}. It can take a few days to reach your account."
             ),
+            notification_id=notification_id,
+            channel=channel,
+            now=now,
+        )
+
+    @classmethod
+    def _about_payment(
+        cls,
+        event: PaymentSucceeded | PaymentRefunded,
+        contact: Contact,
+        kind: NotificationKind,
+        *,
+        subject: str,
+        body: str,
+        notification_id: str,
+        channel: str,
+        now: datetime,
+    ) -> Notification:
+        """The notice a payment event's words make, to the contact, about its order."""
+        return cls(
+            id=notification_id,
+            user_id=event.user_id,
+            order_id=event.order_id,
+            kind=kind,
+            channel=channel,
+            to=contact.email,
+            subject=subject,
+            body=body,
             created_at=now,
         )
