@@ -18,6 +18,7 @@ from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
 from app.gateway.metrics import MetricsController
 from app.gateway.openapi import StrictStructSchemaPlugin, openapi_config
+from app.gateway.page import PAGE_ROUTES
 from app.gateway.request_context import request_context
 from app.gateway.request_id import add_request_id_header
 from app.gateway.topology import TopologyController
@@ -82,7 +83,7 @@ def public_entrance(runtime: Runtime, auth: GatewayJWTAuth) -> Entrance:
     """The monolith's: it authenticates callers itself and serves the topology and admin."""
     return Entrance(
         identity=identity_middleware(runtime.settings, auth, runtime.credentials, protected(auth)),
-        own_routes=[TopologyController, AdminController],
+        own_routes=[TopologyController, AdminController, *PAGE_ROUTES],
         on_app_init=[auth.on_app_init],
     )
 

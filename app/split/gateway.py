@@ -19,6 +19,7 @@ from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
 from app.gateway.openapi import openapi_config
+from app.gateway.page import PAGE_ROUTES
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
 from app.kernel.settings import Settings
@@ -92,7 +93,12 @@ def build_standalone_gateway(
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, forwarding_route(forwarder)],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            *PAGE_ROUTES,
+            forwarding_route(forwarder),
+        ],
         on_app_init=[auth.on_app_init],
         lifespan=[lifespan],
         middleware=[

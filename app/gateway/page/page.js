@@ -1,0 +1,900 @@
+// The live page: sign in, place an order, and watch it cross the seams.
+//
+// Plain JavaScript, no build step, no dependency: everything comes from this origin (the
+// page's Content-Security-Policy allows nothing else). The page is a client of the public
+// API like any other: a bearer token from POST /api/auth/token, kept in this tab's session
+// storage and sent only in the Authorization header. The live stream is read with fetch()
+// and a small text/event-stream parser, because EventSource cannot send that header.
+
+const MAX_ROWS = 200; // rows kept in the live table: the DOM stays small however long it runs
+const HOP_SAMPLES = 50; // the live median of a hop is over its last 50 samples
+const SAMPLE_CART = { currency: "EUR", items: [{ sku: "book", quantity: 2, unit_price: 1250 }] };
+const TOKEN_KEY = "seams.token";
+const SVG = "http://www.w3.org/2000/svg";
+
+const state = {
+  token: null,
+  user: null, // {id, role, name}
+  stream: null, // the AbortController of the open stream
+  paused: false,
+  unseen: 0,
+  split: false, // an observation came from a module process: the bus is NATS
+  edges: new Map(), // "Type→consumer" -> the SVG group of that edge
+  nodes: new Map(), // module name -> its SVG group
+  hops: new Map(), // "Type→consumer|where" -> {type, consumer, where, samples}
+  bench: [], // the last bench run's hops, from /api/benchmarks
+  journey: null, // the journey on show: {orderId, correlationId, seen, status, ...}
+  orders: new Map(), // order id -> order, for "Your orders"
+  watchTimer: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- the API
+
+class Problem extends Error {
+  constructor(status, detail, retryAfter) {
+    super(detail);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** One call of the API as the signed-in user; the JSON answer, or a Problem. */
+async function api(method, path, body, extraHeaders = {}) {
+  const headers = { Accept: "application/json", ...extraHeaders };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+  });
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = { detail: text };
+  }
+  if (!response.ok) {
+    if (response.status === 401 && state.token && path !== "/api/auth/token") {
+      signOut("Your session ended: log in again.");
+    }
+    const detail = (data && (data.detail || data.title)) || `${response.status}`;
+    throw new Problem(response.status, detail, Number(response.headers.get("Retry-After")) || 0);
+  }
+  return { data, headers: response.headers, status: response.status };
+}
+
+const get = async (path) => (await api("GET", path)).data;
+
+/** Every item of a paged list, following next_cursor (at most `pages` pages). */
+async function allPages(path, pages = 5) {
+  const items = [];
+  let cursor = null;
+  for (let page = 0; page < pages; page += 1) {
+    const separator = path.includes("?") ? "&" : "?";
+    const query = `limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+    const answer = await get(`${path}${separator}${query}`);
+    items.push(...answer.items);
+    cursor = answer.next_cursor;
+    if (!cursor) break;
+  }
+  return items;
+}
+
+// ---------------------------------------------------------------- signing in
+
+/** What a token says about its holder (for the page's display only: the server decides). */
+function claims(token) {
+  const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  return JSON.parse(atob(payload.padEnd(payload.length + ((4 - (payload.length % 4)) % 4), "=")));
+}
+
+async function logIn(email, password) {
+  const { data } = await api("POST", "/api/auth/token", { email, password });
+  await signIn(data.access_token);
+}
+
+async function signIn(token) {
+  state.token = token;
+  const said = claims(token);
+  state.user = { id: said.sub, role: said.role || "user", name: said.sub };
+  try {
+    state.user.name = (await get(`/api/users/${encodeURIComponent(said.sub)}`)).name;
+  } catch (error) {
+    if (error.status === 401) return; // signOut has run
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  showSignedIn();
+}
+
+function signOut(why = "") {
+  if (state.stream) state.stream.abort();
+  clearInterval(state.watchTimer);
+  Object.assign(state, { token: null, user: null, stream: null, journey: null, watchTimer: null });
+  state.orders.clear();
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("who").hidden = true;
+  $("signed-in").hidden = true;
+  $("sign-in").hidden = false;
+  $("welcome").hidden = false;
+  $("sign-in-answer").textContent = why;
+}
+
+function showSignedIn() {
+  const admin = state.user.role === "admin";
+  $("who-name").textContent = `Signed in as ${state.user.name}${admin ? " (admin: you see every flow)" : " (you see your own orders' flows)"}`;
+  $("who").hidden = false;
+  $("sign-in").hidden = true;
+  $("welcome").hidden = true;
+  $("signed-in").hidden = false;
+  $("faults").hidden = !admin;
+  $("sign-in-answer").textContent = "";
+  clearStream();
+  clearJourney();
+  loadTopology();
+  loadBenchmarks();
+  refreshOrders();
+  openStream();
+  if (admin) {
+    loadFaults();
+    loadDeadLetters();
+    refreshWatchState();
+    state.watchTimer = setInterval(refreshWatchState, 1000);
+  }
+}
+
+function wireSignIn() {
+  $("log-in-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    try {
+      await logIn(form.email.value, form.password.value);
+      form.reset();
+    } catch (error) {
+      $("sign-in-answer").textContent = `Log in refused: ${error.message}`;
+    }
+  });
+  $("register-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const user = { name: form.name.value, email: form.email.value, password: form.password.value };
+    try {
+      await api("POST", "/api/users", user);
+      await logIn(user.email, user.password);
+      form.reset();
+    } catch (error) {
+      $("sign-in-answer").textContent = `Registration refused: ${error.message}`;
+    }
+  });
+  $("log-out").addEventListener("click", () => signOut("Logged out."));
+}
+
+// ---------------------------------------------------------------- the event stream
+
+/**
+ * A text/event-stream parser (the WHATWG "server-sent events" format): lines of
+ * `field: value`, an empty line ends an event, a line starting with ":" is a comment.
+ */
+export class EventStreamParser {
+  constructor(onEvent) {
+    this.onEvent = onEvent;
+    this.buffer = "";
+    this.reset();
+  }
+
+  reset() {
+    this.type = "";
+    this.data = [];
+  }
+
+  push(text) {
+    this.buffer += text;
+    // A chunk may end between "\r" and "\n": keep a trailing "\r" until the next one.
+    const complete = this.buffer.endsWith("\r") ? this.buffer.slice(0, -1) : this.buffer;
+    const lines = complete.split(/\r\n|\r|\n/);
+    this.buffer = lines.pop() + (complete === this.buffer ? "" : "\r");
+    for (const line of lines) this.line(line);
+  }
+
+  line(line) {
+    if (line === "") {
+      if (this.data.length) {
+        this.onEvent({ type: this.type || "message", data: this.data.join("\n"), id: this.id });
+      }
+      this.reset();
+      return;
+    }
+    if (line.startsWith(":")) return; // a comment: the server's heartbeat
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.type = value;
+    else if (field === "data") this.data.push(value);
+    else if (field === "id") this.id = value;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function setStreamState(text, live = false) {
+  const shown = $("stream-state");
+  shown.textContent = text;
+  shown.classList.toggle("live", live);
+}
+
+/** Read the stream until signed out, reconnecting with a growing pause when it ends. */
+async function openStream() {
+  const controller = new AbortController();
+  state.stream = controller;
+  let pause = 500;
+  while (!controller.signal.aborted) {
+    try {
+      const response = await fetch("/api/watch/stream", {
+        headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
+        signal: controller.signal,
+        cache: "no-store",
+      });
+      if (response.status === 401) {
+        signOut("Your session ended: log in again.");
+        return;
+      }
+      if (!response.ok) throw new Error(`the stream answered ${response.status}`);
+      clearStream(); // the server replays its recent observations first
+      setStreamState("live", true);
+      pause = 500;
+      const parser = new EventStreamParser(onServerEvent);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        parser.push(value);
+      }
+      setStreamState("reconnecting: the stream ended");
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      setStreamState(`reconnecting: ${error.message}`);
+    }
+    await sleep(pause);
+    pause = Math.min(pause * 2, 10000);
+  }
+}
+
+function onServerEvent({ type, data }) {
+  let body;
+  try {
+    body = JSON.parse(data);
+  } catch {
+    return; // not an observation
+  }
+  if (type === "dropped") {
+    const dropped = $("dropped");
+    dropped.hidden = false;
+    dropped.textContent = `${body.dropped} dropped: this page fell behind, the bus did not wait for it`;
+    return;
+  }
+  observe({ kind: type, ...body });
+}
+
+/** Everything one observation changes on the page. */
+function observe(observation) {
+  if (observation.process && observation.process !== "monolith" && !state.split) {
+    state.split = true;
+    const bus = document.querySelector("#diagram .bus-label");
+    if (bus) bus.textContent = busLabel();
+  }
+  addRow(observation);
+  lightUp(observation);
+  recordHop(observation);
+  followJourney(observation);
+  if (observation.kind === "dead_lettered" && state.user && state.user.role === "admin") {
+    loadDeadLetters();
+  }
+  if (observation.kind === "handled" && state.orders.has(observation.aggregate_id)) {
+    refreshOrdersSoon();
+  }
+}
+
+// ---------------------------------------------------------------- the live table
+
+const short = (id) => (id ? String(id).slice(-8) : "");
+const ms = (value) => (value === null || value === undefined ? "" : Number(value).toFixed(1));
+
+function what(o) {
+  return o.kind === "request" ? `${o.method} ${o.path}` : o.type || "";
+}
+
+function fromTo(o) {
+  if (o.kind === "request") return "client → gateway";
+  if (o.kind === "published") return `${o.producer} → bus`;
+  return `${o.producer || "?"} → ${o.consumer || "?"}`;
+}
+
+function outcome(o) {
+  switch (o.kind) {
+    case "request":
+      return String(o.status ?? "");
+    case "failed":
+      return `failed, will retry: ${o.error || ""}`;
+    case "dead_lettered":
+      return `dead letter: ${o.error || ""}`;
+    case "parked":
+      return "parked behind a dead letter";
+    default:
+      return o.kind;
+  }
+}
+
+function timing(o) {
+  if (o.hop_ms !== null && o.hop_ms !== undefined) return `${ms(o.ms)} (hop ${ms(o.hop_ms)})`;
+  return ms(o.ms);
+}
+
+function addRow(o) {
+  if (state.paused) {
+    state.unseen += 1;
+    $("stream-note").textContent = `${state.unseen} new while paused`;
+    return;
+  }
+  const row = document.createElement("tr");
+  row.className = `kind-${o.kind}`;
+  const cells = [o.seq, o.kind, what(o), fromTo(o), short(o.aggregate_id), short(o.correlation_id), outcome(o), o.attempt ?? "", timing(o)];
+  for (const text of cells) {
+    const cell = document.createElement("td");
+    cell.textContent = text ?? "";
+    row.append(cell);
+  }
+  row.title = o.process ? `process: ${o.process}` : "";
+  const rows = $("stream-rows");
+  rows.prepend(row);
+  while (rows.childElementCount > MAX_ROWS) rows.lastElementChild.remove();
+}
+
+function clearStream() {
+  $("stream-rows").replaceChildren();
+  state.unseen = 0;
+  $("stream-note").textContent = "";
+}
+
+function wireStream() {
+  $("stream-pause").addEventListener("click", (event) => {
+    state.paused = !state.paused;
+    event.currentTarget.textContent = state.paused ? "Resume" : "Pause";
+    event.currentTarget.setAttribute("aria-pressed", String(state.paused));
+    if (!state.paused) {
+      state.unseen = 0;
+      $("stream-note").textContent = "";
+    }
+  });
+  $("stream-clear").addEventListener("click", clearStream);
+}
+
+// ---------------------------------------------------------------- the topology
+
+function node(tag, attributes = {}, parent = null, text = null) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  if (text !== null) element.textContent = text;
+  if (parent) parent.append(element);
+  return element;
+}
+
+function busLabel() {
+  return state.split
+    ? "event bus: NATS JetStream (each module in its own process)"
+    : "event bus: in process (one process, the same envelopes)";
+}
+
+async function loadTopology() {
+  try {
+    drawTopology(await get("/api/topology"));
+  } catch (error) {
+    $("diagram").textContent = `The topology is not available here: ${error.message}`;
+  }
+}
+
+/**
+ * Columns from the data: the gateway over every module, each module over its store, and
+ * below them the bus, one row per event edge (publisher → consumer), like a sequence
+ * diagram, so labels never overlap and a fifth module simply adds a column.
+ */
+function drawTopology(topology) {
+  const modules = topology.modules;
+  const column = Object.fromEntries(modules.map((m, i) => [m.name, i]));
+  const edges = topology.edges
+    .filter((e) => e.kind === "event" && e.source in column && e.target in column)
+    .sort((a, b) => column[a.source] - column[b.source] || a.label.localeCompare(b.label) || column[a.target] - column[b.target]);
+  const width = Math.max(560, 40 + modules.length * 150);
+  const step = (width - 40) / Math.max(modules.length, 1);
+  const x = (name) => 20 + step * (column[name] + 0.5);
+  const busTop = 214;
+  const rowHeight = 26;
+  const height = busTop + 40 + edges.length * rowHeight + 12;
+  const svg = node("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "diagram-title" });
+  node("title", { id: "diagram-title" }, svg, "The gateway, the modules, their stores and the events between them");
+  const defs = node("defs", {}, svg);
+  const marker = node("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" }, defs);
+  node("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow-head" }, marker);
+
+  const gateway = node("g", { class: "gateway" }, svg);
+  node("rect", { x: 20, y: 8, width: width - 40, height: 36, rx: 6 }, gateway);
+  node("text", { x: width / 2, y: 31, "text-anchor": "middle" }, gateway, "API gateway: the one entry point (auth, limits, request ids)");
+
+  node("rect", { x: 12, y: busTop, width: width - 24, height: height - busTop - 6, rx: 8, class: "bus" }, svg);
+  node("text", { x: 22, y: busTop + 18, class: "bus-label" }, svg, busLabel());
+
+  state.nodes.clear();
+  for (const module of modules) {
+    const cx = x(module.name);
+    node("line", { x1: cx, y1: 44, x2: cx, y2: 78, class: "http" }, svg);
+    node("line", { x1: cx, y1: 200, x2: cx, y2: height - 10, class: "lifeline" }, svg);
+    const group = node("g", { class: "module", "data-module": module.name }, svg);
+    node("rect", { x: cx - 62, y: 78, width: 124, height: 44, rx: 6 }, group);
+    node("text", { x: cx, y: 97, "text-anchor": "middle", class: "name" }, group, module.name);
+    node("text", { x: cx, y: 113, "text-anchor": "middle", class: "small" }, group, `/api/${module.name}`);
+    node("text", { x: cx, y: 74, "text-anchor": "middle", class: "badge" }, group, "");
+    state.nodes.set(module.name, group);
+    const store = node("g", { class: "store" }, svg);
+    node("line", { x1: cx, y1: 122, x2: cx, y2: 140, class: "http" }, svg);
+    node("path", { d: `M ${cx - 55} 146 v 40 a 55 8 0 0 0 110 0 v -40`, class: "cylinder" }, store);
+    node("ellipse", { cx, cy: 146, rx: 55, ry: 8, class: "cylinder" }, store);
+    node("text", { x: cx, y: 171, "text-anchor": "middle", class: "small" }, store, `${module.name} store`);
+    node("text", { x: cx, y: 185, "text-anchor": "middle", class: "small" }, store, module.store.kind);
+  }
+
+  state.edges.clear();
+  edges.forEach((edge, row) => {
+    const y = busTop + 44 + row * rowHeight;
+    const from = x(edge.source);
+    const to = x(edge.target);
+    const direction = to > from ? 1 : -1;
+    const group = node("g", { class: "edge", "data-type": edge.label, "data-consumer": edge.target }, svg);
+    node("line", { x1: from, y1: y, x2: to - direction * 4, y2: y, "marker-end": "url(#arrow)" }, group);
+    node("text", { x: (from + to) / 2, y: y - 5, "text-anchor": "middle" }, group, edge.label);
+    group.addEventListener("animationend", () => group.classList.remove("lit", "lit-failed", "lit-sent"));
+    state.edges.set(`${edge.label}→${edge.target}`, group);
+  });
+  $("diagram").replaceChildren(svg);
+}
+
+/** Restart a CSS animation on an element (remove the class, force a style pass, add it). */
+function flash(element, name) {
+  element.classList.remove("lit", "lit-failed", "lit-sent");
+  element.getBoundingClientRect();
+  element.classList.add(name);
+}
+
+function lightUp(o) {
+  if (o.kind === "published") {
+    for (const [key, edge] of state.edges) if (key.startsWith(`${o.type}→`)) flash(edge, "lit-sent");
+    return;
+  }
+  const edge = state.edges.get(`${o.type}→${o.consumer}`);
+  if (!edge) return;
+  if (o.kind === "handled") flash(edge, "lit");
+  else if (o.kind === "failed" || o.kind === "dead_lettered" || o.kind === "parked") flash(edge, "lit-failed");
+}
+
+// ---------------------------------------------------------------- the price of a boundary
+
+function where(process) {
+  return !process || process === "monolith" ? "in process" : "over NATS";
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+let priceFrame = 0;
+
+function recordHop(o) {
+  if (o.kind !== "handled" || o.hop_ms === null || o.hop_ms === undefined) return;
+  const place = where(o.process);
+  const key = `${o.type}→${o.consumer}|${place}`;
+  let hop = state.hops.get(key);
+  if (!hop) {
+    hop = { type: o.type, consumer: o.consumer, where: place, samples: [] };
+    state.hops.set(key, hop);
+  }
+  hop.samples.push(Number(o.hop_ms));
+  if (hop.samples.length > HOP_SAMPLES) hop.samples.shift();
+  if (!priceFrame) priceFrame = requestAnimationFrame(drawPrice);
+}
+
+function benchFor(hop) {
+  const figures = state.bench.filter((b) => b.where === hop.where);
+  return figures.find((b) => b.type === hop.type && b.consumer === hop.consumer) || figures.find((b) => !b.type) || null;
+}
+
+function drawPrice() {
+  priceFrame = 0;
+  const rows = [...state.hops.values()]
+    .sort((a, b) => a.type.localeCompare(b.type) || a.consumer.localeCompare(b.consumer) || a.where.localeCompare(b.where))
+    .map((hop) => {
+      const row = document.createElement("tr");
+      const bench = benchFor(hop);
+      const cells = [`${hop.type} → ${hop.consumer}`, hop.where, ms(median(hop.samples)), hop.samples.length, bench ? `${ms(bench.p50_ms)} / ${ms(bench.p99_ms)}` : "—"];
+      for (const text of cells) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.append(cell);
+      }
+      return row;
+    });
+  $("price-rows").replaceChildren(...rows);
+}
+
+async function loadBenchmarks() {
+  try {
+    const answer = await get("/api/benchmarks");
+    state.bench = benchHops(answer);
+    $("bench-note").textContent = benchNote(answer);
+  } catch (error) {
+    state.bench = [];
+    $("bench-note").textContent = `No benchmark figures here (${error.message}): run bench/ with --record.`;
+  }
+  drawPrice();
+}
+
+/** The last bench run's per-hop figures, whatever runs it recorded, as {where, type, consumer, p50_ms, p99_ms}. */
+function benchHops(answer) {
+  const runs = Array.isArray(answer) ? answer : answer.runs || answer.items || [];
+  const hops = [];
+  for (const run of runs) {
+    const place = run.where || (String(run.transport || run.mode || run.name || "").match(/nats|split/i) ? "over NATS" : "in process");
+    for (const hop of run.hops || [run]) {
+      if (hop.p50_ms === undefined) continue;
+      hops.push({ where: place, type: hop.type || hop.event_type || null, consumer: hop.consumer || null, p50_ms: hop.p50_ms, p99_ms: hop.p99_ms });
+    }
+  }
+  return hops;
+}
+
+function benchNote(answer) {
+  const runs = Array.isArray(answer) ? answer : answer.runs || answer.items || [];
+  const dated = runs.filter((run) => run.date || run.recorded_at);
+  if (!dated.length) return "";
+  const run = dated[0];
+  return `Bench figures: ${run.date || run.recorded_at}${run.commit ? `, commit ${String(run.commit).slice(0, 8)}` : ""}${run.cores ? `, ${run.cores} cores` : ""}.`;
+}
+
+// ---------------------------------------------------------------- orders and their journeys
+
+function orderLabel(order) {
+  const total = (order.total / 100).toFixed(2);
+  return `${short(order.id)} · ${order.status} · ${total} ${order.currency}`;
+}
+
+async function refreshOrders() {
+  try {
+    const orders = await allPages("/api/orders");
+    state.orders = new Map(orders.map((o) => [o.id, o]));
+    drawOrders();
+  } catch (error) {
+    $("orders").textContent = `Orders are not available: ${error.message}`;
+  }
+}
+
+let ordersTimer = 0;
+function refreshOrdersSoon() {
+  clearTimeout(ordersTimer);
+  ordersTimer = setTimeout(refreshOrders, 300);
+}
+
+function drawOrders() {
+  const newest = [...state.orders.values()].sort((a, b) => (a.id < b.id ? 1 : -1)).slice(0, 20);
+  const items = newest.map((order) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = orderLabel(order);
+    button.setAttribute("aria-pressed", String(state.journey?.orderId === order.id));
+    button.addEventListener("click", () => showJourney(order.id, null, order.status));
+    item.append(button);
+    return item;
+  });
+  $("orders").replaceChildren(...items);
+}
+
+async function placeOrder(card) {
+  const answer = $("order-answer");
+  const body = { ...SAMPLE_CART, payment_token: card };
+  const key = crypto.randomUUID(); // the same key on a retry: placed once, whatever happens
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const { data, headers, status } = await api("POST", "/api/orders", body, { "Idempotency-Key": key });
+      answer.textContent = `${status} ${JSON.stringify(data, null, 2)}`;
+      state.orders.set(data.id, data);
+      drawOrders();
+      await showJourney(data.id, headers.get("X-Request-ID"), data.status);
+      return;
+    } catch (error) {
+      if (error.status === 409 && error.retryAfter && attempt < 4) {
+        // Orders has not seen this user's UserRegistered yet: eventual consistency, live.
+        answer.textContent = `409: ${error.message}\nRetrying in ${error.retryAfter} s (orders waits for its replica of users)…`;
+        await sleep(error.retryAfter * 1000);
+        continue;
+      }
+      answer.textContent = `${error.status || ""} ${error.message}`;
+      return;
+    }
+  }
+}
+
+function clearJourney() {
+  state.journey = null;
+  $("journey-steps").replaceChildren();
+}
+
+/** Show an order's journey: what the server kept, then whatever the stream adds. */
+async function showJourney(orderId, correlationId, status) {
+  state.journey = { orderId, correlationId, traceId: null, seen: new Set(), status: null, notified: false };
+  const journey = state.journey;
+  $("journey-steps").replaceChildren();
+  drawOrders();
+  journeyHead();
+  if (status) addStatus(journey, status);
+  try {
+    const kept = await get(`/api/orders/${encodeURIComponent(orderId)}/journey`);
+    if (state.journey !== journey) return;
+    journey.correlationId = kept.correlation_id || journey.correlationId;
+    journey.traceId = kept.trace_id || journey.traceId;
+    for (const step of kept.steps) addStep(journey, step);
+  } catch (error) {
+    if (state.journey !== journey) return;
+    addNote(journey, `No journey kept for this order (${error.message}): journeys live in memory for the last orders only, a teaching aid, not an audit log.`);
+  }
+  journeyHead();
+  await checkStatus(journey);
+  await checkNotification(journey);
+}
+
+function journeyHead() {
+  const journey = state.journey;
+  const parts = [`Order ${journey.orderId}`];
+  if (journey.correlationId) parts.push(`correlation id (its request's id) ${journey.correlationId}`);
+  if (journey.traceId) parts.push(`trace id ${journey.traceId}`);
+  $("journey-head").textContent = parts.join(" · ");
+}
+
+function belongs(journey, o) {
+  return (journey.correlationId && o.correlation_id === journey.correlationId) || o.aggregate_id === journey.orderId;
+}
+
+function followJourney(o) {
+  const journey = state.journey;
+  if (!journey || !belongs(journey, o)) return;
+  if (!journey.correlationId && o.correlation_id) journey.correlationId = o.correlation_id;
+  if (!journey.traceId && o.trace_id) {
+    journey.traceId = o.trace_id;
+    journeyHead();
+  }
+  addStep(journey, o);
+  if (o.kind === "handled") {
+    checkStatus(journey);
+    if (o.consumer === "notifications") checkNotification(journey);
+  }
+}
+
+function describe(o) {
+  const where = o.process ? ` · process ${o.process}` : "";
+  switch (o.kind) {
+    case "request":
+      return `HTTP ${o.method} ${o.path} → ${o.status} in ${ms(o.ms)} ms: the gateway checked the bearer token and asked users for the caller's current credentials${where}`;
+    case "published":
+      return `${o.producer} published ${o.type} (event ${short(o.event_id)}) on the bus${where}`;
+    case "handled":
+      return `${o.consumer} handled ${o.type} · attempt ${o.attempt ?? 1} · handler ${ms(o.ms)} ms${o.hop_ms !== undefined && o.hop_ms !== null ? ` · hop ${ms(o.hop_ms)} ms from publish` : ""}${where}`;
+    case "failed":
+      return `${o.consumer} failed ${o.type} on attempt ${o.attempt}: ${o.error || "?"}, it will retry${where}`;
+    case "dead_lettered":
+      return `${o.consumer} gave up on ${o.type} after attempt ${o.attempt}: a dead letter (${o.error || "?"})${where}`;
+    case "parked":
+      return `${o.consumer} parked ${o.type} behind a dead letter of the same aggregate${where}`;
+    default:
+      return `${o.kind} ${o.type || ""}${where}`;
+  }
+}
+
+function stepKey(o) {
+  return `${o.process || ""}|${o.seq}|${o.kind}|${o.event_id || o.request_id || ""}|${o.consumer || ""}`;
+}
+
+function appendStep(kind, text) {
+  const item = document.createElement("li");
+  item.className = `step kind-${kind}`;
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.textContent = kind.replace("_", " ");
+  const body = document.createElement("span");
+  body.textContent = text;
+  item.append(badge, " ", body);
+  $("journey-steps").append(item);
+}
+
+function addStep(journey, o) {
+  const key = stepKey(o);
+  if (journey.seen.has(key) || state.journey !== journey) return;
+  journey.seen.add(key);
+  appendStep(o.kind, describe(o));
+}
+
+function addStatus(journey, status) {
+  if (journey.status === status || state.journey !== journey) return;
+  const before = journey.status;
+  journey.status = status;
+  appendStep("status", before ? `order status: ${before} → ${status}` : `order status: ${status}`);
+}
+
+function addNote(journey, text) {
+  if (state.journey === journey) appendStep("note", text);
+}
+
+async function checkStatus(journey) {
+  try {
+    const order = await get(`/api/orders/${encodeURIComponent(journey.orderId)}`);
+    addStatus(journey, order.status);
+    if (state.orders.has(order.id)) {
+      state.orders.set(order.id, order);
+      drawOrders();
+    }
+  } catch (error) {
+    addNote(journey, `Could not read the order: ${error.message}`);
+  }
+}
+
+async function checkNotification(journey) {
+  if (journey.notified) return;
+  try {
+    const sent = await get(`/api/notifications?order_id=${encodeURIComponent(journey.orderId)}`);
+    for (const notice of sent.items) {
+      if (journey.notified || state.journey !== journey) return;
+      journey.notified = true;
+      appendStep("notification", `notifications sent "${notice.subject}" to ${notice.to} (${notice.channel})`);
+    }
+  } catch (error) {
+    addNote(journey, `Could not read the notifications: ${error.message}`);
+  }
+}
+
+function wireOrders() {
+  $("order-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    placeOrder($("card").value);
+  });
+}
+
+// ---------------------------------------------------------------- faults (admins)
+
+async function loadFaults() {
+  try {
+    const answer = await get("/api/admin/faults");
+    drawSwitches(Array.isArray(answer) ? answer : answer.items || answer.switches || []);
+  } catch (error) {
+    $("switches").textContent = `No fault switches here: ${error.message}`;
+  }
+}
+
+function drawSwitches(switches) {
+  const rows = switches.map((s) => {
+    const row = document.createElement("div");
+    row.className = "switch";
+    const id = `switch-${s.name.replace(/[^A-Za-z0-9_-]/g, "-")}`;
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    label.textContent = s.label;
+    const input = document.createElement("input");
+    input.id = id;
+    if (s.kind === "on_off") {
+      input.type = "checkbox";
+      input.checked = Boolean(s.value);
+    } else {
+      input.type = "number";
+      input.min = s.min;
+      input.max = s.max;
+      input.step = s.kind === "rate" ? "0.1" : "0.5";
+      input.value = s.value;
+    }
+    input.addEventListener("change", () => setSwitch(s, input));
+    const explain = document.createElement("p");
+    explain.className = "note";
+    explain.textContent = s.explain;
+    row.append(input.type === "checkbox" ? input : label, input.type === "checkbox" ? label : input, explain);
+    return row;
+  });
+  $("switches").replaceChildren(...rows);
+}
+
+async function setSwitch(s, input) {
+  const value = input.type === "checkbox" ? input.checked : Number(input.value);
+  try {
+    const { data } = await api("PUT", `/api/admin/faults/${encodeURIComponent(s.name)}`, { value });
+    $("faults-answer").textContent = `${data.label || s.label}: ${data.value}`;
+  } catch (error) {
+    $("faults-answer").textContent = `${s.label}: ${error.message}`;
+  }
+}
+
+async function loadDeadLetters() {
+  try {
+    const letters = (await get("/api/admin/dead-letters")).items;
+    const items = letters.map((letter) => {
+      const item = document.createElement("li");
+      const text = document.createElement("span");
+      text.textContent = `${letter.event_type} → ${letter.consumer} · aggregate ${short(letter.aggregate_id)} · ${letter.attempts} attempts · ${letter.error}`;
+      const replay = document.createElement("button");
+      replay.type = "button";
+      replay.textContent = "Replay";
+      replay.addEventListener("click", () => letterAction("POST", `/api/admin/dead-letters/${encodeURIComponent(letter.id)}/replay`));
+      const discard = document.createElement("button");
+      discard.type = "button";
+      discard.textContent = "Discard";
+      discard.addEventListener("click", () => letterAction("DELETE", `/api/admin/dead-letters/${encodeURIComponent(letter.id)}`));
+      item.append(text, " ", replay, " ", discard);
+      return item;
+    });
+    if (!items.length) {
+      const none = document.createElement("li");
+      none.className = "note";
+      none.textContent = "None.";
+      items.push(none);
+    }
+    $("dead-letters").replaceChildren(...items);
+  } catch (error) {
+    $("dead-letters").textContent = `Dead letters are not available: ${error.message}`;
+  }
+}
+
+async function letterAction(method, path) {
+  try {
+    await api(method, path);
+  } catch (error) {
+    $("faults-answer").textContent = error.message;
+  }
+  await loadDeadLetters();
+}
+
+/** Each consumer's backlog and switches, shown on its node of the topology. */
+async function refreshWatchState() {
+  let watched;
+  try {
+    watched = await get("/api/watch/state");
+  } catch {
+    return;
+  }
+  for (const [name, group] of state.nodes) {
+    const consumer = consumerState(watched, name);
+    const badge = group.querySelector(".badge");
+    const words = [];
+    if (consumer && consumer.paused) words.push("paused");
+    if (consumer && consumer.broken) words.push("broken");
+    if (consumer && (consumer.paused || consumer.backlog)) words.push(`backlog ${consumer.backlog}`);
+    badge.textContent = words.join(" · ");
+    group.classList.toggle("paused", Boolean(consumer && consumer.paused));
+    group.classList.toggle("broken", Boolean(consumer && consumer.broken));
+  }
+}
+
+function consumerState(watched, name) {
+  const consumers = watched.consumers || [];
+  if (Array.isArray(consumers)) return consumers.find((c) => c.consumer === name || c.name === name) || null;
+  return consumers[name] || null;
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  wireSignIn();
+  wireStream();
+  wireOrders();
+  const kept = sessionStorage.getItem(TOKEN_KEY);
+  if (kept) signIn(kept).catch(() => signOut());
+}
+
+start();
