@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from litestar.di import Provide
@@ -23,11 +24,14 @@ __all__ = [
     "Assembly",
     "Command",
     "CommandRun",
+    "FaultSwitch",
     "Module",
     "ModuleContext",
     "Option",
     "Seconds",  # a duration setting, for a module's settings section
     "Store",
+    "SwitchKind",
+    "SwitchValue",
     "api_prefix",
 ]
 
@@ -58,6 +62,48 @@ class ModuleContext:
     section: Any = None  # its own settings: an instance of Module.settings (None without)
 
 
+SwitchValue = float | bool
+
+
+class SwitchKind(StrEnum):
+    """What a fault switch takes: a fraction of calls, a delay, or on/off."""
+
+    RATE = "rate"  # 0..1: the fraction of calls it affects
+    SECONDS = "seconds"  # 0..30: how long each call waits
+    ON_OFF = "on_off"  # true or false
+
+    @property
+    def bounds(self) -> tuple[SwitchValue, SwitchValue]:
+        """The least and the most it takes; the least is off."""
+        return _SWITCH_BOUNDS[self]
+
+
+_SWITCH_BOUNDS: dict[SwitchKind, tuple[SwitchValue, SwitchValue]] = {
+    SwitchKind.RATE: (0.0, 1.0),
+    SwitchKind.SECONDS: (0.0, 30.0),
+    SwitchKind.ON_OFF: (False, True),
+}
+
+
+@dataclass(frozen=True)
+class FaultSwitch:
+    """A fault a learner may switch on in development, declared by the part that has it (a
+    module in its Assembly; the gateway for the bus's consumers), so the switch reaches
+    the real code path instead of a mock. Async both ways: a switch may have to ask a store
+    or a broker."""
+
+    name: str  # unique in the system, e.g. decline_rate, pause:payments
+    label: str  # a few words for the toggle
+    explain: str  # one sentence: what a real system would see and do
+    kind: SwitchKind
+    read: Callable[[], Awaitable[SwitchValue]]
+    write: Callable[[SwitchValue], Awaitable[None]]  # given a value checked against kind
+
+    @property
+    def off(self) -> SwitchValue:
+        return self.kind.bounds[0]
+
+
 @dataclass
 class Assembly:
     """What a module hands back to the composition root once it has built its parts."""
@@ -77,6 +123,8 @@ class Assembly:
     commands: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
     # The module owning credentials offers the gateway their current state (app/gateway/auth.py).
     credentials: CredentialsDirectory | None = None
+    # The faults it lets a learner switch on in development (app/gateway/faults.py).
+    switches: Sequence[FaultSwitch] = ()
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,18 @@ from app.bus import RetryPolicy
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.api import PaymentsController
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
-from app.modules.payments.processor import CardProcessor
+from app.modules.payments.processor import CardProcessor, ProcessorFaults
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentsStore
-from app.modules.spec import Assembly, Module, ModuleContext, Seconds
+from app.modules.spec import (
+    Assembly,
+    FaultSwitch,
+    Module,
+    ModuleContext,
+    Seconds,
+    SwitchKind,
+    SwitchValue,
+)
 
 
 class PaymentsSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,6 +39,7 @@ class PaymentsSettings(msgspec.Struct, frozen=True, kw_only=True):
 def assemble(context: ModuleContext) -> Assembly:
     store: PaymentsStore = context.store
     settings: PaymentsSettings = context.section
+    faults = ProcessorFaults()
     service = PaymentService(
         store,
         context.bus,
@@ -38,6 +47,7 @@ def assemble(context: ModuleContext) -> Assembly:
             store,
             slow_seconds=settings.slow_card_seconds,
             concurrency=settings.processor_concurrency,
+            faults=faults,
         ),
         RetryPolicy(
             max_attempts=settings.payment_max_attempts,
@@ -59,7 +69,58 @@ def assemble(context: ModuleContext) -> Assembly:
         purge=store.purge,
         on_start=[service.resume],
         on_stop=[service.stop],
+        switches=fault_switches(faults),
     )
+
+
+def fault_switches(faults: ProcessorFaults) -> list[FaultSwitch]:
+    """The card processor's faults, as switches a learner turns on in development."""
+    return [
+        _processor_switch(
+            faults,
+            "decline_rate",
+            name="decline_rate",
+            label="Card declines",
+            explain="The share of cards the processor declines: a real shop sees the payment "
+            "fail and cancels the order (the compensation), and no money is taken.",
+            kind=SwitchKind.RATE,
+        ),
+        _processor_switch(
+            faults,
+            "transient_rate",
+            name="transient_rate",
+            label="Processor errors",
+            explain="The share of authorisations that fail with a transient processing error: "
+            "payments retries with backoff and the order is paid late, or cancelled after "
+            "APP_PAYMENT_MAX_ATTEMPTS failures.",
+            kind=SwitchKind.RATE,
+        ),
+        _processor_switch(
+            faults,
+            "slow_seconds",
+            name="slow_card_seconds",
+            label="Slow card network",
+            explain="Every authorisation waits this long: orders stay PENDING longer, charges "
+            "queue for the processor's few connections, and a cancel meanwhile voids the "
+            "charge before any money moves.",
+            kind=SwitchKind.SECONDS,
+        ),
+    ]
+
+
+def _processor_switch(
+    faults: ProcessorFaults, field: str, *, name: str, label: str, explain: str, kind: SwitchKind
+) -> FaultSwitch:
+    """A switch that reads and writes one of the processor's fault fields."""
+
+    async def read() -> SwitchValue:
+        value: float = getattr(faults, field)
+        return value
+
+    async def write(value: SwitchValue) -> None:
+        setattr(faults, field, float(value))
+
+    return FaultSwitch(name=name, label=label, explain=explain, kind=kind, read=read, write=write)
 
 
 def orphaned_after(slow_card_seconds: float, retry_max_seconds: float) -> float:

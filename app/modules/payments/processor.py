@@ -15,11 +15,17 @@ order once and captures it at most once. An order that is cancelled before its c
 voided: no later capture, from this process or another replica, can take its money.
 Capture and void are one conditional write each on the same line, so whichever comes
 first wins and the other sees it, without a lock.
+
+In development its faults can be switched on (`ProcessorFaults`, the payments module's
+fault switches): a share of authorisations declined or failing transiently whatever the
+token, and a slow card network for every authorisation. A faulty answer goes through the
+ledger like any other: a declined order stays declined, a transient one is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -53,6 +59,20 @@ def decide(token: str, attempt: int) -> ChargeResult:
             return ChargeResult(Outcome.TRANSIENT, "processing_error")
         return ChargeResult(Outcome.AUTHORISED)
     return ChargeResult(Outcome.DECLINED, "invalid_token")
+
+
+@dataclass
+class ProcessorFaults:
+    """What the processor gets wrong on purpose, for a learner to watch the system cope.
+    All off by default; a rate is the fraction of authorisations it hits (1.0: every one)."""
+
+    decline_rate: float = 0.0  # declined as card_declined, whatever the token
+    transient_rate: float = 0.0  # a transient processing_error, retried by the charge
+    slow_seconds: float = 0.0  # every authorisation waits this long first
+
+
+DECLINED_BY_FAULT = ChargeResult(Outcome.DECLINED, "card_declined")
+TRANSIENT_BY_FAULT = ChargeResult(Outcome.TRANSIENT, "processing_error")
 
 
 class Ledger(Protocol):
@@ -89,10 +109,21 @@ class CardProcessor:
     what makes a slow processor a bottleneck one payments process cannot widen, and
     replicas can."""
 
-    def __init__(self, ledger: Ledger, *, slow_seconds: float, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        slow_seconds: float,
+        concurrency: int = 8,
+        faults: ProcessorFaults | None = None,
+        chance: random.Random | None = None,
+    ) -> None:
         self._ledger = ledger
         self._slow_seconds = slow_seconds
         self._slots = asyncio.Semaphore(concurrency)
+        self.faults = faults or ProcessorFaults()
+        # Which authorisations a fault rate hits; seeded by tests for a repeatable run.
+        self._chance = chance or random.Random()
 
     async def authorise(
         self, *, order_id: str, amount: int, currency: str, token: str
@@ -103,12 +134,25 @@ class CardProcessor:
             attempt, answered = await self._ledger.count_attempt(order_id, amount, currency, token)
             if answered is not None:
                 return answered
-            if token == "tok_slow":  # the slow card network: a cancel may void it meanwhile
-                await asyncio.sleep(self._slow_seconds)
-            result = decide(token, attempt)
+            # The slow card network: a cancel may void the order meanwhile.
+            delay = self.faults.slow_seconds + (self._slow_seconds if token == "tok_slow" else 0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            result = self._faulty_answer()
+            if result is None:
+                result = decide(token, attempt)
             if result.outcome is Outcome.TRANSIENT:
                 return result
             return await self._ledger.settle_charge(order_id, result)
+
+    def _faulty_answer(self) -> ChargeResult | None:
+        """A fault's answer instead of the token's, when a switched-on rate hits this
+        authorisation; None otherwise (and always when the faults are off)."""
+        if self.faults.decline_rate > 0 and self._chance.random() < self.faults.decline_rate:
+            return DECLINED_BY_FAULT
+        if self.faults.transient_rate > 0 and self._chance.random() < self.faults.transient_rate:
+            return TRANSIENT_BY_FAULT
+        return None
 
     async def capture(self, order_id: str) -> ChargeResult:
         """Take the authorised money: captured, or voided if a cancel came first."""
