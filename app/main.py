@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from litestar import Litestar
 
-from app.bus import Bus, DeliveryStore, RetryPolicy
+from app.bus import Bus, DeliveryStore, RetryPolicy, Watch
 from app.bus.transport import InProcessTransport, Transport
 from app.gateway.auth import JwtIssuer, jwt_auth
 from app.gateway.gateway import build_gateway, public_entrance
@@ -70,6 +70,7 @@ def create_app(
         ),
         outbox_sweep_seconds=settings.outbox_sweep_seconds,
         store=DeliveryStore(settings.store_url("bus")),
+        watch=watch_for(settings, ",".join(only) if only else "monolith"),
     )
     secret_key = resolve_secret_key(settings)
     auth = jwt_auth(settings, secret_key)
@@ -91,6 +92,16 @@ def create_gateway_app(
         default_modules() if modules is None else modules,
         jwt_auth(settings, secret_key),
         secret_key,
+    )
+
+
+def watch_for(settings: Settings, process: str) -> Watch:
+    """What this process sees of the bus, kept for the page (APP_WATCH_*)."""
+    return Watch(
+        process=process,
+        replay=settings.watch_replay,
+        subscriber_buffer=settings.watch_subscriber_buffer,
+        journeys=settings.watch_journeys,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from app.bus.activity import Activity
-from app.bus.consumer import Consumer, Handler, Subscription
+from app.bus.consumer import Consumer, ConsumerState, Handler, Subscription
 from app.bus.context import current_cause, current_request_id
 from app.bus.delivery_store import DeadLetter, DeliveryStore
 from app.bus.envelope import Envelope, wrap
@@ -22,6 +22,7 @@ from app.bus.events import Event, event_type_name
 from app.bus.outbox import OutboxRelay, OutboxSource
 from app.bus.retry import RetryPolicy
 from app.bus.transport import Transport
+from app.bus.watch import Watch
 from app.kernel.errors import BoundaryViolation
 from app.kernel.ids import new_id
 from app.kernel.tracing import current_traceparent, span
@@ -36,8 +37,10 @@ class Bus:
         retry: RetryPolicy | None = None,
         outbox_sweep_seconds: float = 5.0,
         store: DeliveryStore | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.transport = transport
+        self.watch = watch or Watch()
         self.retry = retry or RetryPolicy()
         self.store = store or DeliveryStore("sqlite+aiosqlite:///:memory:")
         self.activity = Activity()
@@ -62,7 +65,7 @@ class Bus:
         target = self._consumers.get(consumer)
         if target is None:
             target = self._consumers[consumer] = Consumer(
-                consumer, self.retry, self.activity, self.store, self.stats
+                consumer, self.retry, self.activity, self.store, self.stats, self.watch
             )
         type_name = event_type_name(event_type)
         target.add(type_name, Subscription(event_type, handler))
@@ -75,6 +78,7 @@ class Bus:
             self.transport,
             self.activity,
             sweep_seconds=self._outbox_sweep_seconds,
+            watch=self.watch,
         )
         self._relays.append(relay)
         if self._started:
@@ -94,6 +98,7 @@ class Bus:
             await relay.start()
 
     async def stop(self) -> None:
+        self.watch.end_streams()
         for relay in self._relays:
             await relay.stop()
         # The transport first: a broker transport stops fetching and gives in-flight handling
@@ -122,6 +127,41 @@ class Bus:
 
     async def wait_quiet(self, timeout: float = 10.0) -> None:
         await self.activity.wait_quiet(timeout)
+
+    # The faults a page switches on (issue 14): each names a consumer of this process.
+
+    def consumers(self) -> list[str]:
+        """The consumers running in this process (a module that subscribes to anything)."""
+        return sorted(self._consumers)
+
+    def pause(self, consumer: str) -> None:
+        """The consumer stops taking events off its lanes; they queue (its backlog grows)
+        until `resume`, which delivers them in order. Nothing is lost. In process, the
+        relay's publish of such an event waits, in the background, and the bus is not quiet."""
+        self._consumer(consumer).pause()
+
+    def resume(self, consumer: str) -> None:
+        self._consumer(consumer).resume()
+
+    def break_handler(self, consumer: str) -> None:
+        """Every attempt of the consumer's handlers fails (HandlerBroken) until
+        `mend_handler`: events are retried, then dead-lettered, and can be replayed."""
+        self._consumer(consumer).broken = True
+
+    def mend_handler(self, consumer: str) -> None:
+        self._consumer(consumer).broken = False
+
+    def consumer_state(self, consumer: str) -> ConsumerState:
+        return self._consumer(consumer).state
+
+    def _consumer(self, name: str) -> Consumer:
+        consumer = self._consumers.get(name)
+        if consumer is None:
+            running = ", ".join(sorted(self._consumers)) or "none"
+            raise LookupError(
+                f"no consumer {name!r} runs in this process (consumers here: {running})"
+            )
+        return consumer
 
 
 class ModuleBus:

@@ -4,6 +4,11 @@ Events about one aggregate are handled one after another, in the order they arri
 different aggregates are handled concurrently. A handler that keeps failing turns its
 event into a dead letter, and later events of the same aggregate are parked behind it
 (in the delivery store, so a restart keeps them) until it is replayed or discarded.
+
+Each outcome is told to the watch (app/bus/watch.py) and, at INFO, logged in one line with
+the flow's request id. A consumer can be paused (its lanes stop; what arrives queues) and its
+handlers broken on purpose (every attempt fails): the faults a page switches on to show what
+a real system sees.
 """
 
 from __future__ import annotations
@@ -20,17 +25,29 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from app.bus.activity import Activity
-from app.bus.context import current_cause, current_module
+from app.bus.context import current_cause, current_module, current_request_id
 from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
 from app.bus.metrics import EVENTS, HANDLER_SECONDS
 from app.bus.retry import RetryPolicy
+from app.bus.watch import DEAD_LETTERED, FAILED, HANDLED, PARKED, Watch
 from app.kernel.tracing import context_of, span
 
 log = logging.getLogger("app.bus")
 
 Handler = Callable[[Any, Envelope], Awaitable[None]]
+
+
+class HandlerBroken(RuntimeError):
+    """What a consumer's handlers raise while broken on purpose (Bus.break_handler)."""
+
+
+@dataclass(frozen=True)
+class ConsumerState:
+    paused: bool
+    broken: bool
+    backlog: int  # envelopes queued in this consumer, in this process, not yet finished
 
 
 @dataclass(frozen=True)
@@ -56,8 +73,13 @@ class Consumer:
         activity: Activity,
         store: DeliveryStore,
         stats: Counter[tuple[str, str, str]],
+        watch: Watch | None = None,
     ) -> None:
         self.name = name
+        self.watch = watch or Watch()
+        self.broken = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
         self._retry = retry
         self._activity = activity
         self._store = store
@@ -70,6 +92,25 @@ class Consumer:
 
     def add(self, type_name: str, subscription: Subscription) -> None:
         self._subscriptions[type_name] = subscription
+
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    def pause(self) -> None:
+        """Stop taking events off the lanes (the one being handled finishes); what arrives
+        queues in order until `resume`."""
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    @property
+    def state(self) -> ConsumerState:
+        backlog = sum(
+            1 for lane in self._lanes.values() for item in lane if item.envelope is not None
+        )
+        return ConsumerState(paused=self.paused, broken=self.broken, backlog=backlog)
 
     def restore(self, remembered: Remembered) -> list[str]:
         """Take back what the store remembers; returns aggregates whose parked events can go."""
@@ -101,6 +142,8 @@ class Consumer:
     async def _drain(self, key: str, lane: deque[Item]) -> None:
         try:
             while lane:
+                if not self._resumed.is_set():
+                    await self._resumed.wait()
                 item = lane[0]
                 if item.envelope is None:
                     await self._deliver_parked(key)
@@ -126,6 +169,8 @@ class Consumer:
             if not from_parking:  # already parked otherwise: it stays where it is
                 await self._store.park(self.name, envelope)
                 self._count(envelope, "parked")
+                self.watch.handling(PARKED, self.name, envelope, attempt=0)
+                self._log_outcome(envelope, "parked", 0.0)
             return
         subscription = self._subscriptions[envelope.type]
         try:
@@ -140,6 +185,9 @@ class Consumer:
     async def _handle(self, subscription: Subscription, event: Event, envelope: Envelope) -> None:
         token = current_cause.set(envelope)
         module_token = current_module.set(self.name)
+        # The flow's request id for every log line the handler writes, whichever request's
+        # task happened to start this lane.
+        request_token = current_request_id.set(envelope.correlation_id)
         tried = self._attempts.pop(envelope.id, 0)
         try:
             while True:
@@ -156,8 +204,13 @@ class Consumer:
                             "seams.attempt": tried,
                         },
                     ):
+                        if self.broken:
+                            raise HandlerBroken(
+                                f"the {self.name} handlers are broken on purpose from the page"
+                            )
                         await subscription.handler(event, envelope)
                 except Exception as error:  # a handler failure is retried, never swallowed
+                    elapsed = time.perf_counter() - started
                     self._count(envelope, "failed")
                     log.warning(
                         "handler %s failed on %s %s (attempt %d/%d): %r",
@@ -170,25 +223,42 @@ class Consumer:
                         extra={"envelope": msgspec.to_builtins(envelope), "consumer": self.name},
                     )
                     if tried >= self._retry.max_attempts:
-                        await self._dead_letter(envelope, repr(error), tries=tried)
+                        await self._dead_letter(envelope, repr(error), tries=tried, seconds=elapsed)
                         return
+                    self.watch.handling(
+                        FAILED,
+                        self.name,
+                        envelope,
+                        attempt=tried,
+                        ms=elapsed * 1000.0,
+                        error=repr(error),
+                    )
                     await self._store.record_failure(self.name, envelope, tried, repr(error))
                     self._count(envelope, "retried")
                     await asyncio.sleep(self._retry.delay(tried))
                 else:
-                    HANDLER_SECONDS.labels(envelope.type, self.name).observe(
-                        time.perf_counter() - started
-                    )
+                    elapsed = time.perf_counter() - started
+                    HANDLER_SECONDS.labels(envelope.type, self.name).observe(elapsed)
                     self._count(envelope, "handled")
+                    self.watch.handling(
+                        HANDLED, self.name, envelope, attempt=tried, ms=elapsed * 1000.0
+                    )
+                    self._log_outcome(envelope, "handled", elapsed)
                     if tried > 1:
                         await self._store.forget_attempts(self.name, envelope)
                     return
         finally:
+            current_request_id.reset(request_token)
             current_module.reset(module_token)
             current_cause.reset(token)
 
-    async def _dead_letter(self, envelope: Envelope, error: str, *, tries: int) -> None:
+    async def _dead_letter(
+        self, envelope: Envelope, error: str, *, tries: int, seconds: float = 0.0
+    ) -> None:
         self._count(envelope, "dead_lettered")
+        self.watch.handling(
+            DEAD_LETTERED, self.name, envelope, attempt=tries, ms=seconds * 1000.0, error=error
+        )
         log.error(
             "dead letter: %s could not handle %s %s after %d attempts: %s",
             self.name,
@@ -199,6 +269,19 @@ class Consumer:
         )
         await self._store.add_dead_letter(self.name, envelope, error, tries)
         self._blocked.add(envelope.aggregate_id)
+
+    def _log_outcome(self, envelope: Envelope, outcome: str, seconds: float) -> None:
+        """One INFO line per event a consumer finished with (a failure has its own WARNING,
+        a dead letter its ERROR): the story of a flow, told by the log."""
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s %s for %s in %.1f ms",
+                self.name,
+                outcome,
+                envelope.type,
+                envelope.aggregate_id,
+                seconds * 1000.0,
+            )
 
     def _count(self, envelope: Envelope, outcome: str) -> None:
         key = (envelope.type, self.name, outcome)

@@ -17,6 +17,7 @@ from app.bus.envelope import Envelope
 from app.bus.metrics import OUTBOX_BACKLOG, PUBLISHED
 from app.bus.retry import RetryPolicy
 from app.bus.transport import Transport
+from app.bus.watch import Watch
 
 log = logging.getLogger("app.bus.outbox")
 
@@ -40,6 +41,7 @@ class OutboxRelay:
         sweep_seconds: float = 5.0,
         batch: int = 500,
         retry: RetryPolicy | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.owner = owner
         self._source = source
@@ -54,6 +56,7 @@ class OutboxRelay:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._backlog = OUTBOX_BACKLOG.labels(owner)
+        self._watch = watch or Watch()
 
     @property
     def in_flight(self) -> int:
@@ -103,6 +106,8 @@ class OutboxRelay:
         attempt = 0
         while not self._stopping:
             attempt += 1
+            if attempt == 1:
+                self._watch.published(envelope)
             try:
                 await self._transport.publish(envelope)
             except Exception as error:  # the broker may be away: keep it, retry later

@@ -9,11 +9,14 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
+from litestar.middleware import DefineMiddleware
 from litestar.types import ControllerRouterHandler, Middleware, OnAppInitHandler
 
 from app.gateway.admin import AdminController
 from app.gateway.auth import GatewayJWTAuth, identity_middleware, protected
+from app.gateway.benchmarks import BenchmarksController
 from app.gateway.errors import EXCEPTION_HANDLERS
+from app.gateway.faults import FaultsController
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
 from app.gateway.metrics import MetricsController
@@ -23,6 +26,7 @@ from app.gateway.request_context import request_context
 from app.gateway.request_id import add_request_id_header
 from app.gateway.topology import TopologyController
 from app.gateway.tracing import ModuleSpanMiddleware, tracing_plugins
+from app.gateway.watch import FlowCallers, watch_routes
 from app.kernel.errors import BoundaryViolation
 from app.kernel.settings import Settings
 from app.runtime import RunningModule, Runtime
@@ -77,14 +81,26 @@ class Entrance:
     own_routes: Sequence[ControllerRouterHandler]  # the gateway's, beside health and metrics
     on_app_init: Sequence[OnAppInitHandler] = ()
     process: str = "monolith"  # how its spans name the process
+    watched: bool = False  # tells the bus's watch each request and its caller (the public one)
 
 
 def public_entrance(runtime: Runtime, auth: GatewayJWTAuth) -> Entrance:
-    """The monolith's: it authenticates callers itself and serves the topology and admin."""
+    """The monolith's: it authenticates callers itself and serves the topology, admin and
+    the watch (the bus live, and the journey of what each publishing module's events are
+    about)."""
+    publishing = [running.module.name for running in runtime.modules if running.module.publishes]
     return Entrance(
         identity=identity_middleware(runtime.settings, auth, runtime.credentials, protected(auth)),
-        own_routes=[TopologyController, AdminController, *PAGE_ROUTES],
+        own_routes=[
+            TopologyController,
+            AdminController,
+            FaultsController,
+            BenchmarksController,
+            *PAGE_ROUTES,
+            *watch_routes(publishing),
+        ],
         on_app_init=[auth.on_app_init],
+        watched=True,
     )
 
 
@@ -93,6 +109,7 @@ def build_gateway(runtime: Runtime, entrance: Entrance) -> Litestar:
     metrics, and what the entrance adds."""
     settings = runtime.settings
     traced = settings.tracing != "off"
+    watch = runtime.bus.watch if entrance.watched else None
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -116,8 +133,10 @@ def build_gateway(runtime: Runtime, entrance: Entrance) -> Litestar:
         on_app_init=list(entrance.on_app_init),
         lifespan=[lifespan],
         middleware=[
-            request_context(runtime.owner_of),  # request id, module, access log, metrics
+            # request id, module, access log, metrics (and the watch: each API request)
+            request_context(runtime.owner_of, watch),
             *entrance.identity,
+            *([DefineMiddleware(FlowCallers, watch=watch)] if watch else []),
         ],
         before_request=check_input,
         **front_door(settings),
@@ -133,4 +152,5 @@ def build_gateway(runtime: Runtime, entrance: Entrance) -> Litestar:
         debug=False,
     )
     app.state.runtime = runtime
+    app.state.watch = runtime.bus.watch
     return app

@@ -17,10 +17,13 @@ from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.bus import Watch
 from app.bus.context import current_module, current_request_id
 from app.gateway.metrics import HttpMetrics
 from app.gateway.request_id import request_id_of
-from app.modules.spec import api_prefix
+from app.gateway.watch import is_journey_path, watched
+from app.kernel.identity import Caller
+from app.modules.spec import GATEWAY, api_prefix
 
 access_log = logging.getLogger("app.access")
 UNCOUNTED = "/metrics"  # a scrape does not count itself
@@ -37,6 +40,8 @@ class ModuleOwners:
         self._by_prefix: dict[str, str] = {}
 
     def of(self, path: str) -> str:
+        if is_journey_path(path):  # under a module's prefix, but the gateway's (watch.py)
+            return GATEWAY
         prefix = api_prefix(path) or ""
         owner = self._by_prefix.get(prefix)
         if owner is None:
@@ -47,16 +52,20 @@ class ModuleOwners:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, owners: ModuleOwners, metrics: HttpMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, owners: ModuleOwners, metrics: HttpMetrics, watch: Watch | None
+    ) -> None:
         self.app = app
         self.owners = owners
         self.metrics = metrics
+        self.watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         method = str(scope.get("method") or scope["type"])  # Litestar labels a websocket so
         module = self.owners.of(path)
-        request_token = current_request_id.set(request_id_of(scope))
+        request_id = request_id_of(scope)
+        request_token = current_request_id.set(request_id)
         module_token = current_module.set(module)
         status = 500  # unless a response starts
 
@@ -78,18 +87,30 @@ class RequestContextMiddleware:
             status = error.status_code
             raise
         finally:
+            elapsed = time.perf_counter() - started
             if running is not None:
                 running.dec()
-                self.metrics.finished(method, route, module, status, time.perf_counter() - started)
+                self.metrics.finished(method, route, module, status, elapsed)
+            if self.watch is not None and watched(path):
+                caller = scope.get("user")
+                self.watch.request(
+                    method=method,
+                    path=path,
+                    status=status,
+                    ms=elapsed * 1000.0,
+                    request_id=request_id,
+                    user_id=caller.id if isinstance(caller, Caller) else None,
+                )
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("%s %s %d", method, path, status)
             current_module.reset(module_token)
             current_request_id.reset(request_token)
 
 
-def request_context(owner_of: Callable[[str], str]) -> DefineMiddleware:
+def request_context(owner_of: Callable[[str], str], watch: Watch | None = None) -> DefineMiddleware:
     """The middleware, with one owner cache and one set of metric children for every route
-    (Litestar builds a middleware instance per route)."""
+    (Litestar builds a middleware instance per route); with a watch, each API request is
+    told to it (its caller, status and time), for the page that shows the bus."""
     return DefineMiddleware(
-        RequestContextMiddleware, owners=ModuleOwners(owner_of), metrics=HttpMetrics()
+        RequestContextMiddleware, owners=ModuleOwners(owner_of), metrics=HttpMetrics(), watch=watch
     )

@@ -72,6 +72,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     keep_alive_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 5
     metrics_allow: str = "127.0.0.0/8,::1"
 
+    # The watch (a page streaming the bus, issue 14): how many observations a page that
+    # connects is replayed, how many may wait for a slow page before the oldest is dropped,
+    # how many flows (journeys) are kept in memory, and how often a quiet stream says so.
+    watch_replay: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 500
+    watch_subscriber_buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1_000
+    watch_journeys: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
+    watch_heartbeat_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 15.0
+
     # APP_* values the fields above do not know, by lowercase name without APP_: the
     # modules' sections and every store URL (<name>_db_url), read by `section` and `store_url`.
     section_values: dict[str, object] = msgspec.field(default_factory=dict)

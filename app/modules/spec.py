@@ -196,7 +196,9 @@ class Module:
 
 
 GATEWAY = "gateway"  # the owner of every path no module declared
-GATEWAY_PREFIXES = ("admin", "topology")  # the /api/<prefix>es the gateway serves itself
+# The /api/<prefix>es the gateway serves itself; it also answers /api/<prefix>/{id}/journey
+# under the prefix of each module that publishes events (app/gateway/watch.py).
+GATEWAY_PREFIXES = ("admin", "topology", "watch")
 
 
 def api_prefix(path: str) -> str | None:

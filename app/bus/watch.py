@@ -1,0 +1,394 @@
+"""The watch: what the bus and the gateway did, kept briefly in memory for people to look at.
+
+Every HTTP request the gateway answers, every envelope the outbox relay hands to the
+transport and every consumer's handling of one (handled, failed and retried, dead-lettered,
+parked) becomes an `Observation`. The watch keeps the last few in a ring (replayed to a page
+that connects), pushes new ones to each subscriber's bounded queue (oldest dropped and
+counted when a page does not keep up: a stalled browser never slows the bus), and groups
+them by correlation id into journeys (the flow one request started), the last few hundred,
+so that an order's flow can be shown from the request to its last notification.
+
+Recording is on the bus's hot path: an observation is a plain struct appended to deques and
+dicts, with no lock, no JSON and no I/O; encoding happens in whoever reads it. Journeys are a
+teaching aid kept in bounded memory, not an audit log: the stores and the outbox are the
+record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter
+
+from app.bus.envelope import Envelope
+
+DROPPED = Counter(
+    "seams_watch_dropped",
+    "Observations a watch subscriber (a page streaming the bus) missed: its buffer was full",
+)
+
+REQUEST = "request"
+PUBLISHED = "published"
+HANDLED = "handled"
+FAILED = "failed"  # an attempt failed; it will be retried
+DEAD_LETTERED = "dead_lettered"
+PARKED = "parked"
+KINDS = (REQUEST, PUBLISHED, HANDLED, FAILED, DEAD_LETTERED, PARKED)
+
+STEPS_PER_JOURNEY = 500  # a flow that fans out further keeps its first steps
+PUBLISH_TIMES = 10_000  # event id -> when it was published, for the hop times
+FLOW_STARTS = 4_096  # request id -> its caller and its request observation
+FLOWS_PER_AGGREGATE = 8  # an order placed, cancelled, refunded: a few flows each
+
+
+class Observation(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One thing seen. `kind` says which fields are set: a request has method, path, status,
+    ms, request_id and user_id; an event has type, event_id, producer, aggregate_id,
+    correlation_id, causation_id, trace_id; a consumer's handling adds consumer, attempt, ms,
+    hop_ms (publish to handled, when the publish was seen) and error for a failure."""
+
+    kind: str
+    seq: int = 0  # numbered by the watch that records it: increasing, never reused
+    at: float = 0.0  # epoch milliseconds
+    process: str = ""
+    correlation_id: str | None = None  # a request's own id; an event's flow
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+    request_id: str | None = None
+    user_id: str | None = None
+    type: str | None = None
+    event_id: str | None = None
+    producer: str | None = None
+    consumer: str | None = None
+    aggregate_id: str | None = None
+    causation_id: str | None = None
+    trace_id: str | None = None
+    attempt: int | None = None
+    ms: float | None = None
+    hop_ms: float | None = None
+    error: str | None = None
+
+
+class Journey:
+    """One flow: the request that started it (when seen) and what followed, in order."""
+
+    __slots__ = ("aggregates", "correlation_id", "owner", "request", "steps")
+
+    def __init__(self, correlation_id: str, owner: str | None) -> None:
+        self.correlation_id = correlation_id
+        self.owner = owner  # the caller of the request that started it; None: admins only
+        self.request: Observation | None = None
+        self.steps: list[Observation] = []
+        self.aggregates: list[str] = []
+
+    @property
+    def trace_id(self) -> str | None:
+        return next((s.trace_id for s in self.steps if s.trace_id), None)
+
+
+Listener = Callable[[Observation], None]
+Visible = Callable[[Observation], bool]
+
+
+class Subscription:
+    """A subscriber's bounded queue: the oldest observation goes when it is full, counted."""
+
+    def __init__(self, watch: Watch, capacity: int, visible: Visible | None) -> None:
+        self.capacity = capacity
+        self.visible = visible
+        self.dropped = 0
+        self.closed = False
+        self._watch = watch
+        self._queue: deque[Observation] = deque()
+        self._ready = asyncio.Event()
+
+    def offer(self, observation: Observation) -> None:
+        if self.visible is not None and not self.visible(observation):
+            return
+        queue = self._queue
+        if len(queue) >= self.capacity:
+            queue.popleft()
+            self.dropped += 1
+            DROPPED.inc()
+        queue.append(observation)
+        if not self._ready.is_set():
+            self._ready.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def next(self, timeout: float) -> Observation | None:
+        """The next observation; None when none came within `timeout` seconds. Raises
+        StopAsyncIteration once closed (the client left, or the server stops)."""
+        while not self._queue:
+            if self.closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
+            except TimeoutError:
+                return None
+        if self.closed:
+            raise StopAsyncIteration
+        return self._queue.popleft()
+
+    def end(self) -> None:
+        """No more observations: the reader gets what is queued no more, and stops."""
+        self.closed = True
+        self._ready.set()
+
+    def close(self) -> None:
+        self.end()
+        self._watch.unsubscribe(self)
+
+
+class Watch:
+    def __init__(
+        self,
+        *,
+        process: str = "monolith",
+        replay: int = 500,
+        subscriber_buffer: int = 1_000,
+        journeys: int = 200,
+    ) -> None:
+        self.process = process
+        self.subscriber_buffer = subscriber_buffer
+        self.journey_limit = journeys
+        self._seq = 0
+        self._ring: deque[Observation] = deque(maxlen=replay)
+        self._subscribers: list[Subscription] = []
+        self._listeners: list[Listener] = []
+        self._journeys: dict[str, Journey] = {}
+        self._by_aggregate: dict[str, list[str]] = {}
+        self._published_at: dict[str, float] = {}
+        self._owners: dict[str, str | None] = {}
+        self._requests: dict[str, Observation] = {}
+        self.evicted = 0  # journeys let go to stay within the limit
+        self.counts: dict[tuple[str, str], int] = {}  # (consumer, kind) -> how many
+
+    # -- recording (the hot path) -------------------------------------------------------
+
+    def caller(self, request_id: str, user_id: str | None) -> None:
+        """The caller of a request that may change something, known once it is
+        authenticated and before its handler runs: the owner of any flow it starts."""
+        owners = self._owners
+        if request_id in owners and owners[request_id] != user_id:
+            # A client may choose its request id: two callers sending the same one own
+            # neither flow (only admins see it), rather than one seeing the other's.
+            user_id = None
+        owners[request_id] = user_id
+        if len(owners) > FLOW_STARTS:
+            del owners[next(iter(owners))]
+
+    def request(
+        self,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        ms: float,
+        request_id: str,
+        user_id: str | None,
+    ) -> None:
+        observation = Observation(
+            kind=REQUEST,
+            process=self.process,
+            correlation_id=request_id,
+            method=method,
+            path=path,
+            status=status,
+            ms=ms,
+            request_id=request_id,
+            user_id=user_id,
+        )
+        journey = self._journeys.get(request_id)
+        if journey is not None:
+            journey.request = observation
+        else:
+            requests = self._requests
+            requests[request_id] = observation
+            if len(requests) > FLOW_STARTS:
+                del requests[next(iter(requests))]
+        self.record(observation)
+
+    def published(self, envelope: Envelope) -> None:
+        traceparent = envelope.traceparent
+        self.record(
+            Observation(
+                kind=PUBLISHED,
+                process=self.process,
+                correlation_id=envelope.correlation_id,
+                type=envelope.type,
+                event_id=envelope.id,
+                producer=envelope.producer,
+                aggregate_id=envelope.aggregate_id,
+                causation_id=envelope.causation_id,
+                trace_id=traceparent[3:35] if traceparent else None,
+            )
+        )
+
+    def handling(
+        self,
+        kind: str,
+        consumer: str,
+        envelope: Envelope,
+        *,
+        attempt: int,
+        ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """A consumer's outcome for an envelope: handled, failed, dead_lettered or parked."""
+        self.record(
+            Observation(
+                kind=kind,
+                process=self.process,
+                correlation_id=envelope.correlation_id,
+                type=envelope.type,
+                event_id=envelope.id,
+                producer=envelope.producer,
+                consumer=consumer,
+                aggregate_id=envelope.aggregate_id,
+                causation_id=envelope.causation_id,
+                attempt=attempt,
+                ms=ms,
+                error=error,
+            )
+        )
+
+    def record(self, observation: Observation) -> None:
+        """Number it, keep it, hand it to every subscriber and listener. Also takes an
+        observation another process made (split mode): it keeps its process and is numbered
+        here."""
+        now = time.time() * 1000.0
+        self._seq += 1
+        observation.seq = self._seq
+        if not observation.at:
+            observation.at = now
+        self._ring.append(observation)
+        correlation = observation.correlation_id
+        if correlation is not None and observation.kind != REQUEST:
+            self._in_journey(observation, correlation)
+        consumer = observation.consumer
+        if consumer is not None:
+            key = (consumer, observation.kind)
+            self.counts[key] = self.counts.get(key, 0) + 1
+        for subscription in self._subscribers:
+            subscription.offer(observation)
+        for listener in self._listeners:
+            listener(observation)
+
+    def _in_journey(self, observation: Observation, correlation: str) -> None:
+        journey = self._journeys.get(correlation)
+        if observation.kind == PUBLISHED:
+            published_at = self._published_at
+            published_at[observation.event_id or ""] = observation.at
+            if len(published_at) > PUBLISH_TIMES:
+                del published_at[next(iter(published_at))]
+            if journey is None:
+                journey = self._open(correlation)
+            aggregate = observation.aggregate_id
+            if aggregate is not None and aggregate not in journey.aggregates:
+                journey.aggregates.append(aggregate)
+                flows = self._by_aggregate.setdefault(aggregate, [])
+                flows.append(correlation)
+                if len(flows) > FLOWS_PER_AGGREGATE:
+                    del flows[0]
+        elif observation.hop_ms is None and observation.kind == HANDLED:
+            published = self._published_at.get(observation.event_id or "")
+            if published is not None:
+                observation.hop_ms = round(observation.at - published, 3)
+        if journey is not None and len(journey.steps) < STEPS_PER_JOURNEY:
+            journey.steps.append(observation)
+
+    def _open(self, correlation: str) -> Journey:
+        journey = Journey(correlation, self._owners.get(correlation))
+        journey.request = self._requests.pop(correlation, None)
+        journeys = self._journeys
+        journeys[correlation] = journey
+        if len(journeys) > self.journey_limit:
+            oldest = journeys.pop(next(iter(journeys)))
+            self.evicted += 1
+            for aggregate in oldest.aggregates:
+                flows = self._by_aggregate.get(aggregate)
+                if flows is not None and oldest.correlation_id in flows:
+                    flows.remove(oldest.correlation_id)
+                    if not flows:
+                        del self._by_aggregate[aggregate]
+        return journey
+
+    # -- reading ------------------------------------------------------------------------
+
+    def owner_of(self, correlation_id: str | None) -> str | None:
+        """The caller whose request started the flow; None when unknown or anonymous."""
+        if correlation_id is None:
+            return None
+        journey = self._journeys.get(correlation_id)
+        if journey is not None:
+            return journey.owner
+        return self._owners.get(correlation_id)
+
+    def visible_to(self, user_id: str | None) -> Visible | None:
+        """What a caller may see: everything for an admin (user_id None), else their own
+        requests and the flows their requests started."""
+        if user_id is None:
+            return None
+
+        def visible(observation: Observation) -> bool:
+            if observation.kind == REQUEST:
+                return observation.user_id == user_id
+            return self.owner_of(observation.correlation_id) == user_id
+
+        return visible
+
+    def recent(self, visible: Visible | None = None) -> list[Observation]:
+        """The last observations kept (oldest first), those `visible` lets through."""
+        if visible is None:
+            return list(self._ring)
+        return [o for o in self._ring if visible(o)]
+
+    def subscribe(self, visible: Visible | None = None) -> tuple[list[Observation], Subscription]:
+        """The replay (the last observations kept) and a subscription for what follows."""
+        subscription = Subscription(self, self.subscriber_buffer, visible)
+        self._subscribers = [*self._subscribers, subscription]  # record() may be iterating
+        return self.recent(visible), subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers = [s for s in self._subscribers if s is not subscription]
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener` with every observation recorded here (split mode: to report them
+        to the gateway). It must be quick and never raise."""
+        self._listeners = [*self._listeners, listener]
+
+    def end_streams(self) -> None:
+        """Close every subscription: the streams reading them end (the server stops)."""
+        for subscription in self._subscribers:
+            subscription.end()
+        self._subscribers = []
+
+    def journeys_of(self, aggregate_id: str) -> list[Journey]:
+        """The flows that published an event about this aggregate, oldest first."""
+        found = (self._journeys.get(c) for c in self._by_aggregate.get(aggregate_id, ()))
+        return [journey for journey in found if journey is not None]
+
+    @property
+    def subscribers(self) -> list[Subscription]:
+        return list(self._subscribers)
+
+    def sizes(self) -> dict[str, Any]:
+        return {
+            "replay": len(self._ring),
+            "replay_limit": self._ring.maxlen,
+            "journeys": len(self._journeys),
+            "journey_limit": self.journey_limit,
+            "journeys_evicted": self.evicted,
+            "subscriber_buffer": self.subscriber_buffer,
+        }
