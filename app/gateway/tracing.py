@@ -5,10 +5,10 @@ by APP_TRACING (docs/decisions/0013-tracing.md).
 APP_TRACING=console prints each trace as a tree a person can read (ReadableConsoleExporter),
 one line per span, parent before child:
 
-    trace 4bf92f3577b34da6a3ce929d0e0e4736  POST /api/orders  201  12.3 ms
-      orders placeOrder  8.1 ms
-        orders publish OrderPlaced  0.2 ms
-          payments handle OrderPlaced  3.0 ms
+    trace 4bf92f3577b34da6a3ce929d0e0e4736  POST /api/<module>  201  12.3 ms
+      <module> <operation>  8.1 ms
+        <module> publish <Event>  0.2 ms
+          <consumer> handle <Event>  3.0 ms
 """
 
 from __future__ import annotations
