@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -297,10 +299,19 @@ def run_uvicorn(app: Litestar, settings: Settings) -> int:
 
     from app.transport import head_deadline_protocol, trusted_proxy_headers
 
+    class StreamsEndFirst(uvicorn.Server):
+        """On a stop, the app's open event streams end before uvicorn waits for the requests
+        in flight: a stream never finishes by itself, so a page left open would otherwise
+        hold the stop for the whole grace period and then be cancelled."""
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            end_streams(app)
+            await super().shutdown(sockets)
+
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
     # found: a no-op one lets a clean stop exit with status 0 instead of dying of SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(
+    config = uvicorn.Config(
         # X-Forwarded-For names the client only when a trusted proxy sent it: uvicorn's own
         # proxy_headers (on by default) would believe any loopback client.
         trusted_proxy_headers(app, settings),
@@ -315,7 +326,17 @@ def run_uvicorn(app: Litestar, settings: Settings) -> int:
         http=head_deadline_protocol(settings.header_timeout_seconds),
         timeout_keep_alive=settings.keep_alive_seconds,
     )
-    return 0
+    server = StreamsEndFirst(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # 3: uvicorn's own exit status for a failed startup
+
+
+def end_streams(app: Litestar) -> None:
+    """End every open Server-Sent Events stream of the app (the watch's), at a stop."""
+    watch = getattr(app.state, "watch", None)
+    if watch is not None:
+        watch.end_streams()
 
 
 class InFlight:
@@ -384,8 +405,13 @@ def run_granian(app: Litestar, settings: Settings) -> int:
     async def run() -> None:
         nonlocal started
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            end_streams(app)
+            server.stop()  # type: ignore[no-untyped-call]
+
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(stop_signal, server.stop)
+            loop.add_signal_handler(stop_signal, stop)
         async with app.lifespan():
             started = True
             await server.serve()  # until a stop signal; granian stops accepting at once
