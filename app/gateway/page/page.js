@@ -23,7 +23,7 @@ const state = {
   nodes: new Map(), // module name -> its SVG group
   hops: new Map(), // "Type→consumer|where" -> {type, consumer, where, samples}
   bench: [], // the last bench run's hops, from /api/benchmarks
-  journey: null, // the journey on show: {orderId, correlationId, seen, status, ...}
+  journey: null, // the journey on show: {orderId, flows (correlation ids), seen, status, ...}
   orders: new Map(), // order id -> order, for "Your orders"
   watchTimer: null,
 };
@@ -101,7 +101,8 @@ async function logIn(email, password) {
 async function signIn(token) {
   state.token = token;
   const said = claims(token);
-  state.user = { id: said.sub, role: said.role || "user", name: said.sub };
+  const role = (said.extras && said.extras.role) || said.role || "user";
+  state.user = { id: said.sub, role, name: said.sub };
   try {
     state.user.name = (await get(`/api/users/${encodeURIComponent(said.sub)}`)).name;
   } catch (error) {
@@ -294,8 +295,8 @@ function observe(observation) {
   if (observation.kind === "dead_lettered" && state.user && state.user.role === "admin") {
     loadDeadLetters();
   }
-  if (observation.kind === "handled" && state.orders.has(observation.aggregate_id)) {
-    refreshOrdersSoon();
+  if (observation.kind === "handled" && observation.consumer === "orders") {
+    refreshOrdersSoon(); // an order's status may have changed
   }
 }
 
@@ -417,7 +418,7 @@ function drawTopology(topology) {
   const svg = node("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "diagram-title" });
   node("title", { id: "diagram-title" }, svg, "The gateway, the modules, their stores and the events between them");
   const defs = node("defs", {}, svg);
-  const marker = node("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" }, defs);
+  const marker = node("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "9", markerHeight: "9", markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" }, defs);
   node("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow-head" }, marker);
 
   const gateway = node("g", { class: "gateway" }, svg);
@@ -595,7 +596,7 @@ function drawOrders() {
     button.type = "button";
     button.textContent = orderLabel(order);
     button.setAttribute("aria-pressed", String(state.journey?.orderId === order.id));
-    button.addEventListener("click", () => showJourney(order.id, null, order.status));
+    button.addEventListener("click", () => showJourney(order.id, null));
     item.append(button);
     return item;
   });
@@ -609,10 +610,10 @@ async function placeOrder(card) {
   for (let attempt = 1; ; attempt += 1) {
     try {
       const { data, headers, status } = await api("POST", "/api/orders", body, { "Idempotency-Key": key });
-      answer.textContent = `${status} ${JSON.stringify(data, null, 2)}`;
+      answer.textContent = `${status}: order ${data.id} is ${data.status}, ${(data.total / 100).toFixed(2)} ${data.currency}. Payment follows through events, below.`;
       state.orders.set(data.id, data);
       drawOrders();
-      await showJourney(data.id, headers.get("X-Request-ID"), data.status);
+      await showJourney(data.id, headers.get("X-Request-ID"), data);
       return;
     } catch (error) {
       if (error.status === 409 && error.retryAfter && attempt < 4) {
@@ -632,54 +633,84 @@ function clearJourney() {
   $("journey-steps").replaceChildren();
 }
 
-/** Show an order's journey: what the server kept, then whatever the stream adds. */
-async function showJourney(orderId, correlationId, status) {
-  state.journey = { orderId, correlationId, traceId: null, seen: new Set(), status: null, notified: false };
-  const journey = state.journey;
+/**
+ * Show an order's journey: the steps the server kept, in causal order, then what the
+ * stream adds. Observations that arrive while the kept steps load wait, so the order holds.
+ * `placed` is the order as POST /api/orders answered it (its status then), when it was
+ * placed here.
+ */
+async function showJourney(orderId, correlationId, placed = null) {
+  const journey = {
+    orderId,
+    flows: new Set(correlationId ? [correlationId] : []),
+    traceId: null,
+    seen: new Set(),
+    status: null,
+    notified: false,
+    note: "",
+    loading: true,
+    waiting: [], // observations that came while the kept steps loaded
+    last: {}, // consumer -> the last step it handled (a status or notice goes after it)
+    request: null, // the step of the request that placed the order
+  };
+  state.journey = journey;
   $("journey-steps").replaceChildren();
   drawOrders();
   journeyHead();
-  if (status) addStatus(journey, status);
   try {
     const kept = await get(`/api/orders/${encodeURIComponent(orderId)}/journey`);
     if (state.journey !== journey) return;
-    journey.correlationId = kept.correlation_id || journey.correlationId;
+    for (const flow of kept.correlation_ids || [kept.correlation_id]) journey.flows.add(flow);
     journey.traceId = kept.trace_id || journey.traceId;
+    journey.note = kept.note || "";
     for (const step of kept.steps) addStep(journey, step);
   } catch (error) {
     if (state.journey !== journey) return;
-    addNote(journey, `No journey kept for this order (${error.message}): journeys live in memory for the last orders only, a teaching aid, not an audit log.`);
+    addNote(journey, `No journey kept for this order (${error.message}).`);
   }
+  journey.loading = false;
   journeyHead();
-  await checkStatus(journey);
+  if (placed) addStatus(journey, placed.status, journey.request, "written with its OrderPlaced event in one atomic write");
+  for (const o of journey.waiting.splice(0)) followJourney(o);
+  // A status shows after the step of orders that changed it; with none seen yet, the
+  // stream brings it (the order may already be PAID while its event is on the way here).
+  if (journey.last.orders) await checkStatus(journey, journey.last.orders);
+  else if (!placed) await checkStatus(journey, null);
   await checkNotification(journey);
 }
 
 function journeyHead() {
   const journey = state.journey;
   const parts = [`Order ${journey.orderId}`];
-  if (journey.correlationId) parts.push(`correlation id (its request's id) ${journey.correlationId}`);
-  if (journey.traceId) parts.push(`trace id ${journey.traceId}`);
+  const flows = [...journey.flows];
+  if (flows.length) parts.push(`correlation id (the id of the request that started it) ${flows.join(", ")}`);
+  parts.push(journey.traceId ? `trace id ${journey.traceId}` : "no trace id (tracing is off: APP_TRACING)");
   $("journey-head").textContent = parts.join(" · ");
+  $("journey-note").textContent = journey.note;
 }
 
 function belongs(journey, o) {
-  return (journey.correlationId && o.correlation_id === journey.correlationId) || o.aggregate_id === journey.orderId;
+  return journey.flows.has(o.correlation_id) || o.aggregate_id === journey.orderId;
 }
 
 function followJourney(o) {
   const journey = state.journey;
   if (!journey || !belongs(journey, o)) return;
-  if (!journey.correlationId && o.correlation_id) journey.correlationId = o.correlation_id;
+  if (journey.loading) {
+    journey.waiting.push(o);
+    return;
+  }
+  if (o.correlation_id && !journey.flows.has(o.correlation_id)) {
+    journey.flows.add(o.correlation_id);
+    journeyHead();
+  }
   if (!journey.traceId && o.trace_id) {
     journey.traceId = o.trace_id;
     journeyHead();
   }
-  addStep(journey, o);
-  if (o.kind === "handled") {
-    checkStatus(journey);
-    if (o.consumer === "notifications") checkNotification(journey);
-  }
+  const item = addStep(journey, o);
+  if (item && o.kind === "handled" && o.consumer === "orders") checkStatus(journey, item);
+  if (item && o.kind === "handled" && o.consumer === "notifications") checkNotification(journey);
 }
 
 function describe(o) {
@@ -706,7 +737,8 @@ function stepKey(o) {
   return `${o.process || ""}|${o.seq}|${o.kind}|${o.event_id || o.request_id || ""}|${o.consumer || ""}`;
 }
 
-function appendStep(kind, text) {
+/** A step of the journey: at the end, or right after `after` (a status after its cause). */
+function appendStep(kind, text, after = null) {
   const item = document.createElement("li");
   item.className = `step kind-${kind}`;
   const badge = document.createElement("span");
@@ -715,31 +747,39 @@ function appendStep(kind, text) {
   const body = document.createElement("span");
   body.textContent = text;
   item.append(badge, " ", body);
-  $("journey-steps").append(item);
+  if (after && after.isConnected) after.after(item);
+  else $("journey-steps").append(item);
+  return item;
 }
 
 function addStep(journey, o) {
   const key = stepKey(o);
-  if (journey.seen.has(key) || state.journey !== journey) return;
+  if (journey.seen.has(key) || state.journey !== journey) return null;
   journey.seen.add(key);
-  appendStep(o.kind, describe(o));
+  const item = appendStep(o.kind, describe(o));
+  if (o.kind === "handled") journey.last[o.consumer] = item;
+  if (o.kind === "request" && o.method === "POST" && !journey.request) journey.request = item;
+  return item;
 }
 
-function addStatus(journey, status) {
+function addStatus(journey, status, after = null, why = "") {
   if (journey.status === status || state.journey !== journey) return;
   const before = journey.status;
   journey.status = status;
-  appendStep("status", before ? `order status: ${before} → ${status}` : `order status: ${status}`);
+  const change = before ? `order status: ${before} → ${status}` : `order status: ${status}`;
+  const item = appendStep("status", why ? `${change} (${why})` : change, after);
+  if (after === journey.last.orders) journey.last.orders = item;
 }
 
 function addNote(journey, text) {
   if (state.journey === journey) appendStep("note", text);
 }
 
-async function checkStatus(journey) {
+/** The order's status now, shown after `after` (the step that may have changed it). */
+async function checkStatus(journey, after) {
   try {
     const order = await get(`/api/orders/${encodeURIComponent(journey.orderId)}`);
-    addStatus(journey, order.status);
+    addStatus(journey, order.status, after);
     if (state.orders.has(order.id)) {
       state.orders.set(order.id, order);
       drawOrders();
@@ -756,11 +796,16 @@ async function checkNotification(journey) {
     for (const notice of sent.items) {
       if (journey.notified || state.journey !== journey) return;
       journey.notified = true;
-      appendStep("notification", `notifications sent "${notice.subject}" to ${notice.to} (${notice.channel})`);
+      const text = `notifications sent "${notice.subject}" to ${notice.to} (${notice.channel})`;
+      appendStep("notification", text, journey.last.notifications);
     }
   } catch (error) {
     addNote(journey, `Could not read the notifications: ${error.message}`);
   }
+}
+
+function wireFaults() {
+  $("faults-off").addEventListener("click", switchAllOff);
 }
 
 function wireOrders() {
@@ -804,7 +849,9 @@ function drawSwitches(switches) {
     input.addEventListener("change", () => setSwitch(s, input));
     const explain = document.createElement("p");
     explain.className = "note";
-    explain.textContent = s.explain;
+    const name = document.createElement("code");
+    name.textContent = s.name;
+    explain.append(name, ` (${s.module}): ${s.explain}`);
     row.append(input.type === "checkbox" ? input : label, input.type === "checkbox" ? label : input, explain);
     return row;
   });
@@ -819,6 +866,16 @@ async function setSwitch(s, input) {
   } catch (error) {
     $("faults-answer").textContent = `${s.label}: ${error.message}`;
   }
+}
+
+async function switchAllOff() {
+  try {
+    await api("DELETE", "/api/admin/faults");
+    $("faults-answer").textContent = "Every fault switched off.";
+  } catch (error) {
+    $("faults-answer").textContent = error.message;
+  }
+  await loadFaults();
 }
 
 async function loadDeadLetters() {
@@ -893,6 +950,7 @@ function start() {
   wireSignIn();
   wireStream();
   wireOrders();
+  wireFaults();
   const kept = sessionStorage.getItem(TOKEN_KEY);
   if (kept) signIn(kept).catch(() => signOut());
 }
