@@ -1,8 +1,18 @@
-"""The price of the boundary: the same saga load on the monolith and on the split, in one run,
-then the split with 1, 2 and 3 payments replicas under a slow card.
+"""The price of the boundary: one event's hop in process and over NATS, then the same saga
+load on the monolith and on the split, in one run, then the split with 1, 2 and 3 payments
+replicas under a slow card.
 
     python bench/split.py [--orders 1000] [--concurrency 1,8,32] [--users 20] [--wait-saga]
                           [--replicas 1,2,3] [--replica-concurrency C] [--slow-seconds 0.25]
+                          [--hops 2000] [--hops-only] [--record]
+
+0. The hop: bench/bus.py's probe (a no-op consumer), `--hops` events published one at a
+   time, each timed from its publish to its handler having run, then a burst for events/s:
+   on the in-process transport, and on the NATS transport through a private `nats-server
+   -js` (producer and consumer in this process, the broker on loopback: JetStream's store
+   and ack, the consumer's pull, as a module process meets them). `--record` writes the NATS
+   figures, with the in-process ones of this run as the baseline, into
+   app/gateway/benchmarks.json for the live page (bench/record.py). `--hops-only` stops here.
 
 1. The monolith: `python -m app` on a fresh data dir (bench/saga.py's server, start_seams).
 2. The split: the processes `python -m app cluster` runs (app.split.cluster.plan: the gateway, one
@@ -36,10 +46,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import bus
 import httpx
 import saga
 from harness import (
     HOST,
+    REPO,
     SEAMS_ENV,
     Account,
     Server,
@@ -53,8 +65,10 @@ from harness import (
     register_users,
     start_seams,
 )
+from record import Baseline, Hop, record
 from saga import POLL_INTERVAL, Level, Poller, event_loop_runner, parse_levels, run_level, warm_up
 
+from app.bus import Bus, DeliveryStore, RetryPolicy
 from app.gateway.secrets import resolve_secret_key
 from app.kernel.settings import Settings
 from app.split.cluster import Child, ClusterError, Plan, plan, start_nats, stop_nats
@@ -390,6 +404,72 @@ def print_stops(parts: dict[str, Part]) -> None:
             print(f"  problem: {problem}")
 
 
+@dataclass(frozen=True)
+class HopRun:
+    transport: str
+    hops: list[float]  # s, publish -> handled, one at a time
+    rate: float  # events/s, a burst
+
+    def ms(self, fraction: float) -> float:
+        return percentile(self.hops, fraction) * 1000
+
+
+def nats_bus(url: str) -> Bus:
+    from app.split.nats_transport import NatsTransport
+
+    return Bus(
+        NatsTransport(url, stream="BENCH_HOPS", subject_prefix="bench.hops"),
+        retry=RetryPolicy(max_attempts=1),
+        store=DeliveryStore("sqlite+aiosqlite:///:memory:"),
+    )
+
+
+def run_hops(data: Path, hops: int, burst: int) -> tuple[HopRun, HopRun]:
+    """The hop in process, then over NATS through a private broker, in this run."""
+    runner = event_loop_runner()
+    in_process = HopRun(
+        "in_process", *runner(bus.seams_hop_figures(bus.in_process_bus(), hops, burst))
+    )
+    settings = Settings.from_env({}, data_dir=str(data / "db"), port=free_port())
+    broker_plan = plan(settings, (), replicas={}, nats_url=None, secret_key="unused: no process")
+    broker = start_nats(broker_plan)
+    try:
+        over_nats = HopRun(
+            "nats", *runner(bus.seams_hop_figures(nats_bus(broker_plan.nats_url), hops, burst))
+        )
+    finally:
+        stop_nats(broker, STOP_SECONDS)
+    return in_process, over_nats
+
+
+def print_hops(in_process: HopRun, over_nats: HopRun) -> None:
+    print("\nhop (publish -> handled, no-op consumer)  p50        p99        events/s")
+    for run in (in_process, over_nats):
+        print(
+            f"{run.transport:<40}  {run.ms(0.5):>7.3f} ms {run.ms(0.99):>7.3f} ms"
+            f"  {run.rate:>9,.0f}"
+        )
+    p50, p99 = over_nats.ms(0.5) / in_process.ms(0.5), over_nats.ms(0.99) / in_process.ms(0.99)
+    rate = over_nats.rate / in_process.rate
+    print(f"{'nats / in process':<40}  {p50:>8.1f}x  {p99:>8.1f}x  {rate:>8.2f}x")
+
+
+def record_hops(in_process: HopRun, over_nats: HopRun) -> Path:
+    return record(
+        Hop(
+            transport="nats",
+            p50_ms=over_nats.ms(0.5),
+            p99_ms=over_nats.ms(0.99),
+            events_per_second=over_nats.rate,
+            events=len(over_nats.hops),
+            handler="no-op",
+            baseline=Baseline(
+                "in process, same run", in_process.ms(0.5), in_process.ms(0.99), in_process.rate
+            ),
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python bench/split.py", description=__doc__.split("\n")[0]
@@ -420,6 +500,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="closed loop, as in bench/saga.py: each client waits for its order's notification "
         "before its next POST (default: clients only wait for the 201)",
     )
+    parser.add_argument("--hops", type=int, default=2000, help="hops timed one by one (2000)")
+    parser.add_argument(
+        "--hops-only", action="store_true", help="measure the hop only, no saga parts"
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write the hop over NATS into app/gateway/benchmarks.json (served to the page)",
+    )
     arguments = parser.parse_args(argv)
     replica_level = arguments.replica_concurrency or max(arguments.concurrency)
     data = Path(tempfile.mkdtemp(prefix="seams-split-"))
@@ -438,6 +527,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     load = Load(arguments.users, arguments.orders, arguments.wait_saga)
     started = time.perf_counter()
+    print(f"the hop, {arguments.hops} events one at a time, in process and over NATS", flush=True)
+    try:
+        in_process, over_nats = run_hops(data / "hop", arguments.hops, burst=5000)
+    except ClusterError as error:
+        print(f"the hop over NATS did not run: {error}")
+        shutil.rmtree(data, ignore_errors=True)
+        return 1
+    print_hops(in_process, over_nats)
+    if arguments.record:
+        print(f"recorded in {record_hops(in_process, over_nats).relative_to(REPO)}")
+    if arguments.hops_only:
+        shutil.rmtree(data, ignore_errors=True)
+        return 0
     parts: dict[str, Part] = {}
     replica_parts: dict[int, Part] = {}
     try:

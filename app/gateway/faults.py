@@ -21,6 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody, PathParameter
 
+from app.bus import Bus
 from app.gateway.auth import admins_only
 from app.kernel.errors import BoundaryViolation, Forbidden, InvalidInput, NotFound
 from app.kernel.problems import AUTHENTICATED, WITH_BODY, problems
@@ -85,6 +86,54 @@ def _every_switch(runtime: Runtime) -> Iterator[Placed]:
     for running in runtime.modules:
         for switch in running.assembly.switches:
             yield Placed(running.module.name, switch)
+    for consumer in runtime.bus.consumers():
+        yield Placed(consumer, _pause_switch(runtime.bus, consumer))
+        yield Placed(consumer, _break_switch(runtime.bus, consumer))
+
+
+def _pause_switch(bus: Bus, consumer: str) -> FaultSwitch:
+    async def read() -> SwitchValue:
+        return bus.consumer_state(consumer).paused
+
+    async def write(value: SwitchValue) -> None:
+        if value:
+            bus.pause(consumer)
+        else:
+            bus.resume(consumer)
+
+    return FaultSwitch(
+        name=f"pause:{consumer}",
+        label=f"Pause {consumer}",
+        explain=f"{consumer.capitalize()} stops taking events, as a service that is down or "
+        "being deployed: its backlog grows while the producers carry on, and on resume the "
+        "queued events are handled in order, none lost.",
+        kind=SwitchKind.ON_OFF,
+        read=read,
+        write=write,
+    )
+
+
+def _break_switch(bus: Bus, consumer: str) -> FaultSwitch:
+    async def read() -> SwitchValue:
+        return bus.consumer_state(consumer).broken
+
+    async def write(value: SwitchValue) -> None:
+        if value:
+            bus.break_handler(consumer)
+        else:
+            bus.mend_handler(consumer)
+
+    return FaultSwitch(
+        name=f"break:{consumer}",
+        label=f"Break {consumer}'s handler",
+        explain=f"Every event {consumer} handles fails, as a bug or a lost database would: "
+        "each is retried with backoff, then becomes a dead letter with later events of its "
+        "aggregate parked behind it; mend it, replay the dead letter, and the flow completes "
+        "exactly once.",
+        kind=SwitchKind.ON_OFF,
+        read=read,
+        write=write,
+    )
 
 
 def checked(switch: FaultSwitch, value: SwitchValue) -> SwitchValue:

@@ -14,6 +14,7 @@ from litestar.types import ControllerRouterHandler, Middleware, OnAppInitHandler
 
 from app.gateway.admin import AdminController
 from app.gateway.auth import GatewayJWTAuth, identity_middleware, protected
+from app.gateway.benchmarks import BenchmarksController
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.gateway.faults import FaultsController
 from app.gateway.health import HealthController
@@ -94,6 +95,7 @@ def public_entrance(runtime: Runtime, auth: GatewayJWTAuth) -> Entrance:
             TopologyController,
             AdminController,
             FaultsController,
+            BenchmarksController,
             *PAGE_ROUTES,
             *watch_routes(publishing),
         ],

@@ -198,7 +198,7 @@ class Module:
 GATEWAY = "gateway"  # the owner of every path no module declared
 # The /api/<prefix>es the gateway serves itself; it also answers /api/<prefix>/{id}/journey
 # under the prefix of each module that publishes events (app/gateway/watch.py).
-GATEWAY_PREFIXES = ("admin", "topology", "watch")
+GATEWAY_PREFIXES = ("admin", "topology", "watch", "benchmarks")
 
 
 def api_prefix(path: str) -> str | None:

@@ -105,13 +105,15 @@ async def test_an_unknown_switch_is_a_404(one: Seams) -> None:
 async def test_reset_switches_every_fault_off(one: Seams) -> None:
     for name in PROCESSOR_SWITCHES:
         assert (await one.client.put(f"{FAULTS}/{name}", json={"value": 1})).status_code == 200
+    for name in ("pause:payments", "break:notifications"):
+        assert (await one.client.put(f"{FAULTS}/{name}", json={"value": True})).status_code == 200
 
     response = await one.client.delete(FAULTS)
 
     assert response.status_code == 204
-    assert {n: s["value"] for n, s in (await switches(one)).items() if n in PROCESSOR_SWITCHES} == {
-        n: 0.0 for n in PROCESSOR_SWITCHES
-    }
+    values = {name: switch["value"] for name, switch in (await switches(one)).items()}
+    assert values == {name: False if ":" in name else 0.0 for name in values}
+    assert not one.runtime.bus.consumer_state("payments").paused
 
 
 async def test_a_user_who_is_not_an_admin_is_refused_every_fault_route(one: Seams) -> None:
@@ -217,3 +219,74 @@ async def test_transient_errors_for_a_moment_then_the_order_is_paid_after_retrie
     [payment] = await patient.all_pages("/api/payments", order_id=order["id"])
     assert payment["status"] == "SUCCEEDED"
     assert payment["attempts"] >= 3
+
+
+# The bus's switches: one pause and one break per consumer.
+
+
+async def test_each_consumer_has_a_pause_and_a_break_switch(one: Seams) -> None:
+    listed = await switches(one)
+
+    for consumer in ("orders", "payments", "notifications"):
+        for name in (f"pause:{consumer}", f"break:{consumer}"):
+            assert (listed[name]["module"], listed[name]["kind"]) == (consumer, "on_off")
+            assert (listed[name]["value"], listed[name]["min"], listed[name]["max"]) == (
+                False,
+                False,
+                True,
+            )
+
+
+async def test_an_on_off_switch_takes_only_true_or_false(one: Seams) -> None:
+    response = await one.client.put(f"{FAULTS}/pause:payments", json={"value": 1})
+
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["value"]
+
+
+async def test_a_paused_consumer_builds_a_backlog_that_drains_on_resume(seams: Seams) -> None:
+    user = await seams.register("Pia")
+    paused = await seams.client.put(f"{FAULTS}/pause:payments", json={"value": True})
+    assert paused.json()["value"] is True
+
+    orders = [await seams.place(user, "tok_visa") for _ in range(3)]
+    deadline = time.monotonic() + 10
+    while seams.runtime.bus.consumer_state("payments").backlog < 3:  # bounded
+        assert time.monotonic() < deadline, seams.runtime.bus.consumer_state("payments")
+        await anyio.sleep(0.01)
+    statuses = [(await seams.get(f"/api/orders/{o['id']}"))["status"] for o in orders]
+    assert statuses == ["PENDING"] * 3
+
+    resumed = await seams.client.put(f"{FAULTS}/pause:payments", json={"value": False})
+    assert resumed.json()["value"] is False
+    await seams.settle()
+
+    statuses = [(await seams.get(f"/api/orders/{o['id']}"))["status"] for o in orders]
+    assert statuses == ["PAID"] * 3
+    assert seams.runtime.bus.consumer_state("payments").backlog == 0
+
+
+async def test_a_broken_handler_dead_letters_and_a_replay_after_mending_notifies_once(
+    seams: Seams,
+) -> None:
+    user = await seams.register("Bo")  # its UserRegistered reaches notifications first
+    await seams.settle()
+    await seams.client.put(f"{FAULTS}/break:notifications", json={"value": True})
+
+    order = await seams.place(user, "tok_visa")
+    await seams.settle()
+    letters = (await seams.get("/api/admin/dead-letters"))["items"]
+    assert [(d["consumer"], d["event_type"]) for d in letters] == [
+        ("notifications", "PaymentSucceeded")
+    ]
+    assert await seams.all_pages("/api/notifications", order_id=order["id"]) == []
+
+    await seams.client.put(f"{FAULTS}/break:notifications", json={"value": False})
+    replay = await seams.client.post(f"/api/admin/dead-letters/{letters[0]['id']}/replay")
+    assert replay.status_code == 202
+    await seams.settle()
+
+    notes = await seams.all_pages("/api/notifications", order_id=order["id"])
+    assert [n["kind"] for n in notes] == ["payment_succeeded"]
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "PAID"
+    assert (await seams.get("/api/admin/dead-letters"))["items"] == []

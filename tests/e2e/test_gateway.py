@@ -11,7 +11,15 @@ from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio
 
-GATEWAY_PREFIXES = ("/health", "/ready", "/metrics", "/api/topology", "/api/admin/", "/api/watch/")
+GATEWAY_PREFIXES = (
+    "/health",
+    "/ready",
+    "/metrics",
+    "/api/topology",
+    "/api/admin/",
+    "/api/watch/",
+    "/api/benchmarks",
+)
 
 
 def owned_by_gateway(path: str) -> bool:
