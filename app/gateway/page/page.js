@@ -184,6 +184,7 @@ export class EventStreamParser {
   constructor(onEvent) {
     this.onEvent = onEvent;
     this.buffer = "";
+    this.afterCarriageReturn = false;
     this.reset();
   }
 
@@ -193,11 +194,14 @@ export class EventStreamParser {
   }
 
   push(text) {
-    this.buffer += text;
-    // A chunk may end between "\r" and "\n": keep a trailing "\r" until the next one.
-    const complete = this.buffer.endsWith("\r") ? this.buffer.slice(0, -1) : this.buffer;
-    const lines = complete.split(/\r\n|\r|\n/);
-    this.buffer = lines.pop() + (complete === this.buffer ? "" : "\r");
+    if (!text) return;
+    // A line may end in "\r\n" cut between two chunks: the "\r" ends it at once, and the
+    // "\n" that starts the next chunk is not a second, empty line.
+    const chunk = this.afterCarriageReturn && text.startsWith("\n") ? text.slice(1) : text;
+    this.afterCarriageReturn = text.endsWith("\r");
+    this.buffer += chunk;
+    const lines = this.buffer.split(/\r\n|\r|\n/);
+    this.buffer = lines.pop();
     for (const line of lines) this.line(line);
   }
 
@@ -303,7 +307,11 @@ function observe(observation) {
 // ---------------------------------------------------------------- the live table
 
 const short = (id) => (id ? String(id).slice(-8) : "");
-const ms = (value) => (value === null || value === undefined ? "" : Number(value).toFixed(1));
+const ms = (value) => {
+  if (value === null || value === undefined) return "";
+  const n = Number(value);
+  return n < 10 ? n.toFixed(2) : n.toFixed(1);
+};
 
 function what(o) {
   return o.kind === "request" ? `${o.method} ${o.path}` : o.type || "";
@@ -543,26 +551,24 @@ async function loadBenchmarks() {
   drawPrice();
 }
 
-/** The last bench run's per-hop figures, whatever runs it recorded, as {where, type, consumer, p50_ms, p99_ms}. */
+/** The last bench run's hop figures (GET /api/benchmarks: {hops: {<transport>: figures}}). */
 function benchHops(answer) {
-  const runs = Array.isArray(answer) ? answer : answer.runs || answer.items || [];
-  const hops = [];
-  for (const run of runs) {
-    const place = run.where || (String(run.transport || run.mode || run.name || "").match(/nats|split/i) ? "over NATS" : "in process");
-    for (const hop of run.hops || [run]) {
-      if (hop.p50_ms === undefined) continue;
-      hops.push({ where: place, type: hop.type || hop.event_type || null, consumer: hop.consumer || null, p50_ms: hop.p50_ms, p99_ms: hop.p99_ms });
-    }
-  }
-  return hops;
+  return Object.values((answer && answer.hops) || {}).map((figures) => ({
+    ...figures,
+    where: figures.transport === "nats" ? "over NATS" : "in process",
+    type: null,
+    consumer: null,
+  }));
 }
 
 function benchNote(answer) {
-  const runs = Array.isArray(answer) ? answer : answer.runs || answer.items || [];
-  const dated = runs.filter((run) => run.date || run.recorded_at);
-  if (!dated.length) return "";
-  const run = dated[0];
-  return `Bench figures: ${run.date || run.recorded_at}${run.commit ? `, commit ${String(run.commit).slice(0, 8)}` : ""}${run.cores ? `, ${run.cores} cores` : ""}.`;
+  const runs = benchHops(answer);
+  if (!runs.length) return "No bench run recorded yet: python bench/bus.py --record, python bench/split.py --record.";
+  const lines = runs.map((run) => {
+    const base = run.baseline ? `; ${run.baseline.name} in the same run: p50 ${ms(run.baseline.p50_ms)} ms` : "";
+    return `${run.where}: p50 ${ms(run.p50_ms)} ms, p99 ${ms(run.p99_ms)} ms, ${Math.round(run.events_per_second)} events/s${base} (${run.recorded_at}, commit ${run.commit}, ${run.machine})`;
+  });
+  return `Last bench run, publish to a no-op handler (the live figures include each real handler's work): ${lines.join(" · ")}.`;
 }
 
 // ---------------------------------------------------------------- orders and their journeys
