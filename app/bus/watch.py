@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -166,11 +167,13 @@ class Watch:
         self._ring: deque[Observation] = deque(maxlen=replay)
         self._subscribers: list[Subscription] = []
         self._listeners: list[Listener] = []
-        self._journeys: dict[str, Journey] = {}
+        # Bounded first in, first out: OrderedDict lets the oldest go in O(1) (a dict's first
+        # key is found by skipping the slots of every key deleted before it).
+        self._journeys: OrderedDict[str, Journey] = OrderedDict()
         self._by_aggregate: dict[str, list[str]] = {}
-        self._published_at: dict[str, float] = {}
-        self._owners: dict[str, str | None] = {}
-        self._requests: dict[str, Observation] = {}
+        self._published_at: OrderedDict[str, float] = OrderedDict()
+        self._owners: OrderedDict[str, str | None] = OrderedDict()
+        self._requests: OrderedDict[str, Observation] = OrderedDict()
         self.evicted = 0  # journeys let go to stay within the limit
         self.counts: dict[tuple[str, str], int] = {}  # (consumer, kind) -> how many
 
@@ -186,7 +189,7 @@ class Watch:
             user_id = None
         owners[request_id] = user_id
         if len(owners) > FLOW_STARTS:
-            del owners[next(iter(owners))]
+            owners.popitem(last=False)
 
     def request(
         self,
@@ -216,7 +219,7 @@ class Watch:
             requests = self._requests
             requests[request_id] = observation
             if len(requests) > FLOW_STARTS:
-                del requests[next(iter(requests))]
+                requests.popitem(last=False)
         self.record(observation)
 
     def published(self, envelope: Envelope) -> None:
@@ -245,10 +248,19 @@ class Watch:
         ms: float | None = None,
         error: str | None = None,
     ) -> None:
-        """A consumer's outcome for an envelope: handled, failed, dead_lettered or parked."""
+        """A consumer's outcome for an envelope: handled, failed, dead_lettered or parked.
+        A handled one says how long after its publish (hop_ms): seen here, or, when another
+        process published it, since the envelope was made."""
+        now = time.time() * 1000.0
+        hop = None
+        if kind == HANDLED:
+            published = self._published_at.get(envelope.id) or _epoch_ms(envelope.occurred_at)
+            if published is not None:
+                hop = round(now - published, 3)
         self.record(
             Observation(
                 kind=kind,
+                at=now,
                 process=self.process,
                 correlation_id=envelope.correlation_id,
                 type=envelope.type,
@@ -259,6 +271,7 @@ class Watch:
                 causation_id=envelope.causation_id,
                 attempt=attempt,
                 ms=ms,
+                hop_ms=hop,
                 error=error,
             )
         )
@@ -291,7 +304,7 @@ class Watch:
             published_at = self._published_at
             published_at[observation.event_id or ""] = observation.at
             if len(published_at) > PUBLISH_TIMES:
-                del published_at[next(iter(published_at))]
+                published_at.popitem(last=False)
             if journey is None:
                 journey = self._open(correlation)
             aggregate = observation.aggregate_id
@@ -301,20 +314,24 @@ class Watch:
                 flows.append(correlation)
                 if len(flows) > FLOWS_PER_AGGREGATE:
                     del flows[0]
-        elif observation.hop_ms is None and observation.kind == HANDLED:
-            published = self._published_at.get(observation.event_id or "")
-            if published is not None:
-                observation.hop_ms = round(observation.at - published, 3)
-        if journey is not None and len(journey.steps) < STEPS_PER_JOURNEY:
+        else:
+            if journey is None:  # from another process, before its publish was heard of
+                journey = self._open(correlation)
+            if observation.hop_ms is None and observation.kind == HANDLED:
+                published = self._published_at.get(observation.event_id or "")
+                if published is not None:
+                    observation.hop_ms = round(observation.at - published, 3)
+        if len(journey.steps) < STEPS_PER_JOURNEY:
             journey.steps.append(observation)
 
     def _open(self, correlation: str) -> Journey:
+        """A new journey (the oldest goes beyond the limit, with its aggregates' index)."""
         journey = Journey(correlation, self._owners.get(correlation))
         journey.request = self._requests.pop(correlation, None)
         journeys = self._journeys
         journeys[correlation] = journey
         if len(journeys) > self.journey_limit:
-            oldest = journeys.pop(next(iter(journeys)))
+            _, oldest = journeys.popitem(last=False)
             self.evicted += 1
             for aggregate in oldest.aggregates:
                 flows = self._by_aggregate.get(aggregate)
@@ -392,3 +409,10 @@ class Watch:
             "journeys_evicted": self.evicted,
             "subscriber_buffer": self.subscriber_buffer,
         }
+
+
+def _epoch_ms(iso: str) -> float | None:
+    try:
+        return datetime.fromisoformat(iso).timestamp() * 1000.0
+    except ValueError:
+        return None

@@ -19,7 +19,9 @@ from litestar.enums import HttpMethod
 from litestar.response import Stream
 from opentelemetry import propagate
 
+from app.bus import Watch
 from app.gateway.request_id import request_id_of
+from app.gateway.watch import is_journey_path, journey_of
 from app.kernel.errors import DomainError, NotFound, Unavailable
 from app.kernel.identity import Caller
 from app.modules.spec import ApiPrefixes
@@ -205,7 +207,12 @@ async def _body_of(answer: httpx.Response) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def forwarding_route(forwarder: Forwarder) -> Any:
+def forwarding_route(forwarder: Forwarder, *, journeys: Watch | None = None) -> Any:
+    """The route of every /api/<prefix>/…: forwarded to its module, except a journey
+    (/api/<prefix>/{id}/journey), which `journeys`, the gateway's watch, answers here. (A
+    route of its own for each journey would make Litestar's router take /api/<prefix> for a
+    static path and no longer hand /api/<prefix> itself to this one.)"""
+
     @route(
         ["/api/{prefix:str}", "/api/{prefix:str}/{rest:path}"],
         http_method=METHODS,
@@ -214,6 +221,10 @@ def forwarding_route(forwarder: Forwarder) -> Any:
         name="forward",
     )
     async def forward(request: Request[Any, Any, Any]) -> Response[Any]:
+        path = request.scope["path"]
+        if journeys is not None and request.method == "GET" and is_journey_path(path):
+            journey = journey_of(journeys, path.split("/")[3], request.user)
+            return Response(journey, status_code=200)
         return await forwarder.forward(request)
 
     return forward

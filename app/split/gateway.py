@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.middleware import DefineMiddleware
 from litestar.types import Scope
 
+from app.bus import Watch
 from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
 from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
@@ -22,12 +24,14 @@ from app.gateway.openapi import openapi_config
 from app.gateway.page import PAGE_ROUTES
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
+from app.gateway.watch import WATCH_PREFIX, FlowCallers, is_journey_path, watch_routes
 from app.kernel.settings import Settings
 from app.modules.spec import GATEWAY, ApiPrefixes, Module
 from app.split.credentials import CredentialsOverNats
 from app.split.discovery import Directory
 from app.split.forwarding import Forwarder, forwarding_route
 from app.split.proof import GatewayProof
+from app.split.watch import WatchListener
 
 
 class GatewayRuntime:
@@ -39,18 +43,30 @@ class GatewayRuntime:
         self.directory = directory
         self.credentials = CredentialsOverNats(settings.bus_url)
         self.prefixes = ApiPrefixes.of(modules)
+        # Every module process reports what its bus does (app/split/watch.py): the page's
+        # stream and journeys are served here, with each observation's process.
+        self.watch = Watch(
+            process=GATEWAY,
+            replay=settings.watch_replay,
+            subscriber_buffer=settings.watch_subscriber_buffer,
+            journeys=settings.watch_journeys,
+        )
+        self.watch_listener = WatchListener(settings.bus_url, self.watch)
 
     def owner_of(self, path: str) -> str:
         return self.prefixes.owner_of(path)
 
     def forwarded(self, path: str) -> bool:
-        return self.prefixes.module_of(path) is not None
+        return self.prefixes.module_of(path) is not None and not is_journey_path(path)
 
     def token_checked(self, scope: Scope) -> Need:
         """A forwarded request's token, when it sends one, must be valid and names the
         caller; with none it goes on anonymous, and the module decides whether its route
-        needs a caller."""
-        return "optional" if self.forwarded(scope["path"]) else None
+        needs a caller. The watch's routes, served here, need one."""
+        path = scope["path"]
+        if path.startswith(WATCH_PREFIX) or is_journey_path(path):
+            return "required"
+        return "optional" if self.forwarded(path) else None
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
         checks = {
@@ -66,8 +82,11 @@ class GatewayRuntime:
     async def start(self) -> None:
         await self.directory.start()
         await self.credentials.start()
+        await self.watch_listener.start()
 
     async def stop(self) -> None:
+        self.watch.end_streams()
+        await self.watch_listener.stop()
         await self.credentials.stop()
         await self.directory.stop()
 
@@ -97,13 +116,16 @@ def build_standalone_gateway(
             HealthController,
             MetricsController,
             *PAGE_ROUTES,
-            forwarding_route(forwarder),
+            *watch_routes([]),  # the journeys: answered by the forwarding route itself
+            forwarding_route(forwarder, journeys=runtime.watch),
         ],
         on_app_init=[auth.on_app_init],
         lifespan=[lifespan],
         middleware=[
-            request_context(runtime.owner_of),  # request id, module, access log, metrics
+            # request id, module, access log, metrics (and the watch: each API request)
+            request_context(runtime.owner_of, runtime.watch),
             *identity_middleware(settings, auth, runtime.credentials, runtime.token_checked),
+            DefineMiddleware(FlowCallers, watch=runtime.watch),
         ],
         **front_door(settings),
         openapi_config=openapi_config(
@@ -114,4 +136,5 @@ def build_standalone_gateway(
         debug=False,
     )
     app.state.runtime = runtime
+    app.state.watch = runtime.watch
     return app

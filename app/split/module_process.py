@@ -13,6 +13,7 @@ from app.runtime import Runtime
 from app.split.credentials import CredentialsAnswerer
 from app.split.discovery import Announcer, Instance
 from app.split.proof import GatewayProof, GatewayProofMiddleware
+from app.split.watch import WatchReporter
 
 
 def behind_the_gateway(runtime: Runtime, secret_key: str) -> Entrance:
@@ -22,6 +23,8 @@ def behind_the_gateway(runtime: Runtime, secret_key: str) -> Entrance:
     settings = runtime.settings
     if isinstance(runtime.credentials, CurrentCredentials):
         runtime.services.append(CredentialsAnswerer(settings.bus_url, runtime.credentials))
+    # What this process's bus does, for the gateway's watch (the page's stream and journeys).
+    runtime.services.append(WatchReporter(settings.bus_url, runtime.bus.watch))
     names = tuple(running.module.name for running in runtime.modules)
     instance = Instance(
         modules=names, instance=new_id(), url=settings.reachable_url, pid=os.getpid()

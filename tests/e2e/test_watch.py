@@ -38,13 +38,16 @@ async def journey_until(
     """The order's journey once `done` holds of it; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
+    status = 0
     while time.monotonic() < deadline:
         response = await seams.client.get(f"/api/orders/{order_id}/journey", headers=headers)
-        last = response.json()
+        last, status = response.json(), response.status_code
         if response.status_code == 200 and done(last):
             return dict(last)
         await asyncio.sleep(0.02)
-    raise AssertionError(f"the journey of {order_id} did not complete in {timeout}s: {last}")
+    raise AssertionError(
+        f"the journey of {order_id} did not complete in {timeout}s: {status} {last}"
+    )
 
 
 PAID = {

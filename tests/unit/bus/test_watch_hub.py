@@ -184,3 +184,16 @@ async def test_an_observation_from_another_process_is_numbered_here_and_keeps_it
     assert [(o.seq, o.process) for o in journey.steps] == [(1, "gateway"), (2, "payments")]
     assert journey.steps[1].hop_ms is not None
     assert watch.counts[("payments", HANDLED)] == 1
+
+
+async def test_a_handling_heard_before_its_publish_joins_the_flow_hop_from_the_envelope() -> None:
+    gateway = Watch(process="gateway")
+    payments = Watch(process="payments")  # another process: it never saw the publish
+    placed = envelope("req")
+    payments.handling(HANDLED, "payments", placed, attempt=1, ms=1.0)
+    [handled] = payments.recent()
+    assert handled.hop_ms is not None and handled.hop_ms >= 0  # since the envelope was made
+    gateway.record(handled)  # heard before the publish, from another connection
+    gateway.published(placed)
+    [journey] = gateway.journeys_of(placed.aggregate_id)
+    assert [o.kind for o in journey.steps] == ["handled", "published"]
