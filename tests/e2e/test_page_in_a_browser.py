@@ -37,6 +37,7 @@ from app.main import default_modules
 from tests.example_shipping.module import module as shipping
 from tests.support.seams import PASSWORD, Seams, fast_settings, running
 from tests.support.server import ADMIN_EMAIL, ADMIN_PASSWORD, Server, served
+from tests.support.split import Split, split_system
 from tests.support.tiers import skip_or_fail
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -371,6 +372,40 @@ async def test_a_paused_consumer_shows_its_backlog_then_drains(
     for order_id in placed:
         await expect(orders.filter(has_text=order_id[-8:])).to_contain_text("PAID", timeout=UI_MS)
     await expect(payments.locator(".badge")).to_have_text("", timeout=UI_MS)
+
+
+@pytest.fixture(scope="module")
+async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Split]:
+    async with split_system(tmp_path_factory.mktemp("split")) as running:
+        yield running
+
+
+@pytest.mark.services
+@pytest.mark.split
+async def test_the_same_journey_through_the_split_gateway(browser: Browser, split: Split) -> None:
+    """python -m app gateway serves the page; each module process reports its handling over
+    the broker, so the same journey shows, each step naming its process."""
+    async with visiting(browser, split.gateway_url) as visit:
+        page = visit.page
+        await register_on_the_page(page, split.gateway_url)
+        await expect(page.locator("#stream-state")).to_have_text("live")
+        started = time.monotonic()
+        await place_order(page, "tok_visa")
+        await shown_within(
+            started + JOURNEY_SECONDS,
+            steps(page, "HTTP POST /api/orders → 201"),
+            steps(page, "orders published OrderPlaced"),
+            steps(page, "payments handled OrderPlaced").filter(has_text="process payments"),
+            steps(page, "orders handled PaymentSucceeded").filter(has_text="process orders"),
+            steps(page, "notifications handled PaymentSucceeded").filter(
+                has_text="process notifications"
+            ),
+            steps(page, "order status: PENDING → PAID"),
+            steps(page, "notifications sent"),
+        )
+        await expect(
+            page.locator("#price-rows tr", has_text="OrderPlaced → payments").first
+        ).to_contain_text("over NATS")
 
 
 async def test_the_stream_parser_reads_events_split_anywhere(visit: Visit, server: Server) -> None:

@@ -7,6 +7,7 @@
 // and a small text/event-stream parser, because EventSource cannot send that header.
 
 const MAX_ROWS = 200; // rows kept in the live table: the DOM stays small however long it runs
+const RECENT = 1000; // observations kept in memory, for a journey that starts after they came
 const HOP_SAMPLES = 50; // the live median of a hop is over its last 50 samples
 const SAMPLE_CART = { currency: "EUR", items: [{ sku: "book", quantity: 2, unit_price: 1250 }] };
 const TOKEN_KEY = "seams.token";
@@ -24,6 +25,7 @@ const state = {
   hops: new Map(), // "Type→consumer|where" -> {type, consumer, where, samples}
   bench: [], // the last bench run's hops, from /api/benchmarks
   journey: null, // the journey on show: {orderId, flows (correlation ids), seen, status, ...}
+  recent: [], // the last observations the stream brought
   orders: new Map(), // order id -> order, for "Your orders"
   watchTimer: null,
 };
@@ -287,6 +289,8 @@ function onServerEvent({ type, data }) {
 
 /** Everything one observation changes on the page. */
 function observe(observation) {
+  state.recent.push(observation);
+  if (state.recent.length > RECENT) state.recent.shift();
   if (observation.process && observation.process !== "monolith" && !state.split) {
     state.split = true;
     const bus = document.querySelector("#diagram .bus-label");
@@ -672,8 +676,12 @@ async function showJourney(orderId, correlationId, placed = null) {
     for (const step of kept.steps) addStep(journey, step);
   } catch (error) {
     if (state.journey !== journey) return;
-    addNote(journey, `No journey kept for this order (${error.message}).`);
+    journey.missing = error.message;
   }
+  // What the stream brought before the order was known here (over NATS the gateway may
+  // learn of its events a moment after the page): the same steps, counted once.
+  for (const o of state.recent) if (belongs(journey, o)) addStep(journey, o);
+  if (journey.missing && !journey.seen.size) addNote(journey, `No journey kept for this order (${journey.missing}).`);
   journey.loading = false;
   journeyHead();
   if (placed) addStatus(journey, placed.status, journey.request, "written with its OrderPlaced event in one atomic write");
@@ -743,26 +751,41 @@ function stepKey(o) {
   return `${o.process || ""}|${o.seq}|${o.kind}|${o.event_id || o.request_id || ""}|${o.consumer || ""}`;
 }
 
-/** A step of the journey: at the end, or right after `after` (a status after its cause). */
-function appendStep(kind, text, after = null) {
+/**
+ * A step of the journey: right after `after` (a status after its cause), else in the order
+ * of the time it was observed (`at`, epoch ms; over NATS what one process saw can reach the
+ * gateway after what another saw later), else at the end.
+ */
+function appendStep(kind, text, after = null, at = null) {
   const item = document.createElement("li");
   item.className = `step kind-${kind}`;
+  item.dataset.at = String(at ?? (after && after.dataset.at) ?? Date.now());
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.textContent = kind.replace("_", " ");
   const body = document.createElement("span");
   body.textContent = text;
   item.append(badge, " ", body);
+  const steps = $("journey-steps");
+  const later = at === null ? null : [...steps.children].find((step) => Number(step.dataset.at) > at);
   if (after && after.isConnected) after.after(item);
-  else $("journey-steps").append(item);
+  else if (later) later.before(item);
+  else steps.append(item);
   return item;
+}
+
+/** When what an observation records began: a request is recorded when it ends, after the
+ * events it caused may have been published. */
+function startedAt(o) {
+  if (typeof o.at !== "number") return null;
+  return o.kind === "request" ? o.at - (o.ms || 0) : o.at;
 }
 
 function addStep(journey, o) {
   const key = stepKey(o);
   if (journey.seen.has(key) || state.journey !== journey) return null;
   journey.seen.add(key);
-  const item = appendStep(o.kind, describe(o));
+  const item = appendStep(o.kind, describe(o), null, startedAt(o));
   if (o.kind === "handled") journey.last[o.consumer] = item;
   if (o.kind === "request" && o.method === "POST" && !journey.request) journey.request = item;
   return item;
