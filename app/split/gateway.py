@@ -17,6 +17,7 @@ from litestar.types import Scope
 
 from app.bus import Watch
 from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
+from app.gateway.benchmarks import BenchmarksController
 from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
@@ -24,13 +25,14 @@ from app.gateway.openapi import openapi_config
 from app.gateway.page import PAGE_ROUTES
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
-from app.gateway.watch import WATCH_PREFIX, FlowCallers, is_journey_path, watch_routes
+from app.gateway.watch import FlowCallers, is_journey_path, watch_routes
 from app.kernel.settings import Settings
 from app.modules.spec import GATEWAY, ApiPrefixes, Module
 from app.split.credentials import CredentialsOverNats
 from app.split.discovery import Directory
 from app.split.forwarding import Forwarder, forwarding_route
 from app.split.proof import GatewayProof
+from app.split.topology import DeclaredTopologyController
 from app.split.watch import WatchListener
 
 
@@ -62,11 +64,12 @@ class GatewayRuntime:
     def token_checked(self, scope: Scope) -> Need:
         """A forwarded request's token, when it sends one, must be valid and names the
         caller; with none it goes on anonymous, and the module decides whether its route
-        needs a caller. The watch's routes, served here, need one."""
+        needs a caller. The gateway's own /api routes, served here (the watch, journeys, the
+        topology, the bench figures), need one."""
         path = scope["path"]
-        if path.startswith(WATCH_PREFIX) or is_journey_path(path):
-            return "required"
-        return "optional" if self.forwarded(path) else None
+        if self.forwarded(path):
+            return "optional"
+        return "required" if path.startswith("/api/") else None
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
         checks = {
@@ -117,6 +120,8 @@ def build_standalone_gateway(
             MetricsController,
             *PAGE_ROUTES,
             *watch_routes([]),  # the journeys: answered by the forwarding route itself
+            DeclaredTopologyController,  # for the live page, as the monolith's /api/topology
+            BenchmarksController,
             forwarding_route(forwarder, journeys=runtime.watch),
         ],
         on_app_init=[auth.on_app_init],

@@ -10,9 +10,11 @@ from html.parser import HTMLParser
 from typing import Any, cast
 
 import httpx
+import msgspec
 import pytest
 
-from app.main import create_gateway_app
+from app.main import create_gateway_app, default_modules
+from app.split.topology import declared_topology
 from tests.support.seams import Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio
@@ -111,7 +113,26 @@ async def test_the_split_gateway_serves_the_same_page() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.local") as client:
         page = await client.get("/")
         script = await client.get("/page/page.js")
+        topology = await client.get("/api/topology")
+        benchmarks = await client.get("/api/benchmarks")
     assert page.status_code == 200
     assert "content-security-policy" in page.headers
     assert script.status_code == 200
     assert "EventStreamParser" in script.text
+    # The gateway's own routes the page reads are served there too, to callers with a token.
+    assert topology.status_code == 401, topology.text
+    assert benchmarks.status_code == 401, benchmarks.text
+
+
+async def test_the_split_gateway_draws_the_monoliths_topology_from_declarations(
+    seams: Seams,
+) -> None:
+    """The gateway process opens no store: its topology comes from the modules'
+    declarations, and shows the same modules, events and edges as the monolith's."""
+    monolith = await seams.get("/api/topology")
+    declared = msgspec.to_builtins(declared_topology(default_modules()))
+    assert [m["name"] for m in declared["modules"]] == [m["name"] for m in monolith["modules"]]
+    assert declared["edges"] == monolith["edges"]
+    assert declared["events"] == monolith["events"]
+    for module in declared["modules"]:
+        assert module["store"]["kind"] == "its own, in its process"

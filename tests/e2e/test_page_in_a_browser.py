@@ -406,6 +406,10 @@ async def test_the_same_journey_through_the_split_gateway(browser: Browser, spli
         await expect(
             page.locator("#price-rows tr", has_text="OrderPlaced → payments").first
         ).to_contain_text("over NATS")
+        # The gateway process draws the topology from the modules' declarations.
+        await expect(page.locator("#diagram g.module")).to_have_count(4)
+        await expect(page.locator("#diagram .bus-label")).to_contain_text("NATS")
+        await expect(page.locator("#bench-note")).to_contain_text("over NATS: p50")
 
 
 async def test_the_stream_parser_reads_events_split_anywhere(visit: Visit, server: Server) -> None:
