@@ -290,7 +290,7 @@ function onServerEvent({ type, data }) {
 /** Everything one observation changes on the page. */
 function observe(observation) {
   state.recent.push(observation);
-  if (state.recent.length > RECENT) state.recent.shift();
+  if (state.recent.length > 2 * RECENT) state.recent = state.recent.slice(-RECENT);
   if (observation.process && observation.process !== "monolith" && !state.split) {
     state.split = true;
     const bus = document.querySelector("#diagram .bus-label");
@@ -301,11 +301,48 @@ function observe(observation) {
   recordHop(observation);
   followJourney(observation);
   if (observation.kind === "dead_lettered" && state.user && state.user.role === "admin") {
-    loadDeadLetters();
+    soon("letters", loadDeadLetters);
   }
   if (observation.kind === "handled" && observation.consumer === "orders") {
-    refreshOrdersSoon(); // an order's status may have changed
+    soon("orders", refreshOrders); // an order's status may have changed
   }
+}
+
+// What the page shows of the stream is drawn at most every RENDER_MS, whatever the rate
+// of observations: a busy bus sends thousands a second, and a page that laid itself out
+// for each would take the CPU the system it watches needs (the rows and flashes wait here,
+// bounded: only the last MAX_ROWS rows can be shown anyway).
+const RENDER_MS = 250;
+const ROWS_PER_RENDER = 25; // when more came meanwhile, the newest: nobody reads 100 rows a second
+const pending = { rows: [], flashes: new Map(), timer: 0 };
+
+function render() {
+  pending.timer = 0;
+  if (pending.rows.length) {
+    const fragment = document.createDocumentFragment();
+    for (const o of pending.rows.slice(-ROWS_PER_RENDER).reverse()) fragment.append(rowOf(o));
+    pending.rows = [];
+    const rows = $("stream-rows");
+    rows.prepend(fragment);
+    while (rows.childElementCount > MAX_ROWS) rows.lastElementChild.remove();
+  }
+  for (const [edge, colour] of pending.flashes) flash(edge, colour);
+  pending.flashes.clear();
+  if (state.paused) $("stream-note").textContent = `${state.unseen} new while paused`;
+}
+
+function scheduleRender() {
+  if (!pending.timer) pending.timer = setTimeout(render, RENDER_MS);
+}
+
+/** Run `task` once within a second, however often it is asked for meanwhile. */
+const throttled = new Map();
+function soon(name, task, delay = 1000) {
+  if (throttled.has(name)) return;
+  throttled.set(name, setTimeout(() => {
+    throttled.delete(name);
+    task();
+  }, delay));
 }
 
 // ---------------------------------------------------------------- the live table
@@ -350,9 +387,14 @@ function timing(o) {
 function addRow(o) {
   if (state.paused) {
     state.unseen += 1;
-    $("stream-note").textContent = `${state.unseen} new while paused`;
-    return;
+  } else {
+    pending.rows.push(o);
+    if (pending.rows.length > MAX_ROWS) pending.rows.shift();
   }
+  scheduleRender();
+}
+
+function rowOf(o) {
   const row = document.createElement("tr");
   row.className = `kind-${o.kind}`;
   const cells = [o.seq, o.kind, what(o), fromTo(o), short(o.aggregate_id), short(o.correlation_id), outcome(o), o.attempt ?? "", timing(o)];
@@ -362,12 +404,11 @@ function addRow(o) {
     row.append(cell);
   }
   row.title = o.process ? `process: ${o.process}` : "";
-  const rows = $("stream-rows");
-  rows.prepend(row);
-  while (rows.childElementCount > MAX_ROWS) rows.lastElementChild.remove();
+  return row;
 }
 
 function clearStream() {
+  pending.rows = [];
   $("stream-rows").replaceChildren();
   state.unseen = 0;
   $("stream-note").textContent = "";
@@ -376,6 +417,10 @@ function clearStream() {
 function wireStream() {
   $("stream-pause").addEventListener("click", (event) => {
     state.paused = !state.paused;
+    if (state.paused) {
+      clearTimeout(pending.timer); // what came before the pause is shown, then nothing more
+      render();
+    }
     event.currentTarget.textContent = state.paused ? "Resume" : "Pause";
     event.currentTarget.setAttribute("aria-pressed", String(state.paused));
     if (!state.paused) {
@@ -468,28 +513,43 @@ function drawTopology(topology) {
     const group = node("g", { class: "edge", "data-type": edge.label, "data-consumer": edge.target }, svg);
     node("line", { x1: from, y1: y, x2: to - direction * 4, y2: y, "marker-end": "url(#arrow)" }, group);
     node("text", { x: (from + to) / 2, y: y - 5, "text-anchor": "middle" }, group, edge.label);
-    group.addEventListener("animationend", () => group.classList.remove("lit", "lit-failed", "lit-sent"));
     state.edges.set(`${edge.label}→${edge.target}`, group);
   });
   $("diagram").replaceChildren(svg);
 }
 
-/** Restart a CSS animation on an element (remove the class, force a style pass, add it). */
-function flash(element, name) {
-  element.classList.remove("lit", "lit-failed", "lit-sent");
-  element.getBoundingClientRect();
-  element.classList.add(name);
+const LIT_MS = 700; // how long an edge stays lit after the last event that crossed it
+const litUntil = new Map(); // edge -> its timer
+
+/**
+ * Light an edge up for LIT_MS: a class on, then off (no animation running every frame:
+ * on a busy bus every edge is crossed many times a second, and repainting the drawing 60
+ * times a second would take the CPU of the system it shows). Crossed again while lit, it
+ * stays lit longer.
+ */
+function flash(edge, name) {
+  clearTimeout(litUntil.get(edge));
+  edge.classList.remove("lit-sent", "lit", "lit-failed");
+  edge.classList.add(name === "handled" ? "lit" : name === "failed" ? "lit-failed" : "lit-sent");
+  litUntil.set(edge, setTimeout(() => {
+    edge.classList.remove("lit-sent", "lit", "lit-failed");
+    litUntil.delete(edge);
+  }, LIT_MS));
 }
 
 function lightUp(o) {
   if (o.kind === "published") {
-    for (const [key, edge] of state.edges) if (key.startsWith(`${o.type}→`)) flash(edge, "lit-sent");
+    for (const [key, edge] of state.edges) {
+      if (key.startsWith(`${o.type}→`) && !pending.flashes.has(edge)) pending.flashes.set(edge, "sent");
+    }
+    scheduleRender();
     return;
   }
   const edge = state.edges.get(`${o.type}→${o.consumer}`);
   if (!edge) return;
-  if (o.kind === "handled") flash(edge, "lit");
-  else if (o.kind === "failed" || o.kind === "dead_lettered" || o.kind === "parked") flash(edge, "lit-failed");
+  if (o.kind === "handled") pending.flashes.set(edge, "handled");
+  else if (o.kind === "failed" || o.kind === "dead_lettered" || o.kind === "parked") pending.flashes.set(edge, "failed");
+  scheduleRender();
 }
 
 // ---------------------------------------------------------------- the price of a boundary
@@ -584,18 +644,12 @@ function orderLabel(order) {
 
 async function refreshOrders() {
   try {
-    const orders = await allPages("/api/orders");
+    const orders = await allPages(`/api/orders?user_id=${encodeURIComponent(state.user.id)}`);
     state.orders = new Map(orders.map((o) => [o.id, o]));
     drawOrders();
   } catch (error) {
     $("orders").textContent = `Orders are not available: ${error.message}`;
   }
-}
-
-let ordersTimer = 0;
-function refreshOrdersSoon() {
-  clearTimeout(ordersTimer);
-  ordersTimer = setTimeout(refreshOrders, 300);
 }
 
 function drawOrders() {
