@@ -273,6 +273,36 @@ async def test_keyboard_alone_logs_in_and_places_an_order(visit: Visit, server: 
     await expect(steps(page, "order status: PENDING → CANCELLED")).to_be_visible(timeout=UI_MS)
 
 
+async def test_a_user_sees_only_their_own_flows(visit: Visit, server: Server) -> None:
+    page = visit.page
+    await register_on_the_page(page, server.url)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        email = f"other.{time.monotonic_ns()}@example.com"
+        other = {"name": "Other", "email": email, "password": PASSWORD}
+        assert (await client.post("/api/users", json=other)).status_code == 201
+        token = (
+            await client.post("/api/auth/token", json={"email": email, "password": PASSWORD})
+        ).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        theirs = await client.post(
+            "/api/orders",
+            headers=headers,
+            json={
+                "currency": "EUR",
+                "payment_token": "tok_visa",
+                "items": [{"sku": "book", "quantity": 1, "unit_price": 100}],
+            },
+        )
+    assert theirs.status_code == 201, theirs.text
+    await place_order(page, "tok_visa")  # after theirs: once it shows, theirs would have too
+    await expect(steps(page, "notifications sent")).to_be_visible(timeout=UI_MS)
+    await page.get_by_role("button", name="Pause").click()
+    shown = " ".join(await page.locator("#stream-rows").all_inner_texts())
+    assert theirs.headers["x-request-id"][-8:] not in shown
+    assert theirs.json()["id"][-8:] not in shown
+    assert "/api/orders" in shown  # the user's own requests are there
+
+
 async def tab_to(page: Page, name: str, presses: int = 25) -> None:
     """Press Tab until the focused element's accessible name is `name`; its focus is
     visible (an outline)."""
