@@ -26,6 +26,10 @@ const state = {
   bench: [], // the last bench run's hops, from /api/benchmarks
   journey: null, // the journey on show: {orderId, flows (correlation ids), seen, status, ...}
   recent: [], // the last observations the stream brought
+  // The modules serving the API paths this page calls, from the topology's HTTP edges: the
+  // one owning /api/orders changes an order's status, the one owning /api/notifications
+  // sends the notice.
+  owner: { orders: "orders", notifications: "notifications" },
   orders: new Map(), // order id -> order, for "Your orders"
   watchTimer: null,
 };
@@ -303,7 +307,7 @@ function observe(observation) {
   if (observation.kind === "dead_lettered" && state.user && state.user.role === "admin") {
     soon("letters", loadDeadLetters);
   }
-  if (observation.kind === "handled" && observation.consumer === "orders") {
+  if (observation.kind === "handled" && observation.consumer === state.owner.orders) {
     soon("orders", refreshOrders); // an order's status may have changed
   }
 }
@@ -449,7 +453,12 @@ function busLabel() {
 
 async function loadTopology() {
   try {
-    drawTopology(await get("/api/topology"));
+    const topology = await get("/api/topology");
+    for (const path of Object.keys(state.owner)) {
+      const edge = topology.edges.find((e) => e.kind === "http" && e.label === `/api/${path}`);
+      if (edge) state.owner[path] = edge.target;
+    }
+    drawTopology(topology);
   } catch (error) {
     $("diagram").textContent = `The topology is not available here: ${error.message}`;
   }
@@ -742,7 +751,8 @@ async function showJourney(orderId, correlationId, placed = null) {
   for (const o of journey.waiting.splice(0)) followJourney(o);
   // A status shows after the step of orders that changed it; with none seen yet, the
   // stream brings it (the order may already be PAID while its event is on the way here).
-  if (journey.last.orders) await checkStatus(journey, journey.last.orders);
+  const ordered = journey.last[state.owner.orders];
+  if (ordered) await checkStatus(journey, ordered);
   else if (!placed) await checkStatus(journey, null);
   await checkNotification(journey);
 }
@@ -777,8 +787,8 @@ function followJourney(o) {
     journeyHead();
   }
   const item = addStep(journey, o);
-  if (item && o.kind === "handled" && o.consumer === "orders") checkStatus(journey, item);
-  if (item && o.kind === "handled" && o.consumer === "notifications") checkNotification(journey);
+  if (item && o.kind === "handled" && o.consumer === state.owner.orders) checkStatus(journey, item);
+  if (item && o.kind === "handled" && o.consumer === state.owner.notifications) checkNotification(journey);
 }
 
 function describe(o) {
@@ -851,7 +861,7 @@ function addStatus(journey, status, after = null, why = "") {
   journey.status = status;
   const change = before ? `order status: ${before} → ${status}` : `order status: ${status}`;
   const item = appendStep("status", why ? `${change} (${why})` : change, after);
-  if (after === journey.last.orders) journey.last.orders = item;
+  if (after && after === journey.last[state.owner.orders]) journey.last[state.owner.orders] = item;
 }
 
 function addNote(journey, text) {
@@ -880,7 +890,7 @@ async function checkNotification(journey) {
       if (journey.notified || state.journey !== journey) return;
       journey.notified = true;
       const text = `notifications sent "${notice.subject}" to ${notice.to} (${notice.channel})`;
-      appendStep("notification", text, journey.last.notifications);
+      appendStep("notification", text, journey.last[state.owner.notifications]);
     }
   } catch (error) {
     addNote(journey, `Could not read the notifications: ${error.message}`);
