@@ -232,11 +232,13 @@ class ModuleBus:
         self._relay = self._bus.relay(self.module, source)
 
     def committed(self, envelopes: Sequence[Envelope]) -> None:
-        """Call right after the commit that stored these envelopes in the outbox."""
+        """The envelopes a unit of work just committed to the outbox, for the relay: only
+        a unit of work calls this (app/bus/unit_of_work.py), never a service."""
+        if not envelopes:
+            return
         if self._relay is None:
             raise RuntimeError(f"module {self.module!r} has no outbox attached")
-        if envelopes:
-            self._relay.hand_off(envelopes)
+        self._relay.hand_off(envelopes)
 
     def background(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run work caused by an event in the background; the bus is not quiet until it ends."""

@@ -22,6 +22,7 @@ import pytest
 from app.modules.users.store import UsersStore
 from tests.support.seams import PASSWORD, Seams, fast_settings, running
 from tests.support.server import run_create_admin, server_env
+from tests.support.work import HandedOff
 
 pytestmark = pytest.mark.anyio
 
@@ -228,7 +229,8 @@ async def test_an_admin_demoted_in_the_store_loses_the_admin_routes(tmp_path: Pa
             admin = await other.get(seams.admin_id)
             assert admin is not None and admin.role == "admin"
             demoted = msgspec.structs.replace(admin, role="user", version=admin.version + 1)
-            assert await other.update(demoted, expected_version=admin.version, events=[])
+            async with other.unit_of_work(HandedOff("users")) as work:
+                assert await other.update(work, demoted, expected_version=admin.version)
         finally:
             await other.close()
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import msgspec
+
 from app.bus import Envelope, ModuleBus
 from app.kernel.ids import new_id, utcnow
 from app.modules.payments.contracts import PaymentSucceeded
 from tests.example_shipping.contracts import ShipmentScheduled
 from tests.example_shipping.store import ShippingStore
+
+
+class Shipment(msgspec.Struct, frozen=True, kw_only=True):
+    """The aggregate: its id and the sequence of its last event number its events."""
+
+    id: str
+    order_id: str
+    user_id: str
+    created_at: datetime
+    event_sequence: int = 1
 
 
 class ShippingService:
@@ -16,25 +30,28 @@ class ShippingService:
         self._carrier = carrier
 
     async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
-        shipment_id = new_id()
-        scheduled = self._bus.envelope(
-            ShipmentScheduled(
-                shipment_id=shipment_id,
-                order_id=event.order_id,
-                user_id=event.user_id,
-                carrier=self._carrier,
-            ),
-            aggregate_id=shipment_id,
-            sequence=1,
+        shipment = Shipment(
+            id=new_id(), order_id=event.order_id, user_id=event.user_id, created_at=utcnow()
         )
-        shipment = {
-            "id": shipment_id,
-            "order_id": event.order_id,
-            "user_id": event.user_id,
-            "created_at": utcnow(),
-        }
-        if await self._store.schedule(shipment, envelope, [scheduled]):
-            self._bus.committed([scheduled])
+        scheduled = ShipmentScheduled(
+            shipment_id=shipment.id,
+            order_id=shipment.order_id,
+            user_id=shipment.user_id,
+            carrier=self._carrier,
+        )
+        # Claim the event, write the shipment, add its event: one commit; the unit of work
+        # hands the event to the relay once it is committed.
+        async with self._store.unit_of_work(self._bus, cause=envelope) as work:
+            if work.handled_before:
+                return
+            await self._store.schedule(
+                work,
+                shipment_id=shipment.id,
+                order_id=shipment.order_id,
+                user_id=shipment.user_id,
+                at=shipment.created_at,
+            )
+            work.publish(shipment, [scheduled])
 
     async def for_order(self, order_id: str) -> list[dict[str, str]]:
         return await self._store.for_order(order_id)

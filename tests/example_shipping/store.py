@@ -6,9 +6,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from app.bus import Envelope
-from app.bus.sql_outbox import SqlOutbox, add_to_outbox, claim_in_inbox, inbox_table, outbox_table
-from app.kernel.sql import SqlDatabase, UtcDateTime
+from app.bus.sql_outbox import inbox_table, outbox_table
+from app.bus.sql_store import SqlModuleStore, SqlUnitOfWork
+from app.kernel.sql import UtcDateTime
 
 metadata = sa.MetaData()
 shipments = sa.Table(
@@ -23,21 +23,19 @@ outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 
 
-class ShippingStore(SqlDatabase):
+class ShippingStore(SqlModuleStore):
     def __init__(self, url: str) -> None:
-        super().__init__(url, metadata)
-        self.outbox = SqlOutbox(self, outbox)
+        super().__init__(url, metadata, outbox=outbox, inbox=inbox)
 
     async def schedule(
-        self, shipment: dict[str, str | datetime], cause: Envelope, events: list[Envelope]
-    ) -> bool:
-        """The shipment, its event and the handled id in one transaction; False if seen."""
-        async with self.transaction() as connection:
-            if not await claim_in_inbox(connection, inbox, cause):
-                return False
-            await connection.execute(shipments.insert().values(**shipment))
-            await add_to_outbox(connection, outbox, events)
-        return True
+        self, work: SqlUnitOfWork, *, shipment_id: str, order_id: str, user_id: str, at: datetime
+    ) -> None:
+        """The shipment, in the unit of work that claimed its cause and holds its event."""
+        await work.connection.execute(
+            shipments.insert().values(
+                id=shipment_id, order_id=order_id, user_id=user_id, created_at=at
+            )
+        )
 
     async def for_order(self, order_id: str) -> list[dict[str, str]]:
         async with self.reading() as connection:

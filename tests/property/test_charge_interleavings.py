@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -66,7 +67,9 @@ class Turnstile:
     """The payments store as the charging service sees it: each call the charge makes
     waits to be let on, and the ledger's writes wait again once written."""
 
-    GATED = ("by_order", "transition", "count_attempt", "settle_charge", "capture_charge")
+    # A charge's write waits before its unit of work opens: inside it, the store's
+    # transaction is held, and a gate there would hold the other replica's cancel up too.
+    GATED = ("by_order", "unit_of_work", "count_attempt", "settle_charge", "capture_charge")
     WRITES = ("count_attempt", "settle_charge", "capture_charge")
 
     def __init__(self, store: PaymentsStore) -> None:
@@ -78,6 +81,16 @@ class Turnstile:
         real = getattr(self.store, name)
         if name not in self.GATED:
             return real
+        if name == "unit_of_work":
+
+            @asynccontextmanager
+            async def gated_work(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                if kwargs.get("cause") is None:  # the charge's writes; not OrderPlaced's
+                    await self._wait("before unit_of_work")
+                async with real(*args, **kwargs) as work:
+                    yield work
+
+            return gated_work
 
         async def gated(*args: Any, **kwargs: Any) -> Any:
             await self._wait(f"before {name}")

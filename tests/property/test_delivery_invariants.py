@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import MultipleResults, invariant, multiple, precondition, rule
 
 from app.kernel.settings import Settings
-from app.modules.notifications.store import Handling
+from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.store import PaymentsStore
 from tests.e2e.test_delivery import Recorder
 from tests.property.test_saga_invariants import (
@@ -256,7 +256,7 @@ class DeliveryMachine(SagaOnFiles):
         if consumer == "payments":  # OrderPlaced
             return PaymentsStore, "open_payment"
         if consumer == "notifications":  # PaymentSucceeded, PaymentRefunded
-            return Handling, "add_notification"
+            return NotificationsStore, "add_notification"
         # PaymentSucceeded, PaymentFailed, PaymentRefunded; cancels too (failing_for_handlers)
         return type(self._store_of("orders")), "update_order"
 

@@ -25,6 +25,7 @@ from app.modules.spec import Module
 from app.modules.users.store import UsersStore
 from app.modules.users.user import User
 from app.runtime import Runtime
+from tests.support.work import HandedOff
 
 FAST = {
     "env": "test",
@@ -188,7 +189,8 @@ async def stored_identity(
             role=role,
             now=utcnow(),
         )
-        await store.insert(user, [])
+        async with store.unit_of_work(HandedOff("users")) as work:
+            await store.insert(work, user)
     token = runtime.tokens.issue(
         Caller(id=user.id, role=user.role), generation=user.token_generation
     )

@@ -43,6 +43,7 @@ from tests.support.nats import NatsServer, nats_server
 from tests.support.seams import Driver
 from tests.support.stores import postgres_databases
 from tests.support.tiers import require_marks
+from tests.support.work import HandedOff
 
 SECRET = "split-mode-test-secret-key-0123456789-abcdefghijklmnop"
 MODULES = ("users", "orders", "payments", "notifications")
@@ -255,7 +256,8 @@ async def store_admin(users_db_url: str) -> None:
             role="admin",
             now=utcnow(),
         )
-        await store.insert(admin, [])
+        async with store.unit_of_work(HandedOff("users")) as work:
+            await store.insert(work, admin)
     finally:
         await store.close()
 

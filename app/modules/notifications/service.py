@@ -39,7 +39,7 @@ class NotificationService:
         self, store: NotificationsStore, bus: ModuleBus, *, email: EmailChannel | None = None
     ) -> None:
         self._store = store
-        self._bus = bus  # publishes nothing yet; kept so every service is built the same way
+        self._bus = bus  # publishes nothing yet: its units of work hand off no events
         self._email = email or EmailChannel()
 
     async def on_user_registered(self, event: UserRegistered, envelope: Envelope) -> None:
@@ -79,21 +79,21 @@ class NotificationService:
 
     async def _keep_contact(self, contact: Contact, envelope: Envelope) -> None:
         # The envelope's sequence orders events about one user: a late, older one loses.
-        async with self._store.handling(envelope) as handling:
-            if handling is not None:
-                await handling.keep_contact(contact, sequence=envelope.sequence)
+        async with self._store.unit_of_work(self._bus, cause=envelope) as work:
+            if not work.handled_before:
+                await self._store.keep_contact(work, contact, sequence=envelope.sequence)
 
     async def _notify(self, envelope: Envelope, user_id: str, compose: Compose) -> None:
-        async with self._store.handling(envelope) as handling:
-            if handling is None:
+        async with self._store.unit_of_work(self._bus, cause=envelope) as work:
+            if work.handled_before:
                 return
-            contact = await handling.contact(user_id)
+            contact = await self._store.contact(work, user_id)
             if contact is None:
                 raise ContactUnknown(f"no contact for user {user_id!r} yet")
             notification = compose(
                 contact, notification_id=new_id(), channel=self._email.name, now=utcnow()
             )
             # False: this order was already told about this (another event, same fact).
-            recorded = await handling.add_notification(notification)
-        if recorded:  # only once committed: nothing is "sent" that the record does not hold
+            recorded = await self._store.add_notification(work, notification)
+        if recorded and work.committed:  # nothing is "sent" that the record does not hold
             self._email.send(notification)

@@ -1,22 +1,18 @@
 """The notifications module's private SQL store: contacts, notifications and its inbox.
 
 Contacts are a replica of what the users module announced. Every event is handled in one
-transaction that claims the envelope in the inbox and writes its effect, so a redelivery
+unit of work that claims the envelope in the inbox and writes its effect, so a redelivery
 finds the claim and changes nothing, and a failure undoes both.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
-
 import msgspec
 import sqlalchemy as sa
 
-from app.bus import Envelope
-from app.bus.sql_outbox import claim_in_inbox, inbox_table, purge_handled
-from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
+from app.bus.sql_outbox import inbox_table
+from app.bus.sql_store import SqlModuleStore, SqlUnitOfWork
+from app.kernel.sql import UtcDateTime, dialect_insert, prepared
 from app.modules.notifications.notification import Contact, Notification, NotificationKind
 
 metadata = sa.MetaData()
@@ -82,47 +78,30 @@ _add_notification = prepared(
 )
 
 
-class Handling:
-    """One envelope's transaction, already claimed in the inbox: read and write through it."""
+class NotificationsStore(SqlModuleStore):
+    """Its writing methods run inside the unit of work that claimed the event they handle."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, url: str) -> None:
+        super().__init__(url, metadata, inbox=inbox)
 
-    async def contact(self, user_id: str) -> Contact | None:
-        row = (await self._connection.execute(_contact, {"b_user_id": user_id})).mappings().first()
+    async def contact(self, work: SqlUnitOfWork, user_id: str) -> Contact | None:
+        result = await work.connection.execute(_contact, {"b_user_id": user_id})
+        row = result.mappings().first()
         return None if row is None else Contact(**row)
 
-    async def keep_contact(self, contact: Contact, *, sequence: int) -> None:
+    async def keep_contact(self, work: SqlUnitOfWork, contact: Contact, *, sequence: int) -> None:
         """Upsert the contact unless a newer event about this user (higher sequence) was kept."""
-        await self._connection.execute(
-            _keep_contact(self._connection),
+        await work.connection.execute(
+            _keep_contact(work.connection),
             {"sequence": sequence, **msgspec.structs.asdict(contact)},
         )
 
-    async def add_notification(self, notification: Notification) -> bool:
+    async def add_notification(self, work: SqlUnitOfWork, notification: Notification) -> bool:
         """Insert it; False when this order already has a notification of this kind."""
         row = msgspec.structs.asdict(notification)
         row["kind"] = notification.kind.value
-        result = await self._connection.execute(_add_notification(self._connection), row)
+        result = await work.connection.execute(_add_notification(work.connection), row)
         return result.rowcount == 1
-
-
-class NotificationsStore(SqlDatabase):
-    def __init__(self, url: str) -> None:
-        super().__init__(url, metadata)
-
-    async def purge(self, cutoff: datetime) -> int:
-        return await purge_handled(self, cutoff, inbox=inbox)
-
-    @asynccontextmanager
-    async def handling(self, envelope: Envelope) -> AsyncIterator[Handling | None]:
-        """The envelope's one transaction; None when it was handled before (do nothing).
-        Raising inside the block rolls back the effect and the inbox claim together."""
-        async with self.transaction() as connection:
-            if not await claim_in_inbox(connection, inbox, envelope):
-                yield None
-                return
-            yield Handling(connection)
 
     async def get(self, notification_id: str) -> Notification | None:
         statement = sa.select(*_columns).where(notifications.c.id == notification_id)

@@ -9,7 +9,7 @@ from app.kernel.idempotency import Idempotency
 from app.modules.orders.api import OrdersController
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.orders.service import OrderService
-from app.modules.orders.store import OrderDocuments, open_order_documents
+from app.modules.orders.store import OrderDocuments, OrderStore, open_order_documents
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.spec import Assembly, Module, ModuleContext, Seconds
 from app.modules.users.contracts import UserRegistered
@@ -22,8 +22,9 @@ class OrdersSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def assemble(context: ModuleContext) -> Assembly:
-    store: OrderDocuments = context.store
+    documents: OrderDocuments = context.store
     settings: OrdersSettings = context.section
+    store = OrderStore(documents)
     service = OrderService(
         store,
         context.bus,
@@ -39,7 +40,7 @@ def assemble(context: ModuleContext) -> Assembly:
             PaymentFailed: service.on_payment_failed,
             PaymentRefunded: service.on_payment_refunded,
         },
-        outbox=service,
+        outbox=store.outbox,
     )
 
 

@@ -6,7 +6,7 @@ order's changes caused. No HTTP, no driver.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,6 @@ from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
 from app.modules.orders.currencies import CIRCULATING_CODES
-from app.modules.orders.documents import OrderDocuments
 from app.modules.orders.order import Item, Order, OrderEvent, OrderStatus
 from app.modules.orders.store import OrderStore, StoredOrder
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
@@ -42,13 +41,13 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
 class OrderService:
     def __init__(
         self,
-        documents: OrderDocuments,
+        store: OrderStore,
         bus: ModuleBus,
         *,
         replica_wait: float,
         idempotency: Idempotency,
     ) -> None:
-        self._store = OrderStore(documents)
+        self._store = store
         self._bus = bus
         self._replica_wait = replica_wait
         self._idempotency = idempotency
@@ -101,11 +100,11 @@ class OrderService:
             items=request.items,
             now=utcnow(),
         )
-        envelopes = self._bus.envelopes(
-            events, aggregate_id=order.id, last_sequence=order.event_sequence
-        )
-        await self._store.insert(order, envelopes, remember)
-        self._bus.committed(envelopes)
+        async with self._store.unit_of_work(self._bus) as work:
+            work.save(order)
+            work.publish(order, events)
+            if remember is not None:
+                await work.remember(remember, order)
         return order
 
     async def get(self, order_id: str, caller: Caller) -> Order:
@@ -137,7 +136,10 @@ class OrderService:
             changed, events = stored.order.cancel(utcnow())
             if not events:  # cancelled before: nothing to write
                 return changed, False
-            if await self._save(stored, changed, events):
+            async with self._store.unit_of_work(self._bus, stored=stored) as work:
+                work.save(changed)
+                work.publish(changed, events)
+            if work.committed:
                 return changed, changed.is_final
         raise Conflict(f"order {order_id!r} is changing concurrently; try again")
 
@@ -159,14 +161,6 @@ class OrderService:
         # A PAID order whose cancel was accepted ends REFUNDED; a CANCELLED one stays so.
         await self._follow(event.order_id, envelope, Order.refund)
 
-    # Outbox (the relay's view of the orders store).
-
-    async def pending(self, limit: int) -> list[Envelope]:
-        return await self._store.pending(limit)
-
-    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
-        await self._store.mark_delivered(envelopes)
-
     # Inside.
 
     async def _visible(self, order_id: str, caller: Caller) -> StoredOrder:
@@ -181,29 +175,15 @@ class OrderService:
             stored = await self._store.get(order_id)
             if stored is None:
                 raise NotFound(f"payment event {cause.id} names unknown order {order_id!r}")
-            if cause.id in stored.handled:
-                return
-            changed, events = follow(stored.order, utcnow())
-            if await self._save(stored, changed, events, handled=cause.id):
+            async with self._store.unit_of_work(self._bus, cause=cause, stored=stored) as work:
+                if work.handled_before:
+                    return
+                changed, events = follow(stored.order, utcnow())
+                work.save(changed)
+                work.publish(changed, events)
+            if work.committed:
                 return
         raise Conflict(f"order {order_id!r} kept changing while handling {cause.type}")
-
-    async def _save(
-        self,
-        stored: StoredOrder,
-        changed: Order,
-        events: Sequence[OrderEvent],
-        *,
-        handled: str | None = None,
-    ) -> bool:
-        """Write the change and its events at once; hand the events on once committed."""
-        envelopes = self._bus.envelopes(
-            events, aggregate_id=changed.id, last_sequence=changed.event_sequence
-        )
-        if not await self._store.save(stored, changed, envelopes, handled=handled):
-            return False
-        self._bus.committed(envelopes)
-        return True
 
     async def _user_known(self, user_id: str) -> bool:
         """Whether the replica has the user, waiting a bounded time for it to arrive."""

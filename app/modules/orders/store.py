@@ -10,7 +10,8 @@ until the relay has delivered them (docs/decisions/0014-orders-store.md).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,8 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from app.bus import Envelope
-from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
+from app.bus import Envelope, ModuleBus
+from app.bus.unit_of_work import UnitOfWork
+from app.kernel.idempotency import KeyTaken, StoredResponse
 from app.kernel.ids import isoformat
 from app.modules.orders.documents import Document, DuplicateIdempotencyKey, OrderDocuments
 from app.modules.orders.order import Order, OrderStatus
@@ -85,23 +87,79 @@ class StoredOrder:
     handled: Sequence[str]
 
 
+class OrderWork(UnitOfWork):
+    """One order document's write: the order (new, or changed from `stored`), its events,
+    the applied event's id and the idempotent response, in one atomic document write when
+    the block ends."""
+
+    def __init__(self, bus: ModuleBus, cause: Envelope | None, stored: StoredOrder | None):
+        super().__init__(bus, cause)
+        self.stored = stored
+        self.order: Order | None = None
+        self.handled_before = (
+            cause is not None and stored is not None and (cause.id in stored.handled)
+        )
+
+    def save(self, order: Order) -> None:
+        """The order to write: inserted if the work began with none, else changed."""
+        self.order = order
+
+
+class DocumentOutbox:
+    """The relay's view of the orders' outbox: the events waiting in their documents."""
+
+    def __init__(self, documents: OrderDocuments) -> None:
+        self._documents = documents
+
+    async def pending(self, limit: int) -> list[Envelope]:
+        documents = await self._documents.pending_outbox(limit)
+        return [
+            msgspec.convert(entry, Envelope)
+            for document in documents
+            for entry in document["outbox"]
+        ]
+
+    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
+        by_order: dict[str, list[str]] = defaultdict(list)
+        for envelope in envelopes:
+            by_order[envelope.aggregate_id].append(envelope.id)
+        for order_id, event_ids in by_order.items():
+            await self._documents.remove_outbox_events(order_id, event_ids)
+
+
 class OrderStore:
     """Orders in and out of their documents: the one mapping between the two shapes."""
 
     def __init__(self, documents: OrderDocuments) -> None:
         self._documents = documents
+        self.outbox = DocumentOutbox(documents)  # the relay's view (Assembly.outbox)
 
-    async def insert(
-        self, order: Order, events: Sequence[Envelope], remember: IdempotentWrite | None = None
-    ) -> None:
-        """The order, its events and (with a key) the response to replay, in one write."""
+    @asynccontextmanager
+    async def unit_of_work(
+        self, bus: ModuleBus, *, cause: Envelope | None = None, stored: StoredOrder | None = None
+    ) -> AsyncIterator[OrderWork]:
+        """Write one order and what comes with it atomically when the block ends: a new
+        order (no `stored`), or the change of `stored` only if nobody wrote it since it was
+        read (`committed` stays False otherwise). A cause `stored` has applied already sets
+        `handled_before`, and nothing is written."""
+        work = OrderWork(bus, cause, stored)
+        yield work
+        if work.handled_before or work.cancelled or work.order is None:
+            return
+        if stored is None:
+            await self._insert(work.order, work)
+        elif not await self._save(stored, work.order, work):
+            return
+        work.finish()
+
+    async def _insert(self, order: Order, work: OrderWork) -> None:
         document = _document(order)
-        document["outbox"] = [msgspec.to_builtins(envelope) for envelope in events]
+        document["outbox"] = [msgspec.to_builtins(envelope) for envelope in work.envelopes]
         document["handled"] = []
-        if remember is not None:
-            response = remember.response_for(order)
+        if work.response is not None:
+            write, response = work.response
             document["idempotency"] = {
-                "key": _idempotency_key(remember.scope, remember.key),
+                "key": _idempotency_key(write.scope, write.key),
                 "fingerprint": response.fingerprint,
                 "status": response.status,
                 "body": response.body.decode(),
@@ -112,22 +170,7 @@ class OrderStore:
         except DuplicateIdempotencyKey:
             raise KeyTaken from None
 
-    async def get(self, order_id: str) -> StoredOrder | None:
-        document = await self._documents.get_order(order_id)
-        if document is None:
-            return None
-        return StoredOrder(_order(document), document["rev"], document.get("handled", []))
-
-    async def save(
-        self,
-        stored: StoredOrder,
-        changed: Order,
-        events: Sequence[Envelope],
-        *,
-        handled: str | None = None,
-    ) -> bool:
-        """Write what changed, its events and `handled` (an applied event's id) at once,
-        only if nobody wrote the order since it was read: False, and nothing written, if so."""
+    async def _save(self, stored: StoredOrder, changed: Order, work: OrderWork) -> bool:
         before = _document(stored.order)
         fields = {
             name: value for name, value in _document(changed).items() if before[name] != value
@@ -136,10 +179,16 @@ class OrderStore:
             changed.id,
             expected_rev=stored.rev,
             set_fields=fields,
-            push_outbox=[msgspec.to_builtins(envelope) for envelope in events],
-            add_handled=handled,
+            push_outbox=[msgspec.to_builtins(envelope) for envelope in work.envelopes],
+            add_handled=None if work.cause is None else work.cause.id,
         )
         return written is not None
+
+    async def get(self, order_id: str) -> StoredOrder | None:
+        document = await self._documents.get_order(order_id)
+        if document is None:
+            return None
+        return StoredOrder(_order(document), document["rev"], document.get("handled", []))
 
     async def page(
         self, *, user_id: str | None, status: OrderStatus | None, after: str | None, limit: int
@@ -174,23 +223,6 @@ class OrderStore:
 
     async def knows_user(self, user_id: str) -> bool:
         return await self._documents.knows_user(user_id)
-
-    # The outbox relay's view (app/bus/outbox.py OutboxSource).
-
-    async def pending(self, limit: int) -> list[Envelope]:
-        documents = await self._documents.pending_outbox(limit)
-        return [
-            msgspec.convert(entry, Envelope)
-            for document in documents
-            for entry in document["outbox"]
-        ]
-
-    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
-        by_order: dict[str, list[str]] = defaultdict(list)
-        for envelope in envelopes:
-            by_order[envelope.aggregate_id].append(envelope.id)
-        for order_id, event_ids in by_order.items():
-            await self._documents.remove_outbox_events(order_id, event_ids)
 
 
 def _document(order: Order) -> Document:

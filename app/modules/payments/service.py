@@ -80,7 +80,9 @@ class PaymentService:
 
     async def on_order_placed(self, event: OrderPlaced, envelope: Envelope) -> None:
         payment = Payment.start(payment_id=new_id(), placed=event, now=utcnow())
-        if await self._store.open_payment(payment, envelope):
+        async with self._store.unit_of_work(self._bus, cause=envelope) as work:
+            opened = not work.handled_before and await self._store.open_payment(work, payment)
+        if opened and work.committed:
             self._start_charge(event.order_id)
 
     async def on_order_cancelled(self, event: OrderCancelled, envelope: Envelope) -> None:
@@ -94,8 +96,8 @@ class PaymentService:
         for _ in range(MAX_WRITE_RACES):
             payment = await self._store.by_order(event.order_id)
             if payment is None or payment.status in (PaymentStatus.FAILED, PaymentStatus.REFUNDED):
-                await self._store.record_inbox(envelope)
-                return
+                async with self._store.unit_of_work(self._bus, cause=envelope):
+                    return  # handled: nothing to change but the claim
             now = utcnow()
             if (
                 payment.status == PaymentStatus.PROCESSING
@@ -203,12 +205,11 @@ class PaymentService:
         """Write the change and its events, only from the status `payment` has here; with a
         cause, claim it too. False, and nothing written, if the payment had moved on
         meanwhile (or the cause was handled already)."""
-        envelopes = self._bus.envelopes(
-            events, aggregate_id=changed.id, last_sequence=changed.event_sequence
-        )
-        written = await self._store.transition(
-            changed, expected_status=payment.status, events=envelopes, cause=cause
-        )
-        if written:
-            self._bus.committed(envelopes)
-        return written
+        async with self._store.unit_of_work(self._bus, cause=cause) as work:
+            if work.handled_before:
+                return False
+            if await self._store.transition(work, changed, expected_status=payment.status):
+                work.publish(changed, events)
+            else:
+                work.cancel()
+        return work.committed

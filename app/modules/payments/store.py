@@ -9,16 +9,9 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from app.bus import Envelope
-from app.bus.sql_outbox import (
-    SqlOutbox,
-    add_to_outbox,
-    claim_in_inbox,
-    inbox_table,
-    outbox_table,
-    purge_handled,
-)
-from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
+from app.bus.sql_outbox import inbox_table, outbox_table
+from app.bus.sql_store import SqlModuleStore, SqlUnitOfWork
+from app.kernel.sql import Connection, UtcDateTime, dialect_insert, prepared
 from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.processor import ChargeResult, Outcome
 
@@ -57,10 +50,6 @@ processor_ledger = sa.Table(
 )
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
-
-
-class _Stale(Exception):
-    pass
 
 
 _columns = [payments.c[name] for name in Payment.__struct_fields__]
@@ -172,66 +161,33 @@ async def _settled(connection: Connection, order_id: str) -> ChargeResult:
     return ChargeResult(Outcome(row.outcome), row.reason)
 
 
-class PaymentsStore(SqlDatabase):
+class PaymentsStore(SqlModuleStore):
     def __init__(self, url: str) -> None:
-        super().__init__(url, metadata)
-        self.outbox = SqlOutbox(self, outbox)
+        super().__init__(url, metadata, outbox=outbox, inbox=inbox)
 
-    async def open_payment(self, payment: Payment, cause: Envelope) -> bool:
-        """Create the payment for an order, once: False if this event or this order was seen."""
-        async with self.transaction() as connection:
-            if not await claim_in_inbox(connection, inbox, cause):
-                return False
-            result = await connection.execute(_open_payment(connection), _row(payment))
-            return bool(result.rowcount == 1)
-
-    async def purge(self, cutoff: datetime) -> int:
-        return await purge_handled(self, cutoff, outbox=outbox, inbox=inbox)
-
-    async def was_handled(self, envelope: Envelope) -> bool:
-        async with self.reading() as connection:
-            found = await connection.execute(
-                sa.select(inbox.c.event_id).where(inbox.c.event_id == envelope.id)
-            )
-            return found.first() is not None
+    async def open_payment(self, work: SqlUnitOfWork, payment: Payment) -> bool:
+        """Create the payment for an order, once: False if the order has one already."""
+        result = await work.connection.execute(_open_payment(work.connection), _row(payment))
+        return bool(result.rowcount == 1)
 
     async def transition(
-        self,
-        payment: Payment,
-        *,
-        expected_status: PaymentStatus,
-        events: list[Envelope],
-        cause: Envelope | None = None,
+        self, work: SqlUnitOfWork, payment: Payment, *, expected_status: PaymentStatus
     ) -> bool:
-        """Write the payment's new state and its events, only from `expected_status`;
-        with a cause, also claim it in the inbox (False, and nothing written, if seen)."""
-        try:
-            async with self.transaction() as connection:
-                if cause is not None and not await claim_in_inbox(connection, inbox, cause):
-                    return False
-                result = await connection.execute(
-                    _transition,
-                    {
-                        "b_id": payment.id,
-                        "b_expected": expected_status.value,
-                        "b_status": payment.status.value,
-                        "b_attempts": payment.attempts,
-                        "b_failure_reason": payment.failure_reason,
-                        "b_event_sequence": payment.event_sequence,
-                        "b_updated_at": payment.updated_at,
-                    },
-                )
-                if result.rowcount != 1:
-                    raise _Stale  # undo the inbox claim too
-                await add_to_outbox(connection, outbox, events)
-        except _Stale:
-            return False
-        return True
-
-    async def record_inbox(self, cause: Envelope) -> None:
-        """Note an event as handled when handling it changed nothing."""
-        async with self.transaction() as connection:
-            await claim_in_inbox(connection, inbox, cause)
+        """Write the payment's new state, only from `expected_status`: False, and nothing
+        written, if it moved on since it was read."""
+        result = await work.connection.execute(
+            _transition,
+            {
+                "b_id": payment.id,
+                "b_expected": expected_status.value,
+                "b_status": payment.status.value,
+                "b_attempts": payment.attempts,
+                "b_failure_reason": payment.failure_reason,
+                "b_event_sequence": payment.event_sequence,
+                "b_updated_at": payment.updated_at,
+            },
+        )
+        return bool(result.rowcount == 1)
 
     async def by_id(self, payment_id: str) -> Payment | None:
         return await self._one(_by_id, payment_id)

@@ -114,14 +114,14 @@ class UserService:
             role=role,
             now=utcnow(),
         )
-        envelopes = self._bus.envelopes(
-            events, aggregate_id=user.id, last_sequence=user.event_sequence
-        )
         try:
-            await self._store.insert(user, envelopes, remember)
+            async with self._store.unit_of_work(self._bus) as work:
+                if remember is not None:
+                    await work.remember(remember, user)
+                await self._store.insert(work, user)
+                work.publish(user, events)
         except EmailTaken:
             raise Conflict(f"a user with email {user.email!r} already exists") from None
-        self._bus.committed(envelopes)
         return user
 
     async def profile(self, user_id: str, caller: Caller) -> Profile:
@@ -192,17 +192,15 @@ class UserService:
             )
             if changed == current:
                 return current
-            envelopes = self._bus.envelopes(
-                events, aggregate_id=changed.id, last_sequence=changed.event_sequence
-            )
             try:
-                written = await self._store.update(
-                    changed, expected_version=current.version, events=envelopes
-                )
+                async with self._store.unit_of_work(self._bus) as work:
+                    if await self._store.update(work, changed, expected_version=current.version):
+                        work.publish(changed, events)
+                    else:
+                        work.cancel()
             except EmailTaken:
                 raise Conflict(f"a user with email {changed.email!r} already exists") from None
-            if written:
-                self._bus.committed(envelopes)
+            if work.committed:
                 if changed.token_generation != current.token_generation:
                     self._credentials.changed(user_id, changed.credentials)
                 return changed

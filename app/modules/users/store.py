@@ -9,12 +9,10 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app.bus import Envelope
-from app.bus.sql_outbox import SqlOutbox, add_to_outbox, outbox_table, purge_handled
-from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
+from app.bus.sql_outbox import outbox_table
+from app.bus.sql_store import SqlModuleStore, SqlUnitOfWork, idempotency_table
 from app.kernel.identity import Role
-from app.kernel.ids import utcnow
-from app.kernel.sql import SqlDatabase, UtcDateTime
+from app.kernel.sql import UtcDateTime
 from app.modules.users.emails import EMAIL_KEY_LENGTH, email_key, legacy_email_key
 from app.modules.users.user import User
 
@@ -38,16 +36,7 @@ users = sa.Table(
     sa.Column("token_generation", sa.Integer, nullable=False, server_default="1"),
 )
 outbox = outbox_table(metadata)
-idempotency_keys = sa.Table(
-    "idempotency_keys",
-    metadata,
-    sa.Column("scope", sa.String(100), primary_key=True),
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("status", sa.Integer, nullable=False),
-    sa.Column("body", sa.LargeBinary, nullable=False),
-    sa.Column("expires_at", UtcDateTime(), nullable=False),
-)
+idempotency_keys = idempotency_table(metadata)
 
 
 class Profile(msgspec.Struct, frozen=True):
@@ -84,10 +73,9 @@ _credentials_by_id = sa.select(users.c.token_generation, users.c.role).where(
 )
 
 
-class UsersStore(SqlDatabase):
+class UsersStore(SqlModuleStore):
     def __init__(self, url: str) -> None:
-        super().__init__(url, metadata)
-        self.outbox = SqlOutbox(self, outbox)
+        super().__init__(url, metadata, outbox=outbox, idempotency=idempotency_keys)
 
     async def open(self) -> None:
         await super().open()
@@ -117,61 +105,16 @@ class UsersStore(SqlDatabase):
             row = (await connection.execute(_credentials_by_id, {"b_key": user_id})).first()
         return None if row is None else (row[0], row[1])
 
-    async def insert(
-        self, user: User, events: list[Envelope], remember: IdempotentWrite | None = None
-    ) -> None:
-        """The user, its events and (with a key) the response to replay, in one transaction."""
+    async def insert(self, work: SqlUnitOfWork, user: User) -> None:
+        """A new user; EmailTaken if another user has the email (the whole work rolls back)."""
         try:
-            async with self.transaction() as connection:
-                await connection.execute(
-                    users.insert().values(
-                        email_key=email_key(user.email), **msgspec.structs.asdict(user)
-                    )
+            await work.connection.execute(
+                users.insert().values(
+                    email_key=email_key(user.email), **msgspec.structs.asdict(user)
                 )
-                await add_to_outbox(connection, outbox, events)
-                if remember is not None:
-                    response = remember.response_for(user)
-                    await connection.execute(
-                        idempotency_keys.insert().values(
-                            scope=remember.scope,
-                            key=remember.key,
-                            fingerprint=response.fingerprint,
-                            status=response.status,
-                            body=response.body,
-                            expires_at=response.expires_at,
-                        )
-                    )
+            )
         except IntegrityError as error:
-            if remember is not None and await self.remembered(remember.scope, remember.key):
-                raise KeyTaken from error
             raise EmailTaken(user.email) from error
-
-    async def remembered(self, scope: str, key: str) -> StoredResponse | None:
-        """The response stored for a key; an expired one is forgotten (the key is free)."""
-        where = (idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
-        async with self.transaction() as connection:
-            row = (
-                (await connection.execute(sa.select(idempotency_keys).where(*where)))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            stored = StoredResponse(
-                row["fingerprint"], row["status"], row["body"], row["expires_at"]
-            )
-            if stored.expired:
-                await connection.execute(idempotency_keys.delete().where(*where))
-                return None
-            return stored
-
-    async def purge(self, cutoff: datetime) -> int:
-        removed = await purge_handled(self, cutoff, outbox=outbox)
-        async with self.transaction() as connection:
-            expired = await connection.execute(
-                idempotency_keys.delete().where(idempotency_keys.c.expires_at < utcnow())
-            )
-        return removed + expired.rowcount
 
     async def profile(self, user_id: str) -> Profile | None:
         """The readable part of a user's record: a read never loads the password hash."""
@@ -197,8 +140,9 @@ class UsersStore(SqlDatabase):
         rows = await self.fetch_page(sa.select(*_columns), users.c.id, after=after, limit=limit)
         return [User(**row) for row in rows]
 
-    async def update(self, user: User, *, expected_version: int, events: list[Envelope]) -> bool:
-        """Write the new state only if nobody changed the user since `expected_version`."""
+    async def update(self, work: SqlUnitOfWork, user: User, *, expected_version: int) -> bool:
+        """Write the new state only if nobody changed the user since `expected_version`;
+        EmailTaken if another user has the new email."""
         values = {
             "name": user.name,
             "email": user.email,
@@ -211,15 +155,11 @@ class UsersStore(SqlDatabase):
             "token_generation": user.token_generation,
         }
         try:
-            async with self.transaction() as connection:
-                result = await connection.execute(
-                    users.update()
-                    .where(users.c.id == user.id, users.c.version == expected_version)
-                    .values(**values)
-                )
-                if result.rowcount != 1:
-                    return False
-                await add_to_outbox(connection, outbox, events)
+            result = await work.connection.execute(
+                users.update()
+                .where(users.c.id == user.id, users.c.version == expected_version)
+                .values(**values)
+            )
         except IntegrityError as error:
             raise EmailTaken(user.email) from error
-        return True
+        return bool(result.rowcount == 1)

@@ -21,6 +21,7 @@ from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered, UserUpdated
 from tests.support.logs import watching
 from tests.support.scenario import Scenario, scenario
+from tests.support.work import HandedOff
 
 
 @pytest.fixture
@@ -281,15 +282,19 @@ async def test_the_inbox_claims_an_envelope_once_and_a_failure_undoes_the_claim(
         correlation_id="c1",
         causation_id=None,
     )
+    bus = HandedOff("notifications")
     try:
         with pytest.raises(RuntimeError):
-            async with store.handling(envelope) as handling:
-                assert handling is not None
+            async with store.unit_of_work(bus, cause=envelope) as work:
+                assert not work.handled_before
                 raise RuntimeError("the effect failed")
-        async with store.handling(envelope) as handling:
-            assert handling is not None  # the failed attempt left no claim behind
-        async with store.handling(envelope) as handling:
-            assert handling is None  # handled: a redelivery does nothing
+        assert not work.committed
+        async with store.unit_of_work(bus, cause=envelope) as work:
+            assert not work.handled_before  # the failed attempt left no claim behind
+        assert work.committed
+        async with store.unit_of_work(bus, cause=envelope) as work:
+            assert work.handled_before  # handled: a redelivery does nothing
+        assert not work.committed
     finally:
         await store.close()
 

@@ -26,6 +26,7 @@ from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentsStore
 from tests.module.payments.test_payment_service import placed
 from tests.support.scenario import Scenario, scenario
+from tests.support.work import HandedOff
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +60,8 @@ async def left_processing(payments: Scenario, order_id: str, *, untouched_for: f
         token="tok_visa", status=PaymentStatus.PROCESSING, attempts=0, failure_reason=None,
         event_sequence=0, created_at=then, updated_at=then,
     )  # fmt: skip
-    assert await store.open_payment(row, placed(order_id))
+    async with store.unit_of_work(HandedOff("payments"), cause=placed(order_id)) as work:
+        assert await store.open_payment(work, row)
 
 
 async def statuses(payments: Scenario, order_id: str) -> list[tuple[str, int]]:

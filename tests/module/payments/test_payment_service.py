@@ -23,6 +23,7 @@ from app.modules.payments.processor import ChargeResult, Outcome
 from app.modules.payments.store import PaymentsStore
 from tests.support.logs import watching
 from tests.support.scenario import Scenario, scenario
+from tests.support.work import HandedOff
 
 pytestmark = pytest.mark.anyio
 
@@ -303,7 +304,8 @@ async def test_a_capture_a_crash_left_unrecorded_is_refunded_when_the_order_is_c
         token="tok_visa", status=PaymentStatus.PROCESSING, attempts=0, failure_reason=None,
         event_sequence=0, created_at=now, updated_at=now,
     )  # fmt: skip
-    assert await store.open_payment(left, placed("o-crash"))
+    async with store.unit_of_work(HandedOff("payments"), cause=placed("o-crash")) as work:
+        assert await store.open_payment(work, left)
     await store.count_attempt("o-crash", 1250, "EUR", "tok_visa")
     await store.settle_charge("o-crash", ChargeResult(Outcome.AUTHORISED))
     await store.capture_charge("o-crash")
@@ -351,7 +353,8 @@ async def test_a_cancel_after_authorisation_voids_it_and_a_later_charge_captures
         token="tok_visa", status=PaymentStatus.PROCESSING, attempts=0, failure_reason=None,
         event_sequence=0, created_at=now, updated_at=now,
     )  # fmt: skip
-    assert await store.open_payment(left, placed("o-authorised"))
+    async with store.unit_of_work(HandedOff("payments"), cause=placed("o-authorised")) as work:
+        assert await store.open_payment(work, left)
     await store.count_attempt("o-authorised", TOTAL, "EUR", "tok_visa")
     await store.settle_charge("o-authorised", ChargeResult(Outcome.AUTHORISED))
 

@@ -20,6 +20,7 @@ from app.modules.users.module import module as users_module
 from app.modules.users.store import EmailTaken, UsersStore, outbox
 from app.modules.users.user import User
 from tests.support.scenario import Scenario, scenario
+from tests.support.work import HandedOff
 
 pytestmark = pytest.mark.anyio
 
@@ -208,7 +209,8 @@ async def test_the_store_compares_emails_trimmed_and_case_folded(users: Scenario
     )
 
     with pytest.raises(EmailTaken):
-        await store.insert(twin, [])
+        async with store.unit_of_work(HandedOff("users")) as work:
+            await store.insert(work, twin)
 
 
 async def test_patch_changes_name_and_email_and_frees_the_old_email(users: Scenario) -> None:
