@@ -141,6 +141,21 @@ class Subscription:
             raise StopAsyncIteration
         return self._queue.popleft()
 
+    async def batch(self, timeout: float, window: float) -> list[Observation] | None:
+        """The next observation and whatever else comes within `window` seconds after it,
+        at once: a reader then writes once per window instead of once per observation (a
+        browser parsing one network chunk per event costs the machine it watches more than
+        the event). None when nothing came within `timeout` seconds; StopAsyncIteration
+        once closed."""
+        first = await self.next(timeout)
+        if first is None:
+            return None
+        if window > 0:
+            await asyncio.sleep(window)
+        rest = list(self._queue)
+        self._queue.clear()
+        return [first, *rest]
+
     def end(self) -> None:
         """No more observations: the reader gets what is queued no more, and stops."""
         self.closed = True

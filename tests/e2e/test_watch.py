@@ -152,9 +152,11 @@ class Sse:
         self.started = asyncio.Event()
         self.flowing = asyncio.Event()  # cleared: the client stops reading (send blocks)
         self.flowing.set()
+        self.writes = 0  # body chunks the server sent
 
     async def receive_body(self, body: bytes) -> None:
         await self.flowing.wait()
+        self.writes += 1
         self._chunks.put_nowait(body)
 
     async def event(self, timeout: float = 5.0) -> dict[str, str]:
@@ -278,6 +280,24 @@ async def test_a_client_that_stops_reading_is_told_what_it_missed() -> None:
         assert data(dropped)["dropped"] > 0
         state = await seams.get("/api/watch/state")
         assert state["dropped"] == data(dropped)["dropped"]
+
+
+async def test_a_burst_of_observations_leaves_in_a_few_writes_not_one_each(
+    seams: Seams,
+) -> None:
+    async with stream(seams.app, dict(seams.client.headers)) as sse:
+        await sse.event()  # the greeting
+        writes_before = sse.writes
+        user = await seams.register("Ada")
+        for _ in range(5):
+            await seams.place(user, "tok_visa")
+        await seams.settle()
+        seen = 0
+        while "event" in await sse.event():  # until a keep-alive: the burst is over
+            seen += 1
+        writes = sse.writes - writes_before
+        assert seen >= 5 * 6  # each order: request, 2 published, 3 handled at least
+        assert writes < seen / 2, f"{writes} writes for {seen} observations"
 
 
 async def test_an_open_stream_ends_when_the_app_stops() -> None:
