@@ -1,7 +1,7 @@
 """Completed sagas per second: POST /api/orders -> payment -> order paid -> notification.
 
     python bench/saga.py [--orders N] [--concurrency 1,8,32] [--users U] [--port P]
-                         [--wait-saga] [--server uvicorn|granian]
+                         [--wait-saga] [--server uvicorn|granian] [--pages N]
 
 Creates an admin (`python -m app create-admin`) in a fresh temporary --data-dir, then
 starts `python -m app` on it as a real process on loopback (file-backed SQLite, what a
@@ -20,7 +20,10 @@ their own), paging GET /api/notifications?limit=200&cursor=<last seen id> every 
 payment_succeeded notification is that saga's end. Clients do not wait for their saga
 before placing the next order: this is a throughput run, so the latency includes the queue
 of sagas in flight (with --wait-saga each client waits for its saga first: a closed loop,
-latency without that queue). Not a test; nothing asserts, but the exit status is 1 when
+latency without that queue). With --pages N every level runs twice in the same server: with
+no stream open, then with N admins' live-page streams open (GET /api/watch/stream, read
+to the end of each chunk and parsed into events, as the page does, in this process), and
+the ratio of the two rates is printed. Not a test; nothing asserts, but the exit status is 1 when
 an order failed, a saga never completed or the server did not stop cleanly.
 """
 
@@ -157,6 +160,7 @@ class Placed:
 @dataclass
 class Level:
     concurrency: int
+    pages: int = 0  # live-page streams open during the level
     placed: list[Placed] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -266,8 +270,45 @@ async def warm_up(base_url: str, poller: Poller, users: Sequence[Account]) -> fl
     return time.perf_counter() - started
 
 
+class PageStream:
+    """One admin's live page, as far as the server can tell: GET /api/watch/stream kept
+    open, every chunk read and split into its events."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self._base_url = base_url
+        self._token = token
+        self.events = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        async with (
+            httpx.AsyncClient(base_url=self._base_url, timeout=None) as client,
+            client.stream("GET", "/api/watch/stream", headers=headers) as response,
+        ):
+            buffer = b""
+            async for chunk in response.aiter_bytes():
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\r\n\r\n")
+                self.events += sum(1 for event in complete if b"\ndata: " in event)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
+
+
+def rate_of(level: Level, poller: Poller) -> float:
+    wall = level.last_seen - level.first_sent
+    done = sum(1 for placed in level.placed if placed.order_id in poller.seen)
+    return done / wall if wall > 0 else 0.0
 
 
 def report(level: Level, poller: Poller) -> tuple[str, str]:
@@ -284,8 +325,9 @@ def report(level: Level, poller: Poller) -> tuple[str, str]:
     wall = level.last_seen - level.first_sent
     rate = len(done) / wall if wall > 0 else 0.0
     errors = len(level.errors) + len(level.missing)
+    label = f"{level.concurrency}" + (f" +{level.pages}pg" if level.pages else "")
     row = (
-        f"{level.concurrency:>11}  {len(done):>6}  {rate:>8.1f}  {ms(percentile(sagas, 0.5))}"
+        f"{label:>11}  {len(done):>6}  {rate:>8.1f}  {ms(percentile(sagas, 0.5))}"
         f"  {ms(percentile(sagas, 0.99))}  {ms(percentile(posts, 0.5))}"
         f"  {ms(percentile(posts, 0.99))}  {errors:>6}"
     )
@@ -311,6 +353,7 @@ async def drive(
     *,
     closed_loop: bool,
     server_pid: int,
+    pages: int = 0,
 ) -> tuple[list[Level], Poller]:
     poller = Poller(base_url, admin_token)
     polling = asyncio.create_task(poller.run())
@@ -319,17 +362,29 @@ async def drive(
         print(f"warm-up: {len(users)} orders (one per user) completed in {warm:.2f} s")
         results = []
         for concurrency in levels:
-            results.append(
-                await run_level(
-                    base_url,
-                    poller,
-                    users,
-                    orders,
-                    concurrency,
-                    closed_loop=closed_loop,
-                    server_pid=server_pid,
-                )
-            )
+            for open_pages in (0, pages) if pages else (0,):
+                streams = [PageStream(base_url, admin_token) for _ in range(open_pages)]
+                for stream in streams:
+                    stream.open()
+                await asyncio.sleep(0.5 if streams else 0)  # connected, replay read
+                try:
+                    level = await run_level(
+                        base_url,
+                        poller,
+                        users,
+                        orders,
+                        concurrency,
+                        closed_loop=closed_loop,
+                        server_pid=server_pid,
+                    )
+                finally:
+                    for stream in streams:
+                        await stream.close()
+                level.pages = open_pages
+                if streams:
+                    print(f"  c={concurrency}: {open_pages} page(s) read "
+                          f"{min(s.events for s in streams)} events each")  # fmt: skip
+                results.append(level)
         return results, poller
     finally:
         poller.stop()
@@ -376,6 +431,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="closed loop: each client waits for its order's notification before its next "
         "POST (latency without a backlog; default: clients only wait for the 201)",
+    )
+    parser.add_argument(
+        "--pages",
+        type=int,
+        default=0,
+        help="run each level again with this many admins' live-page streams open "
+        "(GET /api/watch/stream) and print the ratio (default: 0, no stream)",
     )
     arguments = parser.parse_args(argv)
     port = arguments.port or free_port()
@@ -424,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 arguments.concurrency,
                 closed_loop=arguments.wait_saga,
                 server_pid=server.process.pid,
+                pages=arguments.pages,
             )
         )
     finally:
@@ -441,6 +504,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(row)
         notes.append(note)
     print("\n".join(notes))
+    for plain, watched in itertools.pairwise(levels):
+        if plain.pages == 0 and watched.pages and plain.concurrency == watched.concurrency:
+            print(
+                f"  c={plain.concurrency}: with {watched.pages} page(s) open "
+                f"{rate_of(watched, poller) / rate_of(plain, poller):.2f}x the sagas/s of none"
+            )
     print(
         f"poller: {poller.requests} GET /api/notifications ({poller.errors} failed); "
         f"saga = POST sent -> poller first sees the {NOTIFICATION_KIND} notification"
