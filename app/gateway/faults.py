@@ -11,7 +11,7 @@ never something a running shop should expose, even to its admins.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -92,47 +92,54 @@ def _every_switch(runtime: Runtime) -> Iterator[Placed]:
 
 
 def _pause_switch(bus: Bus, consumer: str) -> FaultSwitch:
-    async def read() -> SwitchValue:
-        return bus.consumer_state(consumer).paused
-
-    async def write(value: SwitchValue) -> None:
-        if value:
-            bus.pause(consumer)
-        else:
-            bus.resume(consumer)
-
-    return FaultSwitch(
+    return _consumer_switch(
+        consumer,
         name=f"pause:{consumer}",
         label=f"Pause {consumer}",
         explain=f"{consumer.capitalize()} stops taking events, as a service that is down or "
         "being deployed: its backlog grows while the producers carry on, and on resume the "
         "queued events are handled in order, none lost.",
-        kind=SwitchKind.ON_OFF,
-        read=read,
-        write=write,
+        read=lambda: bus.consumer_state(consumer).paused,
+        on=bus.pause,
+        off=bus.resume,
     )
 
 
 def _break_switch(bus: Bus, consumer: str) -> FaultSwitch:
-    async def read() -> SwitchValue:
-        return bus.consumer_state(consumer).broken
-
-    async def write(value: SwitchValue) -> None:
-        if value:
-            bus.break_handler(consumer)
-        else:
-            bus.mend_handler(consumer)
-
-    return FaultSwitch(
+    return _consumer_switch(
+        consumer,
         name=f"break:{consumer}",
         label=f"Break {consumer}'s handler",
         explain=f"Every event {consumer} handles fails, as a bug or a lost database would: "
         "each is retried with backoff, then becomes a dead letter with later events of its "
         "aggregate parked behind it; mend it, replay the dead letter, and the flow completes "
         "exactly once.",
-        kind=SwitchKind.ON_OFF,
-        read=read,
-        write=write,
+        read=lambda: bus.consumer_state(consumer).broken,
+        on=bus.break_handler,
+        off=bus.mend_handler,
+    )
+
+
+def _consumer_switch(
+    consumer: str,
+    *,
+    name: str,
+    label: str,
+    explain: str,
+    read: Callable[[], bool],
+    on: Callable[[str], None],
+    off: Callable[[str], None],
+) -> FaultSwitch:
+    """An on/off switch over one of the bus's controls of a consumer."""
+
+    async def current() -> SwitchValue:
+        return read()
+
+    async def write(value: SwitchValue) -> None:
+        (on if value else off)(consumer)
+
+    return FaultSwitch(
+        name=name, label=label, explain=explain, kind=SwitchKind.ON_OFF, read=current, write=write
     )
 
 
