@@ -223,7 +223,7 @@ class Watch:
             method=method,
             path=path,
             status=status,
-            ms=ms,
+            ms=round(ms, 3),  # microseconds are all a reader can use
             request_id=request_id,
             user_id=user_id,
         )
@@ -285,7 +285,7 @@ class Watch:
                 aggregate_id=envelope.aggregate_id,
                 causation_id=envelope.causation_id,
                 attempt=attempt,
-                ms=ms,
+                ms=None if ms is None else round(ms, 3),
                 hop_ms=hop,
                 error=error,
             )
