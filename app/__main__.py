@@ -81,6 +81,12 @@ def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
         help="cluster: the broker to use (default: APP_BUS_URL when it is nats://, else a "
         "private nats-server -js started with the cluster, data under the data dir)",
     )
+    parser.add_argument(
+        "--exit-on-crash",
+        action="store_true",
+        help="cluster: when a process exits, stop them all and exit non-zero (for CI) "
+        "instead of restarting it",
+    )
     for command in commands:
         for option in command.options:
             parser.add_argument(
@@ -99,7 +105,8 @@ def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
         "--ephemeral",
         action="store_true",
         default=None,
-        help="keep every store in memory; nothing is written to disk (APP_EPHEMERAL)",
+        help="keep every store in memory; nothing is written to disk (APP_EPHEMERAL); "
+        "cluster: every process keeps its files in a temporary data dir, removed on exit",
     )
     return parser
 
@@ -127,7 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "gateway":
         return serve(settings, role="gateway")
     if arguments.command == "cluster":
-        return cluster(settings, modules, arguments.replicas, arguments.nats_url)
+        return cluster(
+            settings,
+            modules,
+            arguments.replicas,
+            arguments.nats_url,
+            exit_on_crash=arguments.exit_on_crash,
+        )
     if arguments.command != "serve":
         return run_module_command(settings, modules, arguments.command, vars(arguments))
     only = [name.strip() for name in arguments.modules.split(",")] if arguments.modules else None
@@ -181,23 +194,33 @@ class ModuleCommandRun:
 
 
 def cluster(
-    settings: Settings, modules: Sequence[Module], replicas: list[str], nats_url: str | None
+    settings: Settings,
+    modules: Sequence[Module],
+    replicas: list[str],
+    nats_url: str | None,
+    *,
+    exit_on_crash: bool = False,
 ) -> int:
+    """The split on this machine, supervised; with --ephemeral in a temporary data dir that
+    is gone when the cluster exits."""
     from app.gateway.secrets import MissingSecretKey, resolve_secret_key
     from app.kernel.data_dir import prepare_data_dir
-    from app.split.cluster import ClusterError, parse_replicas, plan, run
+    from app.split.cluster import ClusterError, parse_replicas, plan, run, throwaway_data_dir
 
     names = [module.name for module in modules]
     if nats_url is None and settings.bus_url.startswith("nats://"):
         nats_url = settings.bus_url
     try:
         counts = parse_replicas(replicas, names)
-        if not settings.ephemeral:  # 0700 before the key, the broker's data and logs go in
+        with throwaway_data_dir(settings) as settings:
+            # 0700 before the key, the broker's data and logs go in
             prepare_data_dir(data_dir_of(settings))
-        # One key for every process: the gateway's tokens and proofs must check everywhere.
-        secret_key = resolve_secret_key(settings)
-        the_plan = plan(settings, names, replicas=counts, nats_url=nats_url, secret_key=secret_key)
-        return run(the_plan)
+            # One key for every process: the gateway's tokens and proofs must check everywhere.
+            secret_key = resolve_secret_key(settings)
+            the_plan = plan(
+                settings, names, replicas=counts, nats_url=nats_url, secret_key=secret_key
+            )
+            return run(the_plan, exit_on_crash=exit_on_crash)
     except (ClusterError, MissingSecretKey) as error:
         print(f"python -m app cluster: {error}", file=sys.stderr)
         return 2

@@ -1,10 +1,16 @@
 """`python -m app cluster`: the split topology on this machine, one command.
 
-The gateway and one process per module (plus replicas) run as child processes on loopback
-under honcho (Foreman's model: each output line prefixed by its process; Ctrl-C or SIGTERM
-stops them all; and when one exits, the others are stopped too, so a crash is seen rather
-than left half-running). Without a NATS URL a private `nats-server -js` is started first
-(its data and log under the data dir) and stopped last, once every process has let go.
+The gateway and one process per module (plus replicas) run as child processes on loopback,
+each output line prefixed by its process, in Foreman's shape (honcho's printer). Without a
+NATS URL a private `nats-server -js` is started first (its data and log under the data dir)
+and stopped last, once every process has let go.
+
+The cluster supervises them: a process that dies (a module, a replica, the gateway or the
+private broker) is started again after a backoff that doubles from 0.5 s up to 10 s, and
+starts again from 0.5 s once the process stayed up 30 s; the others keep serving meanwhile.
+`--exit-on-crash` stops everything at the first exit instead, for CI-style runs. SIGTERM or
+SIGINT stops every child (SIGTERM, a grace period, SIGKILL only for one still running) and
+never restarts one while stopping.
 
 `plan()` says what runs, with which command line and environment; the split-mode tests
 and benchmarks start the same plan themselves, so that they can kill one process of it.
@@ -12,17 +18,25 @@ and benchmarks start the same plan themselves, so that they can kill one process
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
-import shlex
+import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
+
+import msgspec
 
 from app.kernel.data_dir import make_private_file
 from app.kernel.settings import Settings
@@ -48,7 +62,7 @@ class Child:
 
 @dataclass(frozen=True)
 class Plan:
-    children: list[Child]  # the gateway and the module processes, under honcho
+    children: list[Child]  # the gateway and the module processes, supervised
     nats_url: str
     gateway_url: str
     nats: Child | None = None  # a private broker: up before the others, down after them
@@ -92,20 +106,15 @@ def plan(
     python: str = sys.executable,
 ) -> Plan:
     """The processes of the split on loopback: the gateway on APP_PORT, modules on the next
-    ports (one per replica), and a private nats-server when no URL is given."""
-    shared = [python, "-m", "app"]
+    ports (one per replica), and a private nats-server when no URL is given, all keeping
+    their files in the settings' data dir (for --ephemeral, a `throwaway_data_dir()`)."""
     if settings.ephemeral:
-        shared.append("--ephemeral")
-        many = [name for name, count in replicas.items() if count > 1]
-        replicated_in_memory = [m for m in many if not getattr(settings, f"{m}_db_url")]
-        if replicated_in_memory:
-            raise ClusterError(
-                f"--replicas {','.join(replicated_in_memory)} with --ephemeral: replicas of a "
-                "module share its store, and an in-memory store lives in one process. Use a "
-                "data dir, or a server store (e.g. APP_PAYMENTS_DB_URL=postgresql+asyncpg://…)"
-            )
-    else:
-        shared += ["--data-dir", str(Path(settings.data_dir).expanduser().resolve())]
+        raise ClusterError(
+            "the plan needs a data dir: --ephemeral runs the cluster in a temporary one "
+            "(throwaway_data_dir)"
+        )
+    data = Path(settings.data_dir).expanduser().resolve()
+    shared = [python, "-m", "app", "--data-dir", str(data)]
     children: list[Child] = []
     nats: Child | None = None
     nats_log: Path | None = None
@@ -116,14 +125,17 @@ def plan(
         nats_port = free_port()
         nats_url = f"nats://127.0.0.1:{nats_port}"
         argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(nats_port)]
-        if not settings.ephemeral:
-            data = Path(settings.data_dir).expanduser().resolve()
-            argv += ["-sd", str(data / "nats")]
-            nats_log = data / "nats-server.log"
-        else:
-            argv += ["-sd", tempfile.mkdtemp(prefix="seams-nats-")]
+        argv += ["-sd", str(data / "nats")]
+        nats_log = data / "nats-server.log"
         nats = Child("nats", argv, port=nats_port)
-    env = {"APP_BUS_URL": nats_url, "APP_SECRET_KEY": secret_key, "APP_HOST": "127.0.0.1"}
+    # APP_EPHEMERAL=false: every process keeps its store in the data dir it is given, even
+    # when the cluster's own environment says --ephemeral (the cluster made that dir for it).
+    env = {
+        "APP_BUS_URL": nats_url,
+        "APP_SECRET_KEY": secret_key,
+        "APP_HOST": "127.0.0.1",
+        "APP_EPHEMERAL": "false",
+    }
     # A module process hears only the gateway, whose proof names the client: no
     # X-Forwarded-For is believed there, whatever proxies the gateway trusts.
     module_env = {**env, "APP_TRUSTED_PROXIES": ""}
@@ -138,38 +150,332 @@ def plan(
     return Plan(children, nats_url, f"http://127.0.0.1:{settings.port}", nats, nats_log)
 
 
-def run(the_plan: Plan) -> int:
-    """Run the plan under honcho until Ctrl-C, SIGTERM or a child's exit; honcho's code."""
-    from honcho.manager import Manager
-    from honcho.printer import Printer
+@contextmanager
+def throwaway_data_dir(settings: Settings) -> Iterator[Settings]:
+    """`cluster --ephemeral`: the settings with a fresh private temporary data dir, removed
+    with everything in it when the cluster exits (after a SIGTERM or Ctrl-C too).
 
-    broker = start_nats(the_plan) if the_plan.nats is not None else None
+    Not memory: the processes of a split share no memory, replicas of a module must share
+    its store, and a module restarted after a crash must find its data again, so every
+    process keeps its files there, as in a data dir, and nothing is left behind."""
+    if not settings.ephemeral:
+        yield settings
+        return
+    path = tempfile.mkdtemp(prefix="seams-cluster-")  # 0700
     try:
-        manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty(), prefix=True))
-        for child in the_plan.children:
-            # exec: the signal honcho sends reaches the server itself, not a shell around it.
-            manager.add_process(
-                child.name,
-                "exec " + shlex.join(child.argv),
-                env={**os.environ, **child.env},
-                cwd=os.getcwd(),
-            )
-        where = f", its log in {the_plan.nats_log}" if the_plan.nats_log else ""
-        print(
-            f"cluster: gateway on {the_plan.gateway_url}; broker {the_plan.nats_url}{where}; "
-            f"{len(the_plan.children)} processes; Ctrl-C stops them all",
-            flush=True,
-        )
-        manager.loop()
-        return int(manager.returncode or 0)
+        yield msgspec.structs.replace(settings, data_dir=path, ephemeral=False)
     finally:
-        if broker is not None:
-            stop_nats(broker)
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def start_nats(the_plan: Plan, timeout: float = 10.0) -> subprocess.Popen[bytes]:
-    """The private broker, ready before any process that needs it starts."""
-    assert the_plan.nats is not None and the_plan.nats.port is not None
+@dataclass(frozen=True)
+class Backoff:
+    """How long a process that died waits before it is started again: `first`, doubling
+    with each exit in a row up to `ceiling`; a process that stayed up `reset_after` seconds
+    had a good run, and its next exit waits `first` again."""
+
+    first: float = 0.5
+    ceiling: float = 10.0
+    reset_after: float = 30.0
+
+    def next(self, streak: int, uptime: float) -> tuple[float, int]:
+        """(the delay, the new streak) for an exit after `uptime` seconds, `streak` exits in
+        a row before it."""
+        if uptime >= self.reset_after:
+            streak = 0
+        return min(self.first * 2**streak, self.ceiling), streak + 1
+
+
+STOP_GRACE_SECONDS = 15.0  # a process's own graceful stop takes up to 10 s (GRACEFUL_SECONDS)
+NATS_STOP_SECONDS = 5.0
+SYSTEM = "system"  # the name on the cluster's own lines, as in honcho
+
+
+def describe_exit(returncode: int) -> str:
+    """`-9 (SIGKILL)` for a process killed by a signal, else the status."""
+    if returncode < 0:
+        try:
+            return f"{returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return str(returncode)
+    return str(returncode)
+
+
+def exit_status(returncode: int) -> int:
+    """The cluster's own status when a child's exit stops it: never 0 (the shell's 128+N for
+    a signal)."""
+    if returncode < 0:
+        return 128 - returncode
+    return returncode or 1
+
+
+@dataclass
+class Supervised:
+    """One child of the cluster and what its supervisor remembers of it."""
+
+    child: Child
+    colour: str | None
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    streak: int = 0  # exits in a row, each after less than Backoff.reset_after
+    restarts: int = 0
+    restart_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    line: bytes
+    at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Exited:
+    name: str
+    pid: int
+    returncode: int
+
+
+class Supervisor:
+    """Runs a plan's processes, prints their output prefixed, restarts one that dies (or
+    stops them all, with `exit_on_crash`), and stops them all on SIGTERM or SIGINT.
+
+    Threads, not honcho's Manager (which can only stop everything when one exits): one
+    thread per child reads its output and reports its exit on a queue; only the main thread
+    starts, signals and restarts processes. honcho's Printer still writes every line, so the
+    output keeps its shape: `HH:MM:SS name | line`, the cluster's own lines as `system`."""
+
+    def __init__(
+        self,
+        the_plan: Plan,
+        *,
+        exit_on_crash: bool = False,
+        backoff: Backoff | None = None,
+        grace: float = STOP_GRACE_SECONDS,
+        output: IO[str] | None = None,
+    ) -> None:
+        from honcho.colour import get_colours
+        from honcho.printer import Printer
+
+        self.plan = the_plan
+        self.exit_on_crash = exit_on_crash
+        self.backoff = backoff or Backoff()
+        self.grace = grace
+        out = output or sys.stdout
+        self._printer = Printer(out, colour=out.isatty(), prefix=True)
+        colours = get_colours()
+        everyone = ([the_plan.nats] if the_plan.nats else []) + the_plan.children
+        self._slots = {child.name: Supervised(child, next(colours)) for child in everyone}
+        self._printer.width = max(len(SYSTEM), *(len(name) for name in self._slots))
+        self._events: queue.Queue[Output | Exited] = queue.Queue()
+        self._signal: int | None = None
+        self._stopping_since: float | None = None
+        self._signals = 0
+        self._killed = False
+        self._broker_told: float | None = None
+        self._broker_killed = False
+        self._status = 0
+
+    def run(self) -> int:
+        """Until a stop signal (then 0) or, with `exit_on_crash`, a child's exit (then its
+        status, never 0)."""
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, self._on_signal)
+        try:
+            if self.plan.nats is not None:
+                self._start(self._slots["nats"])
+                if not self._broker_listens():
+                    self._begin_stop()
+            if self._stopping_since is None:
+                for child in self.plan.children:
+                    self._start(self._slots[child.name])
+                self._say(
+                    f"cluster: gateway on {self.plan.gateway_url}; broker {self.plan.nats_url}"
+                    + (f", its log in {self.plan.nats_log}" if self.plan.nats_log else "")
+                    + f"; {len(self.plan.children)} processes; a process that dies is "
+                    + ("stopping them all" if self.exit_on_crash else "restarted")
+                    + "; Ctrl-C stops them all"
+                )
+            while not self._all_stopped():
+                self._step()
+        finally:
+            for running in self._running():  # only after an error of the supervisor itself
+                self._signal_group(running, signal.SIGKILL)
+        return self._status
+
+    def _step(self) -> None:
+        if self._signal is not None and self._stopping_since is None:
+            self._say(f"{signal.Signals(self._signal).name} received")
+            self._begin_stop()
+        try:
+            event = self._events.get(timeout=0.1)
+        except queue.Empty:
+            pass
+        else:
+            if isinstance(event, Output):
+                self._print(event.name, event.line, event.at)
+            else:
+                self._exited(event)
+        now = time.monotonic()
+        if self._stopping_since is None:
+            for slot in self._slots.values():
+                if slot.restart_at is not None and now >= slot.restart_at:
+                    slot.restart_at = None
+                    slot.restarts += 1
+                    self._start(slot)
+        else:
+            self._continue_stop(now)
+
+    def _exited(self, event: Exited) -> None:
+        slot = self._slots[event.name]
+        if slot.process is None or slot.process.pid != event.pid:
+            return
+        slot.process = None
+        if self._stopping_since is not None:
+            self._say(f"{event.name} stopped (rc={event.returncode})")
+            return
+        how = f"{event.name} exited with {describe_exit(event.returncode)}"
+        if self.exit_on_crash:
+            self._say(f"{how}; --exit-on-crash: stopping the cluster")
+            self._status = exit_status(event.returncode)
+            self._begin_stop()
+            return
+        delay, slot.streak = self.backoff.next(slot.streak, time.monotonic() - slot.started_at)
+        slot.restart_at = time.monotonic() + delay
+        self._say(f"{how}; restarting in {delay:g} s (restart {slot.restarts + 1})")
+
+    def _begin_stop(self) -> None:
+        """SIGTERM to the gateway and every module process at once; the broker waits until
+        they are gone (they flush their outboxes to it while stopping)."""
+        self._stopping_since = time.monotonic()
+        for slot in self._slots.values():
+            slot.restart_at = None
+        for running in self._running(broker=False):
+            self._say(f"sending SIGTERM to {running.child.name} (pid {self._pid(running)})")
+            self._signal_group(running, signal.SIGTERM)
+
+    def _continue_stop(self, now: float) -> None:
+        """SIGKILL for a process still running after the grace period (or at a second Ctrl-C);
+        then the broker's turn: SIGTERM, and SIGKILL if it is not gone in a few seconds."""
+        assert self._stopping_since is not None
+        late = now - self._stopping_since > self.grace
+        if not self._killed and (late or self._signals > 1):
+            self._killed = True
+            why = f"still running after {self.grace:g} s" if late else "asked twice"
+            for running in self._running(broker=False):
+                self._say(
+                    f"sending SIGKILL to {running.child.name} (pid {self._pid(running)}): {why}"
+                )
+                self._signal_group(running, signal.SIGKILL)
+        broker = self._slots.get("nats")
+        if broker is None or broker.process is None or self._running(broker=False):
+            return
+        if self._broker_told is None:
+            self._broker_told = now
+            self._say(f"sending SIGTERM to nats (pid {broker.process.pid})")
+            self._signal_group(broker, signal.SIGTERM)
+        elif now - self._broker_told > NATS_STOP_SECONDS and not self._broker_killed:
+            self._broker_killed = True
+            self._say(f"sending SIGKILL to nats (pid {broker.process.pid})")
+            self._signal_group(broker, signal.SIGKILL)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        """Only noted here; the main loop acts on it (a handler must not print or wait)."""
+        self._signal = signum
+        self._signals += 1
+
+    def _start(self, slot: Supervised) -> None:
+        child = slot.child
+        if child is self.plan.nats:
+            process = spawn_nats(self.plan)
+        else:
+            # Its own session, as under honcho: a Ctrl-C in the terminal reaches the cluster
+            # alone, which stops each process in order (the broker last).
+            process = subprocess.Popen(
+                child.argv,
+                env={**os.environ, **child.env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        slot.process = process
+        slot.started_at = time.monotonic()
+        self._say(f"{child.name} started (pid={process.pid})")
+        threading.Thread(
+            target=self._watch, args=(child.name, process), name=child.name, daemon=True
+        ).start()
+
+    def _watch(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """A child's lines, then its exit, onto the queue (in that order)."""
+        if process.stdout is not None:
+            for line in iter(process.stdout.readline, b""):
+                self._events.put(Output(name, line, datetime.datetime.now()))
+            process.stdout.close()
+        self._events.put(Exited(name, process.pid, process.wait()))
+
+    def _broker_listens(self, timeout: float = 10.0) -> bool:
+        assert self.plan.nats is not None and self.plan.nats.port is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._signal is None:
+            broker = self._slots["nats"].process
+            if broker is None or broker.poll() is not None:
+                self._say(f"nats-server exited at once; see {self.plan.nats_log}")
+                self._status = 2
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", self.plan.nats.port), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.05)
+        if self._signal is None:
+            self._say(f"nats-server did not listen on {self.plan.nats_url} within {timeout:g} s")
+            self._status = 2
+        return False
+
+    def _running(self, *, broker: bool = True) -> list[Supervised]:
+        return [
+            slot
+            for slot in self._slots.values()
+            if slot.process is not None and (broker or slot.child is not self.plan.nats)
+        ]
+
+    def _all_stopped(self) -> bool:
+        return self._stopping_since is not None and not self._running()
+
+    @staticmethod
+    def _pid(slot: Supervised) -> int:
+        assert slot.process is not None
+        return slot.process.pid
+
+    @staticmethod
+    def _signal_group(slot: Supervised, signum: int) -> None:
+        """The signal to the child's whole process group (it leads its own session)."""
+        if slot.process is not None:
+            # Gone already (its exit is on the queue): nothing to signal.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(slot.process.pid, signum)
+
+    def _say(self, text: str) -> None:
+        self._print(SYSTEM, text, datetime.datetime.now())
+
+    def _print(self, name: str, data: bytes | str, at: datetime.datetime) -> None:
+        from honcho.printer import Message
+
+        slot = self._slots.get(name)
+        colour = slot.colour if slot is not None else None
+        self._printer.write(Message(type="line", data=data, time=at, name=name, colour=colour))
+
+
+def run(the_plan: Plan, *, exit_on_crash: bool = False) -> int:
+    """Run and supervise the plan until SIGTERM or Ctrl-C (0), or, with `exit_on_crash`,
+    until a process exits (its status, never 0)."""
+    return Supervisor(the_plan, exit_on_crash=exit_on_crash).run()
+
+
+def spawn_nats(the_plan: Plan) -> subprocess.Popen[bytes]:
+    """The private broker, its output appended to its log (or dropped without a data dir)."""
+    assert the_plan.nats is not None
     log: int = subprocess.DEVNULL
     if the_plan.nats_log is not None:
         make_private_file(the_plan.nats_log)  # 0600 in a 0700 dir, like every store file
@@ -178,8 +484,9 @@ def start_nats(the_plan: Plan, timeout: float = 10.0) -> subprocess.Popen[bytes]
     # before the processes that still flush to it. umask 077: its JetStream files hold every
     # event (personal data included), so they are the owner's alone.
     try:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             the_plan.nats.argv,
+            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -188,6 +495,12 @@ def start_nats(the_plan: Plan, timeout: float = 10.0) -> subprocess.Popen[bytes]
     finally:
         if log != subprocess.DEVNULL:
             os.close(log)  # the child has its own copy
+
+
+def start_nats(the_plan: Plan, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+    """The private broker, ready before any process that needs it starts."""
+    assert the_plan.nats is not None and the_plan.nats.port is not None
+    process = spawn_nats(the_plan)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
