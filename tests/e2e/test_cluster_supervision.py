@@ -295,3 +295,29 @@ async def test_an_ephemeral_cluster_works_and_leaves_no_directory_behind(
         assert cluster.stop(stop_signal) == 0, cluster.output()
     assert f"{stop_signal.name} received" in cluster.output()
     assert list(temp.iterdir()) == []
+
+
+async def test_the_private_broker_and_the_gateway_are_restarted_when_they_die(
+    tmp_path: Path,
+) -> None:
+    with cluster_command(tmp_path, "--data-dir", str(tmp_path / "data")) as cluster:
+        async with driven(cluster) as driver:
+            user = await driver.register("Ned")
+            placed = [await place(driver, user)]
+            await completed(driver, user, placed)
+            [broker] = cluster.pids("nats")
+
+            os.kill(broker, signal.SIGKILL)
+            await cluster.wait_for(r"nats exited with -9 \(SIGKILL\); restarting in 0\.5 s")
+            await cluster.wait_for(r"nats started \(pid=\d+\)(.|\n)*nats started \(pid=\d+\)")
+            [gateway] = cluster.pids("gateway")
+            os.kill(gateway, signal.SIGKILL)
+            await cluster.wait_for(r"gateway exited with -9 \(SIGKILL\); restarting in 0\.5 s")
+
+        async with driven(cluster) as driver:  # ready again: the new gateway sees every module
+            placed.append(await place(driver, user))  # the same key signs: the token holds
+            await completed(driver, user, placed)
+
+        assert len(cluster.pids("nats")) == 2 and len(cluster.pids("gateway")) == 2
+        assert all(len(cluster.pids(m)) == 1 for m in ("users", "orders", "payments"))
+        assert cluster.stop() == 0, cluster.output()
