@@ -28,6 +28,7 @@ from app.gateway.tracing import tracing_plugins
 from app.gateway.watch import FlowCallers, is_journey_path, watch_routes
 from app.kernel.settings import Settings
 from app.modules.spec import GATEWAY, ApiPrefixes, Module
+from app.split.admin import SPLIT_ADMIN_ROUTES, Fleet
 from app.split.credentials import CredentialsOverNats
 from app.split.discovery import Directory
 from app.split.forwarding import Forwarder, forwarding_route
@@ -64,7 +65,7 @@ class GatewayRuntime:
     def token_checked(self, scope: Scope) -> Need:
         """A forwarded request's token, when it sends one, must be valid and names the
         caller; with none it goes on anonymous, and the module decides whether its route
-        needs a caller. The gateway's own /api routes, served here (the watch, journeys, the
+        needs a caller. The gateway's own /api routes, served here (the watch, journeys, admin, the
         topology, the bench figures), need one."""
         path = scope["path"]
         if self.forwarded(path):
@@ -103,7 +104,10 @@ def build_standalone_gateway(
             "set APP_BUS_URL=nats://HOST:PORT (the same broker the modules use)"
         )
     runtime = GatewayRuntime(settings, modules, Directory(settings.bus_url))
-    forwarder = Forwarder(runtime.prefixes.owners, runtime.directory, GatewayProof(secret_key))
+    proof = GatewayProof(secret_key)
+    forwarder = Forwarder(runtime.prefixes.owners, runtime.directory, proof)
+    # /api/admin over every module process and replica (app/split/admin.py)
+    fleet = Fleet(runtime.directory, proof)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -112,6 +116,7 @@ def build_standalone_gateway(
             yield
         finally:
             await forwarder.close()
+            await fleet.close()
             await runtime.stop()
 
     app = Litestar(
@@ -122,6 +127,7 @@ def build_standalone_gateway(
             *watch_routes([]),  # the journeys: answered by the forwarding route itself
             DeclaredTopologyController,  # for the live page, as the monolith's /api/topology
             BenchmarksController,
+            *SPLIT_ADMIN_ROUTES,
             forwarding_route(forwarder, journeys=runtime.watch),
         ],
         on_app_init=[auth.on_app_init],
@@ -142,4 +148,5 @@ def build_standalone_gateway(
     )
     app.state.runtime = runtime
     app.state.watch = runtime.watch
+    app.state.admin_fleet = fleet
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from app.gateway.admin import AdminController
+from app.gateway.faults import FaultsController
 from app.gateway.gateway import Entrance
 from app.kernel.credentials import CurrentCredentials
 from app.kernel.ids import new_id
@@ -34,6 +35,8 @@ def behind_the_gateway(runtime: Runtime, secret_key: str) -> Entrance:
     runtime.services.append(Announcer(settings.bus_url, instance, wait_for_listener=True))
     return Entrance(
         identity=[GatewayProofMiddleware(GatewayProof(secret_key))],
-        own_routes=[AdminController],  # this process's bus, for its operators and tests
+        # This process's bus and fault switches: the gateway's /api/admin asks every
+        # process (app/split/admin.py).
+        own_routes=[AdminController, FaultsController],
         process=",".join(names),
     )
