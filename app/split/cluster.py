@@ -161,11 +161,19 @@ def throwaway_data_dir(settings: Settings) -> Iterator[Settings]:
     if not settings.ephemeral:
         yield settings
         return
+    # A SIGTERM before the supervisor takes it (Ctrl-C is a KeyboardInterrupt already)
+    # ends the cluster through the `finally` below, not around it.
+    before = signal.signal(signal.SIGTERM, _stop_now)
     path = tempfile.mkdtemp(prefix="seams-cluster-")  # 0700
     try:
         yield msgspec.structs.replace(settings, data_dir=path, ephemeral=False)
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
+def _stop_now(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @dataclass(frozen=True)
