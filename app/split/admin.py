@@ -106,7 +106,12 @@ class Fleet:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.seconds))
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.seconds),
+                # Let idle connections go before a module's server closes them (uvicorn: 5 s),
+                # so that no question goes out on a connection being closed.
+                limits=httpx.Limits(keepalive_expiry=2.0),
+            )
         return self._client
 
     async def close(self) -> None:
