@@ -315,24 +315,27 @@ class Supervisor:
         if self._signal is not None and self._stopping_since is None:
             self._say(f"{signal.Signals(self._signal).name} received")
             self._begin_stop()
-        try:
-            event = self._events.get(timeout=0.1)
-        except queue.Empty:
-            pass
-        else:
-            if isinstance(event, Output):
-                self._print(event.name, event.line, event.at)
-            else:
-                self._exited(event)
+        event = self._next_event()
+        if isinstance(event, Output):
+            self._print(event.name, event.line, event.at)
+        elif isinstance(event, Exited):
+            self._exited(event)
         now = time.monotonic()
-        if self._stopping_since is None:
+        if self._stopping_since is None and self._signal is None:  # never start while stopping
             for slot in self._slots.values():
                 if slot.restart_at is not None and now >= slot.restart_at:
                     slot.restart_at = None
                     slot.restarts += 1
                     self._start(slot)
-        else:
+        elif self._stopping_since is not None:
             self._continue_stop(now)
+
+    def _next_event(self) -> Output | Exited | None:
+        """A line or an exit, or None after 0.1 s without one (time to look at the clock)."""
+        try:
+            return self._events.get(timeout=0.1)
+        except queue.Empty:
+            return None
 
     def _exited(self, event: Exited) -> None:
         slot = self._slots[event.name]
