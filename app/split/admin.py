@@ -193,7 +193,8 @@ def _fleet(request: Request[Any, Any, Any]) -> Fleet:
 
 
 class ProcessDeadLetter(DeadLetterOut, frozen=True):
-    process: str  # a process that holds it and runs its consumer (where it is replayed)
+    process: str  # a process that holds it, one running its consumer where there is one
+    replayable: bool  # that process runs its consumer: replay and discard go there
 
 
 class DeadLetterPage(msgspec.Struct, frozen=True):
@@ -212,20 +213,17 @@ class _ModulePage(msgspec.Struct):
     next_cursor: str | None
 
 
-def _letter_of(answers: Iterable[tuple[Answer, DeadLetterOut]]) -> dict[str, ProcessDeadLetter]:
+def _letter_of(found: Iterable[tuple[Answer, DeadLetterOut]]) -> dict[str, ProcessDeadLetter]:
     """Each letter once, by id, named after a holder that runs its consumer if one does."""
     named: dict[str, ProcessDeadLetter] = {}
-    for answer, letter in answers:
+    for answer, letter in found:
         known = named.get(letter.id)
         runs_it = letter.consumer in answer.instance.modules
-        if known is None or (runs_it and known.consumer not in _modules_of(known.process)):
-            fields = msgspec.structs.asdict(letter)
-            named[letter.id] = ProcessDeadLetter(**fields, process=answer.process)
+        if known is None or (runs_it and not known.replayable):
+            named[letter.id] = ProcessDeadLetter(
+                **msgspec.structs.asdict(letter), process=answer.process, replayable=runs_it
+            )
     return named
-
-
-def _modules_of(process: str) -> list[str]:
-    return process.partition("@")[0].split("-")
 
 
 async def merged_page(
@@ -254,11 +252,12 @@ async def merged_page(
     return DeadLetterPage(items=letters, next_cursor=next_cursor, unreachable=round_.unreachable)
 
 
-async def _holder(request: Request[Any, Any, Any], letter_id: str) -> ProcessDeadLetter:
-    """The letter and the process to replay or discard it at: one that holds it and runs
-    its consumer. 404 when no process holds it; 503 when one that did not answer might."""
-    fleet = _fleet(request)
-    round_ = await fleet.ask(
+async def _found(
+    request: Request[Any, Any, Any], letter_id: str
+) -> tuple[ProcessDeadLetter, Round]:
+    """The letter, named after a process that holds it. 404 when no process holds it; 503
+    when one that did not answer might."""
+    round_ = await _fleet(request).ask(
         request, "GET", f"{ADMIN}/dead-letters/{letter_id}", expected=(200, 404)
     )
     found = [
@@ -273,12 +272,20 @@ async def _holder(request: Request[Any, Any, Any], letter_id: str) -> ProcessDea
                 headers={"Retry-After": "1", **round_.headers()},
             )
         raise NotFound(f"no dead letter {letter_id!r}")
-    letter = _letter_of(found)[letter_id]
-    if letter.consumer not in _modules_of(letter.process):
+    return _letter_of(found)[letter_id], round_
+
+
+async def _holder(request: Request[Any, Any, Any], letter_id: str) -> ProcessDeadLetter:
+    """The letter, at a process that holds it and runs its consumer (only there can it be
+    delivered again or released); 503 when no live process that answered runs it."""
+    letter, round_ = await _found(request, letter_id)
+    if not letter.replayable:
+        silent = f" (not answering: {', '.join(round_.unreachable)})" if round_.unreachable else ""
         raise Unavailable(
             f"dead letter {letter_id!r} is for {letter.consumer!r}, which runs in no live "
-            f"process: start one (python -m app --modules {letter.consumer}) and retry",
-            headers={"Retry-After": "1"},
+            f"process that answered{silent}: start one (python -m app --modules "
+            f"{letter.consumer}) and retry",
+            headers={"Retry-After": "1", **round_.headers()},
         )
     return letter
 
@@ -371,7 +378,8 @@ class SplitAdminController(Controller):
     async def dead_letter(
         self, request: Request[Any, Any, Any], letter_id: LetterId
     ) -> ProcessDeadLetter:
-        return await _holder(request, letter_id)
+        letter, _round = await _found(request, letter_id)
+        return letter
 
     @post(
         "/dead-letters/{letter_id:str}/replay",
@@ -399,7 +407,7 @@ class SplitAdminController(Controller):
         async for page in _every_page(request):
             unreachable.update(page.unreachable)
             for letter in page.items:
-                if letter.consumer not in _modules_of(letter.process):
+                if not letter.replayable:
                     unreachable.add(f"{letter.consumer} (no live process)")
                     continue
                 try:

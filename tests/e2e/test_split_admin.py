@@ -74,7 +74,11 @@ async def test_a_dead_letter_in_a_module_process_is_listed_and_replayed_through_
         ("notifications", "PaymentSucceeded", named(split, "notifications"))
     ]
     one = await split.get(f"{ADMIN}/dead-letters/{letters[0]['id']}")
-    assert one["id"] == letters[0]["id"] and one["process"] == named(split, "notifications")
+    assert (one["id"], one["process"], one["replayable"]) == (
+        letters[0]["id"],
+        named(split, "notifications"),
+        True,
+    )
     bus = await split.get(f"{ADMIN}/bus")
     assert bus["dead_letters"] == len(page["items"])
     assert sorted(p["process"] for p in bus["processes"]) == sorted(

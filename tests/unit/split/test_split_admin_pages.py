@@ -131,6 +131,7 @@ def test_pages_list_every_letter_once_in_id_order(client: TestClient[Litestar], 
         if cursor is None:
             break
     assert [one["id"] for one in seen] == ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]
+    assert all(one["replayable"] for one in seen)
     # A letter of the shared store is named after the process that runs its consumer.
     assert {one["id"]: one["process"] for one in seen} == {
         "a1": "notifications@10.0.0.4:8104",
@@ -166,7 +167,10 @@ def test_a_letter_no_process_holds_is_404_when_all_answered() -> None:
 def test_a_letter_whose_consumer_runs_nowhere_is_listed_but_not_replayed() -> None:
     with TestClient(gateway([ORDERS])) as test_client:
         listed = test_client.get("/api/admin/dead-letters").json()
+        found = test_client.get("/api/admin/dead-letters/a1")
         replay = test_client.post("/api/admin/dead-letters/a1/replay")
     assert [one["process"] for one in listed["items"]] == ["orders@10.0.0.2:8102"] * 4
+    assert [one["replayable"] for one in listed["items"]] == [False] * 4
+    assert found.status_code == 200, found.text
     assert replay.status_code == 503, replay.text
     assert "runs in no live process" in replay.json()["detail"]
