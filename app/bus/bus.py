@@ -117,11 +117,17 @@ class Bus:
         return await self._settle_letter(letter_id, replay=False)
 
     async def _settle_letter(self, letter_id: str, *, replay: bool) -> DeadLetter | None:
+        # Check the consumer runs here before the letter leaves the store: processes that
+        # share one bus store see each other's letters, and a letter released where its
+        # consumer does not run would be lost.
+        found = await self.store.dead_letter(letter_id)
+        if found is None:
+            return None
+        consumer = self._consumers.get(found.consumer)
+        if consumer is None:
+            raise LookupError(f"no consumer {found.consumer!r} runs in this process")
         letter = await self.store.release(letter_id, replay=replay)
         if letter is not None:
-            consumer = self._consumers.get(letter.consumer)
-            if consumer is None:
-                raise LookupError(f"no consumer {letter.consumer!r} runs in this process")
             consumer.release(letter.envelope.aggregate_id)
         return letter
 

@@ -3,6 +3,7 @@ The gateway owns these routes (docs/decisions/0003-route-ownership.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -11,7 +12,7 @@ from litestar.params import PathParameter
 
 from app.bus import Bus, DeadLetter, Envelope
 from app.gateway.auth import admins_only
-from app.kernel.errors import NotFound
+from app.kernel.errors import Conflict, NotFound
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.kernel.problems import AUTHENTICATED, problems
 from app.runtime import Runtime
@@ -47,6 +48,21 @@ class DeadLetterOut(msgspec.Struct, frozen=True):
 
 class Replayed(msgspec.Struct, frozen=True):
     replayed: list[str]
+
+
+# Replay-all takes at most this many letters at once (call it again for more).
+MAX_REPLAY_ALL = 10_000
+
+
+async def _settled(
+    settle: Callable[[str], Awaitable[DeadLetter | None]], letter_id: str
+) -> DeadLetter | None:
+    """Replay or discard here; a letter whose consumer runs in another process (processes
+    sharing one bus store) is a 409 naming it, and stays where it is."""
+    try:
+        return await settle(letter_id)
+    except LookupError as error:
+        raise Conflict(f"{error}: replay or discard it through the gateway") from None
 
 
 def _out(letter: DeadLetter) -> DeadLetterOut:
@@ -122,12 +138,12 @@ class AdminController(Controller):
     @post(
         "/dead-letters/{letter_id:str}/replay",
         operation_id="replayDeadLetter",
-        responses=problems(*AUTHENTICATED, 403, 404),
+        responses=problems(*AUTHENTICATED, 403, 404, 409),
         summary="Deliver it again, then the events of its aggregate parked behind it",
         status_code=202,
     )
     async def replay(self, request: Request[Any, Any, Any], letter_id: LetterId) -> Replayed:
-        if await _bus(request).replay(letter_id) is None:
+        if await _settled(_bus(request).replay, letter_id) is None:
             raise NotFound(f"no dead letter {letter_id!r}")
         return Replayed(replayed=[letter_id])
 
@@ -140,16 +156,21 @@ class AdminController(Controller):
     )
     async def replay_all(self, request: Request[Any, Any, Any]) -> Replayed:
         bus = _bus(request)
-        replayed = [i for i in await bus.store.dead_letter_ids() if await bus.replay(i)]
+        runs_here = set(bus.consumers())
+        replayed = [
+            letter.id
+            for letter in await bus.store.dead_letters(after=None, limit=MAX_REPLAY_ALL)
+            if letter.consumer in runs_here and await bus.replay(letter.id)
+        ]
         return Replayed(replayed=replayed)
 
     @delete(
         "/dead-letters/{letter_id:str}",
         operation_id="discardDeadLetter",
-        responses=problems(*AUTHENTICATED, 403, 404),
+        responses=problems(*AUTHENTICATED, 403, 404, 409),
         summary="Drop it for good; the events parked behind it are delivered",
         status_code=204,
     )
     async def discard(self, request: Request[Any, Any, Any], letter_id: LetterId) -> None:
-        if await _bus(request).discard(letter_id) is None:
+        if await _settled(_bus(request).discard, letter_id) is None:
             raise NotFound(f"no dead letter {letter_id!r}")

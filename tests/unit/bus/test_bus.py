@@ -365,3 +365,33 @@ async def test_stopping_gives_up_on_a_store_that_cannot_mark_delivered() -> None
     await asyncio.wait_for(bus.stop(), 5)  # bounded: the row stays undelivered for next time
 
     assert outbox.rows[sent.id] == (sent, False)
+
+
+async def test_a_letter_whose_consumer_runs_elsewhere_is_refused_and_kept(tmp_path: Path) -> None:
+    """Processes of a split share one bus store: a process without the letter's consumer
+    must not take the letter out of the store (it could never deliver it)."""
+    shared = f"sqlite+aiosqlite:///{tmp_path / 'bus.db'}"
+    here, there = new_bus(store_url=shared), new_bus(store_url=shared)
+
+    async def handle(_: Pinged, __: Envelope) -> None:
+        return None
+
+    here.subscribe("payments", Pinged, handle)
+    there.subscribe("notifications", Pinged, handle)
+    await here.start()
+    await there.start()
+    try:
+        await there.store.add_dead_letter("notifications", envelope(1), "broken", 3)
+        letter_id = (await there.store.dead_letters(after=None, limit=10))[0].id
+
+        with pytest.raises(LookupError, match="no consumer 'notifications' runs"):
+            await here.replay(letter_id)
+        with pytest.raises(LookupError):
+            await here.discard(letter_id)
+
+        assert await here.store.dead_letter(letter_id) is not None  # still there
+        assert await there.replay(letter_id) is not None  # where its consumer runs
+        assert await there.store.dead_letter(letter_id) is None
+    finally:
+        await here.stop()
+        await there.stop()
