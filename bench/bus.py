@@ -33,6 +33,9 @@ from app.bus.transport import InProcessTransport
 
 
 class Pinged(Event, frozen=True, kw_only=True):
+    wire_name = "Pinged"
+    version = 1
+
     n: int
 
 

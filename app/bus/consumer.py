@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanKind
 
 from app.bus.activity import Activity
 from app.bus.context import current_cause, current_module, current_request_id
+from app.bus.contracts import UnknownVersion
 from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
@@ -175,7 +176,9 @@ class Consumer:
         subscription = self._subscriptions[envelope.type]
         try:
             event = open_payload(envelope, subscription.event_type)
-        except MalformedEvent as error:
+        except (MalformedEvent, UnknownVersion) as error:
+            # An unknown version is dead-lettered naming the version it needs: replayed once
+            # this consumer is upgraded, never misread by it.
             await self._dead_letter(envelope, str(error), tries=0)
         else:
             await self._handle(subscription, event, envelope)

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from app.bus.contracts import UnknownVersion, upcast
 from app.bus.events import Event, event_type_name
 from app.kernel.ids import isoformat, new_id, utcnow
 
@@ -72,13 +73,20 @@ def decode(data: bytes | str) -> Envelope:
 
 
 def open_payload(envelope: Envelope, event_type: type[E]) -> E:
-    """The typed event inside an envelope, or MalformedEvent saying what is wrong."""
-    if envelope.version != event_type.version:
-        raise MalformedEvent(
-            f"{envelope.type} version {envelope.version} is not the handled version "
-            f"{event_type.version}"
-        )
+    """The typed event inside an envelope, as the newest version the code knows: an older
+    payload is upcast first (app/bus/contracts.py). UnknownVersion for a version this code
+    cannot read (never a guess); MalformedEvent for a payload that is not that event."""
     try:
-        return msgspec.convert(envelope.payload, event_type)
+        payload = upcast(event_type, envelope.version, envelope.payload)
+    except UnknownVersion:
+        raise
+    except (KeyError, TypeError, ValueError) as error:  # an old payload missing what a step reads
+        raise MalformedEvent(
+            f"{envelope.type} v{envelope.version} payload cannot be upcast: {error!r}"
+        ) from error
+    try:
+        return msgspec.convert(payload, event_type)
     except msgspec.ValidationError as error:
-        raise MalformedEvent(f"{envelope.type} payload is invalid: {error}") from error
+        raise MalformedEvent(
+            f"{envelope.type} v{envelope.version} payload is invalid: {error}"
+        ) from error

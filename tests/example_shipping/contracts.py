@@ -6,6 +6,9 @@ from app.bus import Event
 
 
 class ShipmentScheduled(Event, frozen=True, kw_only=True):
+    wire_name = "ShipmentScheduled"
+    version = 1
+
     shipment_id: str
     order_id: str
     user_id: str

@@ -206,6 +206,7 @@ class Charge:
             total=TOTAL,
             currency="EUR",
             payment_token=self.token,
+            item_count=1,
         )
 
     def order_cancelled(self) -> OrderCancelled:

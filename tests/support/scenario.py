@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from app.bus import Envelope, Event
+from app.bus import Envelope, Event, event_type_name
 from app.bus.envelope import wrap
 from app.modules.spec import Module
 from app.runtime import Runtime
@@ -69,7 +69,7 @@ class Scenario:
         await self.seams.settle(timeout)
 
     def published_events(self) -> list[Event]:
-        by_name = {e.__name__: e for e in self.module.publishes}
+        by_name = {event_type_name(e): e for e in self.module.publishes}
         return [msgspec.convert(e.payload, by_name[e.type]) for e in self.published]
 
 

@@ -76,6 +76,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
             total=order.total,
             currency=order.currency,
             payment_token=order.payment_token,
+            item_count=sum(item.quantity for item in items),
         )
         return order, [placed]
 

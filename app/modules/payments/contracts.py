@@ -6,6 +6,9 @@ from app.bus import Event
 
 
 class PaymentSucceeded(Event, frozen=True, kw_only=True):
+    wire_name = "PaymentSucceeded"
+    version = 1
+
     payment_id: str
     order_id: str
     user_id: str
@@ -14,6 +17,9 @@ class PaymentSucceeded(Event, frozen=True, kw_only=True):
 
 
 class PaymentFailed(Event, frozen=True, kw_only=True):
+    wire_name = "PaymentFailed"
+    version = 1
+
     payment_id: str
     order_id: str
     user_id: str
@@ -23,6 +29,9 @@ class PaymentFailed(Event, frozen=True, kw_only=True):
 
 
 class PaymentRefunded(Event, frozen=True, kw_only=True):
+    wire_name = "PaymentRefunded"
+    version = 1
+
     payment_id: str
     order_id: str
     user_id: str

@@ -6,6 +6,9 @@ from app.bus import Event
 
 
 class UserRegistered(Event, frozen=True, kw_only=True):
+    wire_name = "UserRegistered"
+    version = 1
+
     user_id: str
     name: str
     email: str
@@ -13,6 +16,9 @@ class UserRegistered(Event, frozen=True, kw_only=True):
 
 
 class UserUpdated(Event, frozen=True, kw_only=True):
+    wire_name = "UserUpdated"
+    version = 1
+
     user_id: str
     name: str
     email: str

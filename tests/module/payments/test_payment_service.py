@@ -38,7 +38,12 @@ async def payments(anyio_backend: str) -> AsyncIterator[Scenario]:
 
 def placed(order_id: str, token: str = "tok_visa") -> Envelope:
     event = OrderPlaced(
-        order_id=order_id, user_id="user-1", total=TOTAL, currency="EUR", payment_token=token
+        order_id=order_id,
+        user_id="user-1",
+        total=TOTAL,
+        currency="EUR",
+        payment_token=token,
+        item_count=1,
     )
     return wrap(
         event,

@@ -19,10 +19,16 @@ pytestmark = pytest.mark.anyio
 
 
 class Pinged(Event, frozen=True, kw_only=True):
+    wire_name = "Pinged"
+    version = 1
+
     n: int
 
 
 class Ponged(Event, frozen=True, kw_only=True):
+    wire_name = "Ponged"
+    version = 1
+
     n: int
 
 

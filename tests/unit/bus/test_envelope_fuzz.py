@@ -18,6 +18,9 @@ from app.bus.transport import InProcessTransport
 
 
 class Charged(Event, frozen=True, kw_only=True):
+    wire_name = "Charged"
+    version = 1
+
     order_id: str
     amount: int
 

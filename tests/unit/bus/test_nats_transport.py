@@ -41,6 +41,9 @@ WAIT_SECONDS = 10.0
 
 
 class Pinged(Event, frozen=True, kw_only=True):
+    wire_name = "Pinged"
+    version = 1
+
     n: int
 
 

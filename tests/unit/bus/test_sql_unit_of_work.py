@@ -29,6 +29,9 @@ keys = idempotency_table(metadata)
 
 
 class ThingMade(Event, frozen=True, kw_only=True):
+    wire_name = "ThingMade"
+    version = 1
+
     thing_id: str
 
 

@@ -17,6 +17,9 @@ pytestmark = pytest.mark.anyio
 
 
 class Charged(Event, frozen=True, kw_only=True):
+    wire_name = "Charged"
+    version = 1
+
     n: int
 
 

@@ -16,6 +16,9 @@ pytestmark = pytest.mark.anyio
 
 
 class Placed(Event, frozen=True, kw_only=True):
+    wire_name = "Placed"
+    version = 1
+
     n: int
 
 

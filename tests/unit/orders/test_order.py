@@ -66,6 +66,7 @@ def test_placing_makes_a_pending_order_whose_total_is_computed_from_its_items() 
             total=order.total,
             currency="EUR",
             payment_token="tok_visa",
+            item_count=2 + 3,
         )
     ]
 

@@ -30,7 +30,12 @@ FACTS = {
 
 def started() -> Payment:
     placed = OrderPlaced(
-        order_id="order-1", user_id="user-1", total=2_500, currency="EUR", payment_token="tok_visa"
+        order_id="order-1",
+        user_id="user-1",
+        total=2_500,
+        currency="EUR",
+        payment_token="tok_visa",
+        item_count=1,
     )
     return Payment.start(payment_id="pay-1", placed=placed, now=OPENED_AT)
 
