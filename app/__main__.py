@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from app.modules.spec import Module, Store
 
 
-BUILT_IN = ["serve", "gateway", "cluster", "topology"]
+BUILT_IN = ["serve", "gateway", "cluster", "topology", "contracts"]
 
 
 def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
@@ -54,7 +54,8 @@ def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
         choices=[*BUILT_IN, *(command.name for command in commands)],
         help="serve (default; with --modules, only those modules); gateway: the gateway "
         "alone, in front of module processes; cluster: the gateway and every module as "
-        "separate processes; topology: print the topology derived from the code"
+        "separate processes; topology: print the topology derived from the code; contracts: "
+        "print the AsyncAPI document of the events (with --catalog, write the catalog)"
         + "".join(f"; {command.name}: {command.help}" for command in commands),
     )
     parser.add_argument(
@@ -68,6 +69,11 @@ def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
         choices=["mermaid", "json"],
         default="mermaid",
         help="topology: a Mermaid flowchart (default) or JSON",
+    )
+    parser.add_argument(
+        "--catalog",
+        action="store_true",
+        help="contracts: write docs/contracts/catalog.json (run from the repository's root)",
     )
     parser.add_argument(
         "--replicas",
@@ -131,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if arguments.command == "topology":
         return print_topology(settings, arguments.format)
+    if arguments.command == "contracts":
+        return contracts(modules, catalog=arguments.catalog)
     if arguments.command == "gateway":
         return serve(settings, role="gateway")
     if arguments.command == "cluster":
@@ -238,6 +246,30 @@ def print_topology(settings: Settings, output: str) -> int:
         print(msgspec.json.format(msgspec.json.encode(topology)).decode())
     else:
         print(to_mermaid(topology), end="")
+    return 0
+
+
+def contracts(modules: Sequence[Module], *, catalog: bool) -> int:
+    """Print the AsyncAPI document, or write the event catalog the snapshot test compares
+    the code with (docs/decisions/0026-event-versions.md)."""
+    import msgspec
+
+    from app.gateway.asyncapi import CATALOG_PATH, asyncapi_document, catalog_json
+
+    if not catalog:
+        print(msgspec.json.format(msgspec.json.encode(asyncapi_document(modules))).decode())
+        return 0
+    target = Path(CATALOG_PATH)
+    if not target.parent.parent.is_dir():
+        print(
+            f"python -m app contracts: no {target.parent.parent}/ here: run it from the "
+            "repository's root",
+            file=sys.stderr,
+        )
+        return 2
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(catalog_json(modules))
+    print(f"wrote {target}")
     return 0
 
 

@@ -13,6 +13,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.types import ControllerRouterHandler, Middleware, OnAppInitHandler
 
 from app.gateway.admin import AdminController
+from app.gateway.asyncapi import asyncapi_route
 from app.gateway.auth import GatewayJWTAuth, identity_middleware, protected
 from app.gateway.benchmarks import BenchmarksController
 from app.gateway.errors import EXCEPTION_HANDLERS
@@ -98,6 +99,7 @@ def public_entrance(runtime: Runtime, auth: GatewayJWTAuth) -> Entrance:
             BenchmarksController,
             *PAGE_ROUTES,
             *watch_routes(publishing),
+            asyncapi_route([running.module for running in runtime.modules]),
         ],
         on_app_init=[auth.on_app_init],
         watched=True,

@@ -16,6 +16,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.types import Scope
 
 from app.bus import Watch
+from app.gateway.asyncapi import asyncapi_route
 from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
 from app.gateway.benchmarks import BenchmarksController
 from app.gateway.gateway import front_door
@@ -127,6 +128,7 @@ def build_standalone_gateway(
             *watch_routes([]),  # the journeys: answered by the forwarding route itself
             DeclaredTopologyController,  # for the live page, as the monolith's /api/topology
             BenchmarksController,
+            asyncapi_route(modules),  # the events between the module processes
             *SPLIT_ADMIN_ROUTES,
             forwarding_route(forwarder, journeys=runtime.watch),
         ],
