@@ -98,6 +98,8 @@ def readable_versions(event_type: type[Event]) -> range:
 def upcast(event_type: type[Event], version: int, payload: Payload) -> Payload:
     """The payload as the newest version of its event, or UnknownVersion. Each step gets a
     copy, so a stored envelope's payload is never changed in place."""
+    if version == event_type.version:  # nearly every event: nothing to walk
+        return payload
     readable = readable_versions(event_type)
     if version not in readable:
         raise UnknownVersion(event_type_name(event_type), version, readable)
