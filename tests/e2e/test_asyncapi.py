@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -14,11 +15,12 @@ import httpx
 import jsonschema
 import msgspec
 import pytest
+from litestar import Litestar
 
 from app.__main__ import main
 from app.bus import event_type_name
 from app.gateway.asyncapi import asyncapi_document
-from app.main import default_modules
+from app.main import create_gateway_app, default_modules
 from app.split.nats_transport import NatsTransport
 from tests.support.seams import Seams, fast_settings, running
 
@@ -56,14 +58,15 @@ def validator() -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(json.loads(SPEC.read_text()))
 
 
-async def anonymous_get(seams: Seams, path: str) -> httpx.Response:
-    transport = httpx.ASGITransport(app=cast(Any, seams.app))
+async def anonymous_get(app: Litestar, path: str) -> httpx.Response:
+    """Without a token."""
+    transport = httpx.ASGITransport(app=cast(Any, app))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as c:
         return await c.get(path)
 
 
 async def served(seams: Seams) -> dict[str, Any]:
-    response = await anonymous_get(seams, PATH)
+    response = await anonymous_get(seams.app, PATH)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     document: dict[str, Any] = response.json()
@@ -158,3 +161,17 @@ async def test_python_m_app_contracts_prints_the_same_document(
     printed = json.loads(capsys.readouterr().out)
     assert printed == await served(seams)
     assert printed == msgspec.json.decode(msgspec.json.encode(asyncapi_document(default_modules())))
+
+
+async def test_the_split_gateway_serves_the_same_document(seams: Seams) -> None:
+    """Built, not started: nothing connects to NATS, and the document needs nothing that does."""
+    gateway = create_gateway_app(
+        fast_settings(
+            ephemeral="true", bus_url="nats://127.0.0.1:4222", secret_key=secrets.token_urlsafe(48)
+        )
+    )
+
+    response = await anonymous_get(gateway, PATH)
+
+    assert response.status_code == 200
+    assert response.json() == await served(seams)
