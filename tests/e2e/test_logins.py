@@ -127,6 +127,7 @@ async def test_many_clients_guessing_one_email_are_stopped_together() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a latency bound: other tests' work beside it would be measured too
 async def test_a_flood_of_logins_does_not_delay_a_real_users_login_past_a_second() -> None:
     """300 logins with made-up emails, 64 in flight, against the real argon2id parameters."""
     settings = fast_settings(ephemeral="true", password_hashing="argon2id")
