@@ -6,7 +6,6 @@ Only failures write here: a handler that succeeds at the first attempt costs not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -219,13 +218,6 @@ class DeliveryStore(SqlDatabase):
         statement = sa.select(dead_letters)
         rows = await self.fetch_page(statement, dead_letters.c.id, after=after, limit=limit)
         return [_letter(row) for row in rows]
-
-    async def dead_letter_ids(self) -> Sequence[str]:
-        async with self.reading() as connection:
-            rows = await connection.execute(
-                sa.select(dead_letters.c.id).order_by(dead_letters.c.id)
-            )
-            return list(rows.scalars())
 
     async def count_dead_letters(self) -> int:
         async with self.reading() as connection:
