@@ -36,9 +36,14 @@ def create_transport(settings: Settings) -> Transport:
     if settings.bus_url.startswith("nats://"):
         from app.split.nats_transport import NatsTransport
 
-        return NatsTransport(settings.bus_url, ack_wait_seconds=settings.bus_ack_wait_seconds)
+        return NatsTransport(
+            settings.bus_url,
+            ack_wait_seconds=settings.bus_ack_wait_seconds,
+            replicas=settings.nats_replicas,
+        )
     raise ValueError(
-        f"APP_BUS_URL={settings.bus_url!r}: use memory:// (in process) or nats://HOST:PORT"
+        f"APP_BUS_URL={settings.bus_url!r}: use memory:// (in process) or nats://HOST:PORT "
+        "(a cluster's servers comma-separated)"
     )
 
 

@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Over NATS: how long the broker waits for a message's ack before delivering it again
     # (to another replica, when the process that took it died).
     bus_ack_wait_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
+    # Over a JetStream cluster (APP_BUS_URL lists its servers, comma-separated): on how many
+    # servers the stream and every consumer are kept (docs/decisions/0033); 1 for one server.
+    nats_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     retention_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86_400.0
     purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3_600.0
 

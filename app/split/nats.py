@@ -26,13 +26,14 @@ async def connect(
     disconnected: Callback | None = None,
     error: ErrorCallback | None = None,
 ) -> Client:
-    """A connection to the broker at `url`; one that fails to open (or within `timeout`
-    seconds) is closed, so that no reconnect loop outlives the failure."""
+    """A connection to the broker at `url` (a JetStream cluster: its servers' URLs,
+    comma-separated, tried in turn); one that fails to open (or within `timeout` seconds) is
+    closed, so that no reconnect loop outlives the failure."""
     client = Client()
     try:
         await asyncio.wait_for(
             client.connect(
-                url,
+                servers_of(url),
                 name=name,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
@@ -49,6 +50,11 @@ async def connect(
             await client.close()
         raise
     return client
+
+
+def servers_of(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` → both URLs (docs/decisions/0033)."""
+    return [server.strip() for server in url.split(",") if server.strip()]
 
 
 class BrokerConnection:

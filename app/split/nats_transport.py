@@ -120,6 +120,7 @@ class NatsTransport:
         connect_timeout_seconds: float = 10.0,
         reconnect_wait_seconds: float = 0.5,
         stop_grace_seconds: float = 2.0,
+        replicas: int = 1,
     ) -> None:
         self.url = url
         self.stream = _token(stream, "stream name")
@@ -136,6 +137,7 @@ class NatsTransport:
         self._connect_timeout = connect_timeout_seconds
         self._reconnect_wait = reconnect_wait_seconds
         self._stop_grace = stop_grace_seconds
+        self._replicas = replicas  # servers keeping the stream and each consumer (0033)
         # In-progress acks well inside the ack wait, so a slow but live handling is kept.
         self._progress_seconds = ack_wait_seconds / 4
         self._bindings: list[_Binding] = []
@@ -330,6 +332,7 @@ class NatsTransport:
             retention=RetentionPolicy.LIMITS,
             max_age=self._max_age,
             duplicate_window=self._duplicate_window,
+            num_replicas=self._replicas,
         )
         try:
             await js.add_stream(wanted)
@@ -364,6 +367,7 @@ class NatsTransport:
             ack_wait=self._ack_wait,
             max_deliver=self._max_deliver,
             max_ack_pending=self._max_ack_pending,
+            num_replicas=self._replicas,
         )
         try:
             await js.add_consumer(self.stream, config)
