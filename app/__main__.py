@@ -88,6 +88,14 @@ def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
         "private nats-server -js started with the cluster, data under the data dir)",
     )
     parser.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="cluster: how many private nats-servers, clustered, keep the events (1, 3 or 5; "
+        "with 3 or 5 the stream and consumers are replicated on each, and the cluster goes "
+        "on when one (or two) of them dies)",
+    )
+    parser.add_argument(
         "--exit-on-crash",
         action="store_true",
         help="cluster: when a process exits, stop them all and exit non-zero (for CI) "
@@ -148,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             arguments.replicas,
             arguments.nats_url,
             exit_on_crash=arguments.exit_on_crash,
+            brokers=arguments.brokers,
         )
     if arguments.command != "serve":
         return run_module_command(settings, modules, arguments.command, vars(arguments))
@@ -208,9 +217,10 @@ def cluster(
     nats_url: str | None,
     *,
     exit_on_crash: bool = False,
+    brokers: int = 1,
 ) -> int:
     """The split on this machine, supervised; with --ephemeral in a temporary data dir that
-    is gone when the cluster exits."""
+    is gone when the cluster exits; with --brokers 3, over a JetStream cluster."""
     from app.gateway.secrets import MissingSecretKey, resolve_secret_key
     from app.kernel.data_dir import prepare_data_dir
     from app.split.cluster import ClusterError, parse_replicas, plan, run, throwaway_data_dir
@@ -226,7 +236,12 @@ def cluster(
             # One key for every process: the gateway's tokens and proofs must check everywhere.
             secret_key = resolve_secret_key(settings)
             the_plan = plan(
-                settings, names, replicas=counts, nats_url=nats_url, secret_key=secret_key
+                settings,
+                names,
+                replicas=counts,
+                nats_url=nats_url,
+                secret_key=secret_key,
+                brokers=brokers,
             )
             return run(the_plan, exit_on_crash=exit_on_crash)
     except (ClusterError, MissingSecretKey) as error:

@@ -3,7 +3,9 @@
 The gateway and one process per module (plus replicas) run as child processes on loopback,
 each output line prefixed by its process, in Foreman's shape (honcho's printer). Without a
 NATS URL a private `nats-server -js` is started first (its data and log under the data dir)
-and stopped last, once every process has let go.
+and stopped last, once every process has let go; with `--brokers 3` (or 5) a JetStream
+cluster of that many clustered servers instead, every process connecting to all of them and
+the stream and consumers kept on each (docs/decisions/0033-broker-cluster-and-restarts.md).
 
 The cluster supervises them: a process that dies (a module, a replica, the gateway or the
 private broker) is started again after a backoff that doubles from 0.5 s up to 10 s, and
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,25 +51,40 @@ NATS_HINT = (
 )
 
 
+BROKER_COUNTS = (1, 3, 5)  # a JetStream cluster keeps a quorum with one (or two) gone
+CLUSTER_NAME = "seams"
+
+
 class ClusterError(ValueError):
     pass
 
 
 @dataclass(frozen=True)
 class Child:
-    name: str  # gateway, nats, a module, or a module's second replica (<module>.2)
+    name: str  # gateway, nats (nats.1… in a broker cluster), a module, or a replica (<module>.2)
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)  # on top of the parent's environment
     port: int | None = None
+    log: Path | None = None  # a broker's: its output goes there, not to the cluster's
+    monitor_port: int | None = None  # a clustered broker's HTTP monitoring (/jsz)
 
 
 @dataclass(frozen=True)
 class Plan:
     children: list[Child]  # the gateway and the module processes, supervised
-    nats_url: str
+    nats_url: str  # comma-separated: every server of a broker cluster
     gateway_url: str
-    nats: Child | None = None  # a private broker: up before the others, down after them
-    nats_log: Path | None = None
+    # Private brokers: up before the others, down after them (none with --nats-url).
+    brokers: list[Child] = field(default_factory=list)
+
+    @property
+    def nats(self) -> Child | None:
+        """The private broker (the first of a cluster's)."""
+        return self.brokers[0] if self.brokers else None
+
+    @property
+    def nats_log(self) -> Path | None:
+        return self.brokers[0].log if self.brokers else None
 
 
 def parse_replicas(specs: Sequence[str], modules: Sequence[str]) -> dict[str, int]:
@@ -104,30 +122,37 @@ def plan(
     secret_key: str,
     nats_server: str | None = None,
     python: str = sys.executable,
+    brokers: int = 1,
 ) -> Plan:
     """The processes of the split on loopback: the gateway on APP_PORT, modules on the next
-    ports (one per replica), and a private nats-server when no URL is given, all keeping
-    their files in the settings' data dir (for --ephemeral, a `throwaway_data_dir()`)."""
+    ports (one per replica), and a private nats-server when no URL is given (`brokers` of
+    them, clustered, when more than one), all keeping their files in the settings' data dir
+    (for --ephemeral, a `throwaway_data_dir()`)."""
     if settings.ephemeral:
         raise ClusterError(
             "the plan needs a data dir: --ephemeral runs the cluster in a temporary one "
             "(throwaway_data_dir)"
         )
+    if brokers not in BROKER_COUNTS:
+        raise ClusterError(
+            f"--brokers {brokers}: 1, 3 or 5 (a JetStream cluster needs a majority of its "
+            "servers up: with 2, losing either stops it)"
+        )
     data = Path(settings.data_dir).expanduser().resolve()
     shared = [python, "-m", "app", "--data-dir", str(data)]
     children: list[Child] = []
-    nats: Child | None = None
-    nats_log: Path | None = None
+    broker_children: list[Child] = []
     if nats_url is None:
         binary = nats_server or shutil.which("nats-server")
         if binary is None:
             raise ClusterError(NATS_HINT)
-        nats_port = free_port()
-        nats_url = f"nats://127.0.0.1:{nats_port}"
-        argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(nats_port)]
-        argv += ["-sd", str(data / "nats")]
-        nats_log = data / "nats-server.log"
-        nats = Child("nats", argv, port=nats_port)
+        broker_children = broker_plan(binary, data, brokers)
+        nats_url = ",".join(f"nats://127.0.0.1:{broker.port}" for broker in broker_children)
+    elif brokers > 1:
+        raise ClusterError(
+            "--brokers starts private brokers; with --nats-url (or APP_BUS_URL) name every "
+            "server of your JetStream cluster there, comma-separated, and set APP_NATS_REPLICAS"
+        )
     # APP_EPHEMERAL=false: every process keeps its store in the data dir it is given, even
     # when the cluster's own environment says --ephemeral (the cluster made that dir for it).
     env = {
@@ -136,6 +161,8 @@ def plan(
         "APP_HOST": "127.0.0.1",
         "APP_EPHEMERAL": "false",
     }
+    if len(broker_children) > 1:  # the stream and consumers on every server (0033)
+        env["APP_NATS_REPLICAS"] = str(len(broker_children))
     # A module process hears only the gateway, whose proof names the client: no
     # X-Forwarded-For is believed there, whatever proxies the gateway trusts.
     module_env = {**env, "APP_TRUSTED_PROXIES": ""}
@@ -147,7 +174,28 @@ def plan(
             name = module if replicas.get(module, 1) == 1 else f"{module}.{replica}"
             argv = [*shared, "--modules", module, "--port", str(port)]
             children.append(Child(name, argv, module_env, port))
-    return Plan(children, nats_url, f"http://127.0.0.1:{settings.port}", nats, nats_log)
+    return Plan(children, nats_url, f"http://127.0.0.1:{settings.port}", broker_children)
+
+
+def broker_plan(binary: str, data: Path, count: int) -> list[Child]:
+    """One private `nats-server -js` ("nats", its store in <data>/nats), or `count` of them
+    clustered ("nats.1"…, stores in <data>/nats/1…): each listens for clients, for its peers
+    (routes to every other one) and for monitoring on its own loopback ports."""
+    if count == 1:
+        port = free_port()
+        argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data / "nats")]
+        return [Child("nats", argv, port=port, log=data / "nats-server.log")]
+    ports = [(free_port(), free_port(), free_port()) for _ in range(count)]
+    routes = [f"nats://127.0.0.1:{route}" for _, route, _ in ports]
+    brokers = []
+    for number, ((port, _, monitor), route) in enumerate(zip(ports, routes, strict=True), 1):
+        argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor)]
+        argv += ["-n", f"{CLUSTER_NAME}-{number}", "--cluster_name", CLUSTER_NAME]
+        argv += ["--cluster", route, "--routes", ",".join(r for r in routes if r != route)]
+        argv += ["-sd", str(data / "nats" / str(number))]
+        log = data / f"nats-server.{number}.log"
+        brokers.append(Child(f"nats.{number}", argv, port=port, log=log, monitor_port=monitor))
+    return brokers
 
 
 @contextmanager
@@ -272,7 +320,7 @@ class Supervisor:
         out = output or sys.stdout
         self._printer = Printer(out, colour=out.isatty(), prefix=True)
         colours = get_colours()
-        everyone = ([the_plan.nats] if the_plan.nats else []) + the_plan.children
+        everyone = the_plan.brokers + the_plan.children
         self._slots = {child.name: Supervised(child, next(colours)) for child in everyone}
         self._printer.width = max(len(SYSTEM), *(len(name) for name in self._slots))
         self._events: queue.Queue[Output | Exited] = queue.Queue()
@@ -280,6 +328,7 @@ class Supervisor:
         self._stopping_since: float | None = None
         self._signals = 0
         self._killed = False
+        self._brokers = {broker.name for broker in the_plan.brokers}
         self._broker_told: float | None = None
         self._broker_killed = False
         self._status = 0
@@ -290,16 +339,16 @@ class Supervisor:
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop_signal, self._on_signal)
         try:
-            if self.plan.nats is not None:
-                self._start(self._slots["nats"])
-                if not self._broker_listens():
-                    self._begin_stop()
+            for broker in self.plan.brokers:
+                self._start(self._slots[broker.name])
+            if self.plan.brokers and not self._brokers_ready():
+                self._begin_stop()
             if self._stopping_since is None:
                 for child in self.plan.children:
                     self._start(self._slots[child.name])
                 self._say(
                     f"cluster: gateway on {self.plan.gateway_url}; broker {self.plan.nats_url}"
-                    + (f", its log in {self.plan.nats_log}" if self.plan.nats_log else "")
+                    + self._broker_logs()
                     + f"; {len(self.plan.children)} processes; a process that dies is "
                     + ("stopping them all" if self.exit_on_crash else "restarted")
                     + "; Ctrl-C stops them all"
@@ -378,17 +427,19 @@ class Supervisor:
                     f"sending SIGKILL to {running.child.name} (pid {self._pid(running)}): {why}"
                 )
                 self._signal_group(running, signal.SIGKILL)
-        broker = self._slots.get("nats")
-        if broker is None or broker.process is None or self._running(broker=False):
+        brokers = [slot for slot in self._running() if slot.child.name in self._brokers]
+        if not brokers or self._running(broker=False):
             return
         if self._broker_told is None:
             self._broker_told = now
-            self._say(f"sending SIGTERM to nats (pid {broker.process.pid})")
-            self._signal_group(broker, signal.SIGTERM)
+            for broker in brokers:
+                self._say(f"sending SIGTERM to {broker.child.name} (pid {self._pid(broker)})")
+                self._signal_group(broker, signal.SIGTERM)
         elif now - self._broker_told > NATS_STOP_SECONDS and not self._broker_killed:
             self._broker_killed = True
-            self._say(f"sending SIGKILL to nats (pid {broker.process.pid})")
-            self._signal_group(broker, signal.SIGKILL)
+            for broker in brokers:
+                self._say(f"sending SIGKILL to {broker.child.name} (pid {self._pid(broker)})")
+                self._signal_group(broker, signal.SIGKILL)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         """Only noted here; the main loop acts on it (a handler must not print or wait)."""
@@ -397,8 +448,8 @@ class Supervisor:
 
     def _start(self, slot: Supervised) -> None:
         child = slot.child
-        if child is self.plan.nats:
-            process = spawn_nats(self.plan)
+        if child.name in self._brokers:
+            process = spawn_broker(child)
         else:
             # Its own session, as under honcho: a Ctrl-C in the terminal reaches the cluster
             # alone, which stops each process in order (the broker last).
@@ -425,30 +476,41 @@ class Supervisor:
             process.stdout.close()
         self._events.put(Exited(name, process.pid, process.wait()))
 
-    def _broker_listens(self, timeout: float = 10.0) -> bool:
-        assert self.plan.nats is not None and self.plan.nats.port is not None
+    def _brokers_ready(self, timeout: float = 10.0) -> bool:
+        """Every private broker listens and, in a cluster, JetStream has elected its meta
+        leader (before that, creating the stream fails); else say why, status 2."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._signal is None:
-            broker = self._slots["nats"].process
-            if broker is None or broker.poll() is not None:
-                self._say(f"nats-server exited at once; see {self.plan.nats_log}")
+        waiting = list(self.plan.brokers)
+        while waiting and time.monotonic() < deadline and self._signal is None:
+            broker = waiting[0]
+            process = self._slots[broker.name].process
+            if process is None or process.poll() is not None:
+                self._say(f"{broker.name}: nats-server exited at once; see {broker.log}")
                 self._status = 2
                 return False
-            try:
-                socket.create_connection(("127.0.0.1", self.plan.nats.port), timeout=0.5).close()
-                return True
-            except OSError:
+            if broker_ready(broker):
+                waiting.pop(0)
+            else:
                 time.sleep(0.05)
-        if self._signal is None:
-            self._say(f"nats-server did not listen on {self.plan.nats_url} within {timeout:g} s")
+        if waiting and self._signal is None:
+            self._say(
+                f"{waiting[0].name}: nats-server not ready on port {waiting[0].port} within "
+                f"{timeout:g} s; see {waiting[0].log}"
+            )
             self._status = 2
-        return False
+        return not waiting
+
+    def _broker_logs(self) -> str:
+        logs = [str(broker.log) for broker in self.plan.brokers if broker.log is not None]
+        if not logs:
+            return ""
+        return f", its log in {logs[0]}" if len(logs) == 1 else f", logs {', '.join(logs)}"
 
     def _running(self, *, broker: bool = True) -> list[Supervised]:
         return [
             slot
             for slot in self._slots.values()
-            if slot.process is not None and (broker or slot.child is not self.plan.nats)
+            if slot.process is not None and (broker or slot.child.name not in self._brokers)
         ]
 
     def _all_stopped(self) -> bool:
@@ -484,19 +546,42 @@ def run(the_plan: Plan, *, exit_on_crash: bool = False) -> int:
     return Supervisor(the_plan, exit_on_crash=exit_on_crash).run()
 
 
+def broker_ready(broker: Child) -> bool:
+    """The broker takes clients and, when clustered, its JetStream has a meta leader."""
+    assert broker.port is not None
+    try:
+        socket.create_connection(("127.0.0.1", broker.port), timeout=0.5).close()
+    except OSError:
+        return False
+    if broker.monitor_port is None:
+        return True
+    jsz = f"http://127.0.0.1:{broker.monitor_port}/jsz"
+    try:
+        with urllib.request.urlopen(jsz, timeout=0.5) as answer:
+            state = msgspec.json.decode(answer.read())
+    except (OSError, msgspec.DecodeError):
+        return False
+    return bool(state.get("meta_cluster", {}).get("leader"))
+
+
 def spawn_nats(the_plan: Plan) -> subprocess.Popen[bytes]:
-    """The private broker, its output appended to its log (or dropped without a data dir)."""
+    """The plan's (first) private broker."""
     assert the_plan.nats is not None
+    return spawn_broker(the_plan.nats)
+
+
+def spawn_broker(broker: Child) -> subprocess.Popen[bytes]:
+    """A private broker, its output appended to its log (or dropped without a data dir)."""
     log: int = subprocess.DEVNULL
-    if the_plan.nats_log is not None:
-        make_private_file(the_plan.nats_log)  # 0600 in a 0700 dir, like every store file
-        log = os.open(the_plan.nats_log, os.O_WRONLY | os.O_APPEND)
+    if broker.log is not None:
+        make_private_file(broker.log)  # 0600 in a 0700 dir, like every store file
+        log = os.open(broker.log, os.O_WRONLY | os.O_APPEND)
     # Its own session: a Ctrl-C sent to the terminal's process group must not stop the broker
     # before the processes that still flush to it. umask 077: its JetStream files hold every
     # event (personal data included), so they are the owner's alone.
     try:
         return subprocess.Popen(
-            the_plan.nats.argv,
+            broker.argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

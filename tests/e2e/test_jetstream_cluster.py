@@ -1,0 +1,148 @@
+"""`python -m app cluster --brokers 3`: three clustered nats-servers keep the events, the
+stream and every consumer replicated on each (docs/decisions/0033), every process connected
+to all three. One broker node SIGKILLed under load, restarted by the cluster, then another:
+nothing placed is lost or charged twice, and orders keep completing meanwhile.
+
+Driven as an operator would, over HTTP, with the command's own supervisor restarting the
+broker it lost (tests/e2e/test_cluster_supervision.py holds the helpers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats
+import pytest
+
+from app.split.nats import servers_of
+from tests.e2e.test_cluster_supervision import (
+    Cluster,
+    _pages,
+    cluster_command,
+    completed,
+    driven,
+    place,
+)
+from tests.support.seams import Driver
+
+pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split, pytest.mark.slow]
+
+STREAM = "SEAMS_EVENTS"
+# Orders placed while a node is gone must complete within this once the others have it.
+RESUME_SECONDS = 30.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def broker_urls(cluster: Cluster) -> list[str]:
+    """The brokers the cluster said it started, from its first line about them."""
+    found = re.search(r"broker (nats://\S+?)[,;] (?:logs|its log)", cluster.output())
+    assert found, cluster.output()
+    return servers_of(found.group(1))
+
+
+async def replication(urls: list[str]) -> dict[str, Any]:
+    """How many servers keep the stream and each durable, and how many of them are current."""
+    client = await nats.connect(urls, connect_timeout=2, max_reconnect_attempts=2)
+    try:
+        js = client.jetstream(timeout=5)
+        stream = await js.stream_info(STREAM)
+        consumers = await js.consumers_info(STREAM)
+        assert stream.cluster is not None
+        return {
+            "stream": stream.config.num_replicas,
+            "stream_peers": 1 + len(stream.cluster.replicas or []),
+            "consumers": {c.name: c.config.num_replicas for c in consumers},
+            "current": all(r.current for r in stream.cluster.replicas or []),
+        }
+    finally:
+        await client.close()
+
+
+async def all_current(urls: list[str], seconds: float = 30.0) -> None:
+    """Until every replica of the stream has caught up (a restarted node, for one)."""
+    deadline = time.monotonic() + seconds
+    state: dict[str, Any] = {}
+    while True:
+        try:
+            state = await replication(urls)
+            if state["current"] and state["stream_peers"] == 3:
+                return
+        except Exception as error:  # a leader being elected: ask again
+            state = {"error": repr(error)}
+        assert time.monotonic() < deadline, f"the stream's replicas never caught up: {state}"
+        await anyio.sleep(0.2)
+
+
+async def keep_placing(
+    driver: Driver, user: dict[str, Any], placed: list[str], stop: anyio.Event
+) -> None:
+    """An order every 50 ms until told to stop: the load the broker nodes die under."""
+    while not stop.is_set():
+        placed.append(await place(driver, user))
+        await anyio.sleep(0.05)
+
+
+async def kill_broker(cluster: Cluster, name: str) -> None:
+    """SIGKILL the broker node's newest process; until the cluster has started it again."""
+    started = len(cluster.pids(name))
+    os.kill(cluster.pids(name)[-1], signal.SIGKILL)
+    await cluster.wait_for(rf"{re.escape(name)} exited with -9 \(SIGKILL\); restarting in")
+    deadline = time.monotonic() + RESUME_SECONDS
+    while len(cluster.pids(name)) == started:
+        assert time.monotonic() < deadline, cluster.output()
+        await anyio.sleep(0.1)
+
+
+async def test_broker_nodes_die_one_after_another_under_load_and_nothing_is_lost_or_doubled(
+    tmp_path: Path,
+) -> None:
+    with cluster_command(
+        tmp_path, "--data-dir", str(tmp_path / "data"), "--brokers", "3"
+    ) as cluster:
+        async with driven(cluster) as driver:
+            urls = broker_urls(cluster)
+            user = await driver.register("Noor")
+            placed = [await place(driver, user) for _ in range(5)]
+            await completed(driver, user, placed)
+            state = await replication(urls)
+            assert state["stream"] == 3 and state["stream_peers"] == 3, state
+            assert state["consumers"] and set(state["consumers"].values()) == {3}, state
+
+            stop = anyio.Event()
+            async with anyio.create_task_group() as load:
+                load.start_soon(keep_placing, driver, user, placed, stop)
+                await anyio.sleep(1.0)
+                await kill_broker(cluster, "nats.1")
+                await anyio.sleep(1.0)
+                await all_current(urls)
+                await kill_broker(cluster, "nats.2")
+                await anyio.sleep(1.0)
+                stop.set()
+
+            started = time.monotonic()
+            last = [await place(driver, user) for _ in range(5)]  # hops resume
+            await completed(driver, user, last)
+            resumed = time.monotonic() - started
+            await completed(driver, user, placed + last)
+            payments = await _pages(driver, "/api/payments", user)
+
+        charged = sorted(p["order_id"] for p in payments if p["status"] == "SUCCEEDED")
+        assert charged == sorted(placed + last), "an order charged twice or never"
+        assert resumed < RESUME_SECONDS
+        assert len(cluster.pids("nats.1")) == 2 and len(cluster.pids("nats.2")) == 2
+        assert len(cluster.pids("nats.3")) == 1 and len(cluster.pids("payments")) == 1
+        print(
+            f"{len(placed) + len(last)} orders; 5 placed after both kills completed in "
+            f"{resumed:.2f} s"
+        )
+        assert cluster.stop() == 0, cluster.output()
