@@ -23,6 +23,7 @@ from app.bus.sql_outbox import SqlOutbox, add_to_outbox, claim_in_inbox, purge_h
 from app.bus.unit_of_work import UnitOfWork
 from app.kernel.idempotency import IdempotentWrite, KeyTaken, StoredResponse
 from app.kernel.ids import utcnow
+from app.kernel.migrations import migrations_beside
 from app.kernel.sql import Connection, SqlDatabase, UtcDateTime
 
 
@@ -93,7 +94,8 @@ class SqlModuleStore(SqlDatabase):
         inbox: sa.Table | None = None,
         idempotency: sa.Table | None = None,
     ) -> None:
-        super().__init__(url, metadata)
+        # Its migrations: app/modules/<module>/migrations/ (docs/decisions/0028-migrations.md).
+        super().__init__(url, metadata, migrations_beside(type(self), metadata))
         self._outbox_table = outbox
         self._inbox = inbox
         self._idempotency = idempotency

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from app.kernel.data_dir import make_private_database
+from app.kernel.migrations import SchemaState, SqlSchema
 from app.kernel.tracing import tracing
 
 tracer = trace.get_tracer("seams.stores")
@@ -148,9 +149,12 @@ class SqlDatabase:
     """One engine per module. SQLite gets one connection guarded by a lock, so concurrent
     requests queue instead of meeting 'database is locked'; PostgreSQL gets a pool."""
 
-    def __init__(self, url: str, metadata: sa.MetaData) -> None:
+    def __init__(self, url: str, metadata: sa.MetaData, schema: SqlSchema | None = None) -> None:
         self.url = make_url(url)
         self.metadata = metadata
+        # Its migrations (docs/decisions/0028-migrations.md); None: tables created as they
+        # are declared (a store in tests, a module without migrations yet).
+        self.schema = schema
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.on_loop = self.is_sqlite and self.url.get_driver_name() == "pysqlite"
         self.kind = f"sql:{self.url.get_backend_name()}"
@@ -212,6 +216,9 @@ class SqlDatabase:
     async def open(self) -> None:
         if self.is_sqlite and not self._in_memory:
             make_private_database(Path(str(self.url.database)))
+        if self.schema is not None:
+            await self.migrate()
+            return
         # Replicas of a module start together on one database: when another one created a
         # table between our check and our CREATE, check again (it exists now).
         for attempt in range(1, CREATE_ATTEMPTS + 1):
@@ -222,6 +229,42 @@ class SqlDatabase:
                 if attempt == CREATE_ATTEMPTS or not _created_meanwhile(error):
                     raise
                 await asyncio.sleep(0.05 * attempt)
+
+    @property
+    def versioned(self) -> bool:
+        return self.schema is not None
+
+    async def schema_state(self) -> SchemaState:
+        """Where the schema is against the code's head; an SQLite file not made yet is read
+        as an empty database, and not made."""
+        if self.schema is None:
+            raise RuntimeError(f"{self.display_url} has no versioned schema")
+        if self._file_missing():
+            return self._without_file()
+        async with self.reading() as connection:
+            return await connection.run_sync(self.schema.state)
+
+    def _file_missing(self) -> bool:
+        return self.is_sqlite and not self._in_memory and not Path(str(self.url.database)).exists()
+
+    def _without_file(self) -> SchemaState:
+        engine = sa.create_engine("sqlite://")
+        try:
+            with engine.connect() as connection:
+                assert self.schema is not None
+                return self.schema.state(connection)
+        finally:
+            engine.dispose()
+
+    async def migrate(self) -> SchemaState:
+        """Bring the schema to the code's head in one transaction; SchemaRefused if the store
+        is ahead of the code."""
+        if self.schema is None:
+            raise RuntimeError(f"{self.display_url} has no versioned schema")
+        if self.is_sqlite and not self._in_memory:
+            make_private_database(Path(str(self.url.database)))
+        async with self.transaction() as connection:
+            return await connection.run_sync(self.schema.upgrade)
 
     async def _create_tables(self) -> None:
         async with self.transaction() as connection:

@@ -1,0 +1,1 @@
+"""The users module's Alembic environment (docs/decisions/0028-migrations.md)."""
