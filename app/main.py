@@ -72,6 +72,7 @@ def create_app(
             max_attempts=settings.bus_max_attempts,
             base_delay=settings.bus_retry_base_seconds,
             max_delay=settings.bus_retry_max_seconds,
+            not_yet_seconds=settings.bus_not_yet_seconds,
         ),
         outbox_sweep_seconds=settings.outbox_sweep_seconds,
         store=DeliveryStore(settings.store_url("bus")),

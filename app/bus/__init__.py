@@ -8,7 +8,7 @@ from app.bus.consumer import ConsumerState, HandlerBroken
 from app.bus.delivery_store import DeadLetter, DeliveryStore
 from app.bus.envelope import Envelope
 from app.bus.events import Event, event_type_name
-from app.bus.retry import RetryPolicy
+from app.bus.retry import NotYet, RetryPolicy
 from app.bus.watch import Journey, Observation, Subscription, Watch
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "HandlerBroken",
     "Journey",
     "ModuleBus",
+    "NotYet",
     "Observation",
     "RetryPolicy",
     "Subscription",

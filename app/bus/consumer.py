@@ -31,7 +31,7 @@ from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_payload
 from app.bus.events import Event
 from app.bus.metrics import EVENTS, HANDLER_SECONDS
-from app.bus.retry import RetryPolicy
+from app.bus.retry import NotYet, PrerequisiteWait, Progress, RetryPolicy
 from app.bus.watch import DEAD_LETTERED, FAILED, HANDLED, PARKED, Watch
 from app.kernel.tracing import context_of, span
 
@@ -89,6 +89,7 @@ class Consumer:
         self._lanes: dict[str, deque[Item]] = {}
         self._attempts: dict[str, int] = {}  # event id -> attempts made before (a restart)
         self._blocked: set[str] = set()  # aggregates with a dead letter
+        self._progress = Progress()  # lanes waiting for a prerequisite wake at each handling
         self._counters: dict[tuple[str, str, str], Any] = {}
 
     def add(self, type_name: str, subscription: Subscription) -> None:
@@ -192,6 +193,7 @@ class Consumer:
         # task happened to start this lane.
         request_token = current_request_id.set(envelope.correlation_id)
         tried = self._attempts.pop(envelope.id, 0)
+        prerequisite = PrerequisiteWait(self._retry, self._progress)
         try:
             while True:
                 tried += 1
@@ -213,6 +215,9 @@ class Consumer:
                             )
                         await subscription.handler(event, envelope)
                 except Exception as error:  # a handler failure is retried, never swallowed
+                    if isinstance(error, NotYet) and await self._waited(envelope, prerequisite):
+                        tried -= 1  # "not yet" spends no attempt (docs/decisions/0032)
+                        continue
                     elapsed = time.perf_counter() - started
                     self._count(envelope, "failed")
                     log.warning(
@@ -247,6 +252,7 @@ class Consumer:
                         HANDLED, self.name, envelope, attempt=tried, ms=elapsed * 1000.0
                     )
                     self._log_outcome(envelope, "handled", elapsed)
+                    self._progress.moved()
                     if tried > 1:
                         await self._store.forget_attempts(self.name, envelope)
                     return
@@ -254,6 +260,19 @@ class Consumer:
             current_request_id.reset(request_token)
             current_module.reset(module_token)
             current_cause.reset(token)
+
+    async def _waited(self, envelope: Envelope, prerequisite: PrerequisiteWait) -> bool:
+        """A NotYet: wait for the consumer's next handling (or a backoff), within the wait's
+        deadline; False once past it, when it counts as an ordinary failure."""
+        if prerequisite.naps == 0:
+            log.info(
+                "%s waits for what %s %s needs (for at most %g s, no attempt spent)",
+                self.name,
+                envelope.type,
+                envelope.id,
+                self._retry.not_yet_seconds,
+            )
+        return await prerequisite.waited()
 
     async def _dead_letter(
         self, envelope: Envelope, error: str, *, tries: int, seconds: float = 0.0

@@ -57,6 +57,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bus_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
     bus_retry_base_seconds: Seconds = 0.05
     bus_retry_max_seconds: Seconds = 5.0
+    # How long a handler's "not yet" (its event's prerequisite, e.g. the user's contact, has
+    # not arrived) is waited for before it counts as a failed attempt: the wait spends none
+    # of the attempts above (docs/decisions/0032-broker-loss-and-not-yet.md); 0: no wait.
+    bus_not_yet_seconds: Seconds = 60.0
     outbox_sweep_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # Over NATS: how long the broker waits for a message's ack before delivering it again
     # (to another replica, when the process that took it died).
