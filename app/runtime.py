@@ -13,6 +13,7 @@ from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.kernel.ids import utcnow
+from app.kernel.sealing import PersonalData
 from app.kernel.settings import Settings
 from app.kernel.tasks import cancel_and_wait
 from app.modules.spec import ApiPrefixes, Assembly, Module, ModuleContext, Store
@@ -43,7 +44,13 @@ class Runtime:
         self.bus = bus
         self.tokens = tokens
         self._fingerprint_key = fingerprint_key
+        # Bound to the keys' owner once assembled (or, in a module process without it,
+        # to one over NATS: app/split/module_process.py).
+        self.personal_data = PersonalData()
         self.modules = [self._assemble(module) for module in modules]
+        keyrings = [m.assembly.keyring for m in self.modules if m.assembly.keyring]
+        if keyrings:
+            self.personal_data.bind(keyrings[0])
         # Started after the modules, stopped before them: what the composition root adds
         # around them (a module process's announcer, its answers about credentials).
         self.services: list[Service] = []
@@ -62,6 +69,7 @@ class Runtime:
             self.tokens,
             self._fingerprint_key,
             section=None if module.settings is None else self.settings.section(module.settings),
+            personal_data=self.personal_data,
         )
         assembly = module.assemble(context)
         for event_type, handler in assembly.handlers.items():

@@ -17,6 +17,7 @@ from app.bus.outbox import OutboxSource
 from app.kernel.boundaries import ModuleSource
 from app.kernel.errors import BoundaryViolation
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
+from app.kernel.sealing import Keyring, PersonalData
 from app.kernel.settings import Seconds, Settings
 
 __all__ = [
@@ -60,6 +61,9 @@ class ModuleContext:
     tokens: TokenIssuer  # signs access tokens; only the module owning credentials uses it
     fingerprint_key: bytes  # keys idempotency fingerprints (idempotency.fingerprint_key)
     section: Any = None  # its own settings: an instance of Module.settings (None without)
+    # Opens personal data sealed in events, by asking the module owning the keys
+    # (docs/decisions/0030-crypto-shredding.md).
+    personal_data: PersonalData = field(default_factory=PersonalData)
 
 
 SwitchValue = float | bool
@@ -123,6 +127,9 @@ class Assembly:
     commands: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
     # The module owning credentials offers the gateway their current state (app/gateway/auth.py).
     credentials: CredentialsDirectory | None = None
+    # The module owning the keys of personal data offers every module to open what they
+    # sealed (docs/decisions/0030-crypto-shredding.md).
+    keyring: Keyring | None = None
     # The faults it lets a learner switch on in development (app/gateway/faults.py).
     switches: Sequence[FaultSwitch] = ()
 

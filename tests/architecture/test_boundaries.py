@@ -86,7 +86,10 @@ def test_start_up_refuses_a_module_that_imports_another_modules_store(plant: Any
     message = str(refused.value)
     assert f"{package}/service.py:3 imports app.modules.users.store" in message
     assert "modules reach each other only through the bus" in message
-    assert "subscribe to UserRegistered, UserUpdated from app.modules.users.contracts" in message
+    assert (
+        "subscribe to UserRegistered, UserUpdated, UserDeleted from app.modules.users.contracts"
+        in message
+    )
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def test_what_each_consumer_reads_is_derived_from_its_code() -> None:
         ("payments", "OrderPlaced", "total"),
         ("payments", "OrderPlaced", "payment_token"),
         ("orders", "PaymentSucceeded", "order_id"),
-        ("notifications", "UserRegistered", "email"),
+        ("notifications", "UserRegistered", "user_id"),
     } <= reads
     # Nobody reads the field OrderPlaced v2 added yet: adding it broke no reader.
     assert not any(event == "OrderPlaced" and field == "item_count" for _, event, field in reads)

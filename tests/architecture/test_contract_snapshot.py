@@ -114,12 +114,12 @@ def test_a_retyped_or_added_field_without_a_bump_fails_too() -> None:
 def test_a_bumped_version_only_asks_for_the_catalog_to_be_regenerated() -> None:
     committed = json.loads(catalog_json(default_modules()))
     current = copy.deepcopy(committed)
-    current["events"]["UserUpdated"]["version"] = 2  # planted: bumped, with a new field
+    current["events"]["UserUpdated"]["version"] = 3  # planted: bumped, with a new field
     current["events"]["UserUpdated"]["fields"]["locale"] = {"required": True, "type": "string"}
 
     [found] = drift(committed, current)
 
     assert found == (
-        "UserUpdated is v2 in the code and v1 in the catalog (field locale added); "
+        "UserUpdated is v3 in the code and v2 in the catalog (field locale added); "
         "published by users, consumed by notifications: regenerate"
     )

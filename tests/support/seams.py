@@ -19,6 +19,7 @@ from litestar import Litestar
 
 from app.kernel.identity import Caller, Role
 from app.kernel.ids import new_id, utcnow
+from app.kernel.sealing import new_key
 from app.kernel.settings import Settings
 from app.main import create_app
 from app.modules.spec import Module
@@ -188,6 +189,7 @@ async def stored_identity(
             password_hash="!",  # no password hashes to this: nobody logs in as it
             role=role,
             now=utcnow(),
+            key=new_key(),
         )
         async with store.unit_of_work(HandedOff("users")) as work:
             await store.insert(work, user)

@@ -33,6 +33,7 @@ from anyio.from_thread import start_blocking_portal
 from app.gateway.auth import jwt_auth
 from app.kernel.identity import Caller
 from app.kernel.ids import utcnow
+from app.kernel.sealing import new_key
 from app.kernel.settings import Settings
 from app.modules.users.passwords import make_hasher
 from app.modules.users.store import UsersStore
@@ -255,6 +256,7 @@ async def store_admin(users_db_url: str) -> None:
             password_hash=make_hasher("argon2id-fast").hash(ADMIN_PASSWORD),
             role="admin",
             now=utcnow(),
+            key=new_key(),
         )
         async with store.unit_of_work(HandedOff("users")) as work:
             await store.insert(work, admin)

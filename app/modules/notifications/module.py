@@ -10,12 +10,14 @@ from app.modules.notifications.service import NotificationService
 from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
 from app.modules.spec import Assembly, Module, ModuleContext
-from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.contracts import UserDeleted, UserRegistered, UserUpdated
 
 
 def assemble(context: ModuleContext) -> Assembly:
     store: NotificationsStore = context.store
-    service = NotificationService(store, context.bus, email=EmailChannel())
+    service = NotificationService(
+        store, context.bus, personal_data=context.personal_data, email=EmailChannel()
+    )
     return Assembly(
         route_handlers=[NotificationsController],
         dependencies={
@@ -25,6 +27,7 @@ def assemble(context: ModuleContext) -> Assembly:
         handlers={
             UserRegistered: service.on_user_registered,
             UserUpdated: service.on_user_updated,
+            UserDeleted: service.on_user_deleted,
             PaymentSucceeded: service.on_payment_succeeded,
             PaymentRefunded: service.on_payment_refunded,
         },
@@ -37,7 +40,7 @@ module = Module(
     description="Tells users about their payments by email; keeps a replica of their contacts "
     "(SQL: SQLite or PostgreSQL).",
     publishes=(),
-    subscribes=(UserRegistered, UserUpdated, PaymentSucceeded, PaymentRefunded),
+    subscribes=(UserRegistered, UserUpdated, UserDeleted, PaymentSucceeded, PaymentRefunded),
     open_store=NotificationsStore,
     assemble=assemble,
 )

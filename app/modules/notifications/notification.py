@@ -33,10 +33,24 @@ class NotificationKind(StrEnum):
     PAYMENT_REFUNDED = "payment_refunded"
 
 
+ERASED = "[erased]"  # what stands for personal data once its user is deleted
+
+
 class Contact(msgspec.Struct, frozen=True):
     user_id: str
     name: str
     email: str
+
+    @classmethod
+    def erased(cls, user_id: str) -> Contact:
+        """What is kept of a deleted user: nothing personal, and no one to tell (a later
+        payment event about them notifies no one, and an older event cannot bring the
+        details back: its sequence is lower)."""
+        return cls(user_id, ERASED, ERASED)
+
+    @property
+    def is_erased(self) -> bool:
+        return self.email == ERASED
 
 
 class Notification(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,15 +11,21 @@ from datetime import datetime
 from functools import partial
 from typing import Protocol
 
-from app.bus import Envelope, ModuleBus, NotYet
+from app.bus import Envelope, ModuleBus
 from app.kernel.errors import NotFound
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
+from app.kernel.sealing import PersonalData
 from app.modules.notifications.email import EmailChannel
 from app.modules.notifications.notification import Contact, Notification
 from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
-from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.contracts import (
+    UserDeleted,
+    UserRegistered,
+    UserUpdated,
+    personal_details,
+)
 
 
 class Compose(Protocol):
@@ -30,24 +36,45 @@ class Compose(Protocol):
     ) -> Notification: ...
 
 
-class ContactUnknown(NotYet):
-    """The user's contact details have not reached this replica yet: the bus waits for them
-    without spending the event's attempts (app/bus/retry.py)."""
+class ContactUnknown(Exception):
+    """The user's contact details have not reached this replica yet: retry the event later."""
 
 
 class NotificationService:
     def __init__(
-        self, store: NotificationsStore, bus: ModuleBus, *, email: EmailChannel | None = None
+        self,
+        store: NotificationsStore,
+        bus: ModuleBus,
+        *,
+        personal_data: PersonalData,
+        email: EmailChannel | None = None,
     ) -> None:
         self._store = store
         self._bus = bus  # publishes nothing yet: its units of work hand off no events
+        self._personal_data = personal_data
         self._email = email or EmailChannel()
 
     async def on_user_registered(self, event: UserRegistered, envelope: Envelope) -> None:
-        await self._keep_contact(Contact(event.user_id, event.name, event.email), envelope)
+        await self._keep_details(event, envelope)
 
     async def on_user_updated(self, event: UserUpdated, envelope: Envelope) -> None:
-        await self._keep_contact(Contact(event.user_id, event.name, event.email), envelope)
+        await self._keep_details(event, envelope)
+
+    async def on_user_deleted(self, event: UserDeleted, envelope: Envelope) -> None:
+        async with self._store.unit_of_work(self._bus, cause=envelope) as work:
+            if not work.handled_before:
+                await self._store.erase_user(work, event.user_id, sequence=envelope.sequence)
+
+    async def _keep_details(self, event: UserRegistered | UserUpdated, envelope: Envelope) -> None:
+        """The contact, opened from the event's sealed details (docs/decisions/0030); a user
+        already deleted leaves nothing to open, and is kept as erased."""
+        details = await personal_details(event, self._personal_data)
+        contact = (
+            Contact.erased(event.user_id)
+            if details is None
+            else Contact(event.user_id, details.name, details.email)
+        )
+        await self._keep_contact(contact, envelope)
 
     async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
         await self._notify(envelope, event.user_id, partial(Notification.payment_received, event))
@@ -91,6 +118,8 @@ class NotificationService:
             contact = await self._store.contact(work, user_id)
             if contact is None:
                 raise ContactUnknown(f"no contact for user {user_id!r} yet")
+            if contact.is_erased:
+                return  # the user was deleted: there is no one to tell
             notification = compose(
                 contact, notification_id=new_id(), channel=self._email.name, now=utcnow()
             )

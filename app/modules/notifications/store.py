@@ -13,7 +13,12 @@ import sqlalchemy as sa
 from app.bus.sql_outbox import inbox_table
 from app.bus.sql_store import SqlModuleStore, SqlUnitOfWork
 from app.kernel.sql import UtcDateTime, dialect_insert, prepared
-from app.modules.notifications.notification import Contact, Notification, NotificationKind
+from app.modules.notifications.notification import (
+    ERASED,
+    Contact,
+    Notification,
+    NotificationKind,
+)
 
 metadata = sa.MetaData()
 
@@ -94,6 +99,17 @@ class NotificationsStore(SqlModuleStore):
         await work.connection.execute(
             _keep_contact(work.connection),
             {"sequence": sequence, **msgspec.structs.asdict(contact)},
+        )
+
+    async def erase_user(self, work: SqlUnitOfWork, user_id: str, *, sequence: int) -> None:
+        """Keep nothing personal of a deleted user: the contact erased (kept as a marker at
+        the deletion's sequence) and the address and words of what they were sent; which
+        order was told what, and when, stays."""
+        await self.keep_contact(work, Contact.erased(user_id), sequence=sequence)
+        await work.connection.execute(
+            notifications.update()
+            .where(notifications.c.user_id == user_id)
+            .values(to=ERASED, body=ERASED)
         )
 
     async def add_notification(self, work: SqlUnitOfWork, notification: Notification) -> bool:

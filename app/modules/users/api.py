@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
@@ -15,7 +15,7 @@ from app.kernel.identity import AccessToken, Caller
 from app.kernel.pages import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from app.kernel.problems import AUTHENTICATED, PUBLIC, WITH_BODY, problems
 from app.modules.users.service import UserService
-from app.modules.users.store import Profile
+from app.modules.users.store import REGISTRATION_SCOPE, Profile
 from app.modules.users.user import User
 
 Name = Annotated[
@@ -100,9 +100,9 @@ class UsersController(Controller):
             user = await users.register(name=data.name, email=data.email, password=data.password)
             return Response(UserOut.of(user), status_code=201)
         write = users.idempotent_write(
-            scope="POST /api/users",  # registration has no caller yet: the route is the scope
+            scope=REGISTRATION_SCOPE,  # registration has no caller yet: the route is the scope
             key=idempotency_key,
-            fingerprint=fingerprint("POST /api/users", msgspec.json.encode(data)),
+            fingerprint=fingerprint(REGISTRATION_SCOPE, msgspec.json.encode(data)),
             status=201,
             render=lambda user: msgspec.json.encode(UserOut.of(user)),
         )
@@ -158,6 +158,21 @@ class UsersController(Controller):
             client=request.client.host if request.client else "unknown",
         )
         return UserOut.of(user)
+
+    @delete(
+        "/{user_id:str}",
+        operation_id="deleteUser",
+        responses=problems(*AUTHENTICATED, 404),
+        summary="Delete a user everywhere",
+        description="By the user themself or an admin. The users module erases the record and "
+        "the user's key, so what events said of them (sealed with it) is unreadable in every "
+        "outbox, inbox, dead letter and the broker's stream; every other module erases or "
+        "pseudonymises what it holds of them when it hears UserDeleted. Orders, payments and "
+        "their amounts stay, under the user's id only. The user's tokens are refused (401) "
+        "from then on. Deleting a user who does not exist (or no longer does) is a 404.",
+    )
+    async def delete_user(self, user_id: UserId, users: Users, request: Me) -> None:
+        await users.delete(user_id, request.user)
 
 
 class TokenController(Controller):

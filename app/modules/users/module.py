@@ -17,7 +17,8 @@ from app.kernel.idempotency import Idempotency
 from app.kernel.identity import Credentials
 from app.modules.spec import Assembly, Command, CommandRun, Module, ModuleContext, Option
 from app.modules.users.api import TokenController, UsersController
-from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.contracts import UserDeleted, UserRegistered, UserUpdated
+from app.modules.users.keys import UserKeys
 from app.modules.users.login_limits import LoginAttempts
 from app.modules.users.passwords import Passwords, make_hasher
 from app.modules.users.service import UserService
@@ -69,6 +70,7 @@ def assemble(context: ModuleContext) -> Assembly:
         outbox=store.outbox,
         purge=store.purge,
         credentials=credentials,
+        keyring=UserKeys(store),
     )
 
 
@@ -148,7 +150,7 @@ CREATE_ADMIN = Command(
 module = Module(
     name="users",
     description="Registration, profiles and credentials (SQL: SQLite or PostgreSQL).",
-    publishes=(UserRegistered, UserUpdated),
+    publishes=(UserRegistered, UserUpdated, UserDeleted),
     subscribes=(),
     also_serves=("auth",),
     open_store=UsersStore,

@@ -11,6 +11,7 @@ from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, Unaut
 from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
 from app.kernel.identity import AccessToken, Caller, Role, TokenIssuer
 from app.kernel.ids import new_id, utcnow
+from app.kernel.sealing import new_key
 from app.modules.users.login_limits import LoginAttempts
 from app.modules.users.passwords import Passwords
 from app.modules.users.store import EmailTaken, Profile, UsersStore
@@ -106,6 +107,7 @@ class UserService:
         role: Role = "user",
         remember: IdempotentWrite | None = None,
     ) -> User:
+        key = new_key()
         user, events = User.register(
             user_id=new_id(),
             name=name,
@@ -113,12 +115,14 @@ class UserService:
             password_hash=await self._passwords.hash(password),
             role=role,
             now=utcnow(),
+            key=key,
         )
         try:
             async with self._store.unit_of_work(self._bus) as work:
                 if remember is not None:
                     await work.remember(remember, user)
                 await self._store.insert(work, user)
+                await self._store.insert_key(work, user.id, key)
                 work.publish(user, events)
         except EmailTaken:
             raise Conflict(f"a user with email {user.email!r} already exists") from None
@@ -183,12 +187,14 @@ class UserService:
         role: Role | None = None,
     ) -> User:
         password_hash = None if password is None else await self._passwords.hash(password)
+        # What a change of name or email says is sealed with the user's key.
+        key = None if name is None and email is None else await self._store.key_of(user_id)
         for _ in range(MAX_UPDATE_RACES):
             current = await self._store.get(user_id)
             if current is None:
                 raise NotFound(f"no user {user_id!r}")
             changed, events = current.change(
-                utcnow(), name=name, email=email, password_hash=password_hash, role=role
+                utcnow(), name=name, email=email, password_hash=password_hash, role=role, key=key
             )
             if changed == current:
                 return current
@@ -204,4 +210,23 @@ class UserService:
                 if changed.token_generation != current.token_generation:
                     self._credentials.changed(user_id, changed.credentials)
                 return changed
+        raise Conflict(f"user {user_id!r} is being changed concurrently; try again")
+
+    async def delete(self, user_id: str, caller: Caller) -> None:
+        """Erase the user (by themself or an admin; anyone else gets the 404 of a user who
+        does not exist, as does a second delete): their record, their key and their
+        registration's stored response go in one commit with UserDeleted, which tells every
+        other module to erase what it holds; their tokens are refused from then on
+        (docs/decisions/0030-crypto-shredding.md)."""
+        for _ in range(MAX_UPDATE_RACES):
+            current = await self.get(user_id, caller)
+            gone, events = current.delete(utcnow())
+            async with self._store.unit_of_work(self._bus) as work:
+                if await self._store.erase(work, current):
+                    work.publish(gone, events)
+                else:
+                    work.cancel()
+            if work.committed:
+                self._credentials.changed(user_id, None)
+                return
         raise Conflict(f"user {user_id!r} is being changed concurrently; try again")

@@ -1,4 +1,6 @@
-"""The users module's private SQL store: users and its outbox, in its own database."""
+"""The users module's private SQL store: users, their keys, its outbox and idempotency keys,
+in its own database. The keys table is read by this module alone
+(docs/decisions/0030-crypto-shredding.md; tests/architecture/test_user_keys.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from app.bus.sql_outbox import outbox_table
 from app.bus.sql_store import SqlModuleStore, SqlUnitOfWork, idempotency_table
 from app.kernel.identity import Role
-from app.kernel.sql import UtcDateTime
+from app.kernel.sealing import KEY_BYTES, new_key
+from app.kernel.sql import Connection, UtcDateTime, insert
 from app.modules.users.emails import EMAIL_KEY_LENGTH, email_key, legacy_email_key
 from app.modules.users.user import User
 
@@ -35,8 +38,17 @@ users = sa.Table(
     # issued for, and the gateway refuses any other.
     sa.Column("token_generation", sa.Integer, nullable=False, server_default="1"),
 )
+# One key per user, sealing what events say of them; erased with the user, so every copy
+# of those events becomes unreadable (docs/decisions/0030-crypto-shredding.md).
+user_keys = sa.Table(
+    "user_keys",
+    metadata,
+    sa.Column("user_id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.LargeBinary(KEY_BYTES), nullable=False),
+)
 outbox = outbox_table(metadata)
 idempotency_keys = idempotency_table(metadata)
+REGISTRATION_SCOPE = "POST /api/users"  # the idempotency scope of a registration
 
 
 class Profile(msgspec.Struct, frozen=True):
@@ -71,6 +83,14 @@ _by_email_keys = (
 _credentials_by_id = sa.select(users.c.token_generation, users.c.role).where(
     users.c.id == sa.bindparam("b_key")
 )
+_key_by_user = sa.select(user_keys.c.key).where(user_keys.c.user_id == sa.bindparam("b_key"))
+_registrations = sa.select(idempotency_keys.c.key, idempotency_keys.c.body).where(
+    idempotency_keys.c.scope == REGISTRATION_SCOPE
+)
+
+
+class _Registered(msgspec.Struct):
+    id: str  # of the user a stored registration response shows
 
 
 class UsersStore(SqlModuleStore):
@@ -163,3 +183,53 @@ class UsersStore(SqlModuleStore):
         except IntegrityError as error:
             raise EmailTaken(user.email) from error
         return bool(result.rowcount == 1)
+
+    async def insert_key(self, work: SqlUnitOfWork, user_id: str, key: bytes) -> None:
+        await work.connection.execute(user_keys.insert().values(user_id=user_id, key=key))
+
+    async def key_of(self, user_id: str) -> bytes | None:
+        """The user's key, made now for a user registered before users had keys; None for
+        a user who does not exist."""
+        the_user = sa.select(users.c.id, sa.literal(new_key(), sa.LargeBinary)).where(
+            users.c.id == user_id
+        )
+        async with self.transaction() as connection:
+            await connection.execute(
+                insert(connection, user_keys)
+                .from_select(["user_id", "key"], the_user)
+                .on_conflict_do_nothing()
+            )
+            row = (await connection.execute(_key_by_user, {"b_key": user_id})).first()
+        return None if row is None else bytes(row[0])
+
+    async def key(self, user_id: str) -> bytes | None:
+        """The user's key; None once the user is erased (or for a user who never had one)."""
+        async with self.reading() as connection:
+            row = (await connection.execute(_key_by_user, {"b_key": user_id})).first()
+        return None if row is None else bytes(row[0])
+
+    async def erase(self, work: SqlUnitOfWork, user: User) -> bool:
+        """Everything this store holds of the user: the record, the key (so what events said
+        of them is unreadable wherever they are kept) and the registration response kept
+        for its Idempotency-Key. False when another request erased or changed it first."""
+        connection = work.connection
+        erased = await connection.execute(
+            users.delete().where(users.c.id == user.id, users.c.version == user.version)
+        )
+        if erased.rowcount != 1:
+            return False
+        await connection.execute(user_keys.delete().where(user_keys.c.user_id == user.id))
+        for key in await _registration_keys_of(connection, user.id):
+            await connection.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.scope == REGISTRATION_SCOPE, idempotency_keys.c.key == key
+                )
+            )
+        return True
+
+
+async def _registration_keys_of(connection: Connection, user_id: str) -> list[str]:
+    """The Idempotency-Keys whose stored registration response shows this user (its name and
+    email are in it); few, since registrations are kept only for the idempotency TTL."""
+    rows = (await connection.execute(_registrations)).all()
+    return [key for key, body in rows if msgspec.json.decode(body, type=_Registered).id == user_id]

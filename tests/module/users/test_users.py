@@ -15,7 +15,12 @@ from argon2 import PasswordHasher
 
 from app.bus.envelope import decode
 from app.kernel.ids import new_id, utcnow
-from app.modules.users.contracts import UserRegistered, UserUpdated
+from app.modules.users.contracts import (
+    PersonalDetails,
+    UserRegistered,
+    UserUpdated,
+    personal_details,
+)
 from app.modules.users.module import module as users_module
 from app.modules.users.store import EmailTaken, UsersStore, outbox
 from app.modules.users.user import User
@@ -100,7 +105,8 @@ async def test_the_registration_event_carries_no_password_or_hash(users: Scenari
 
     [event] = [decode(row) for row in rows]
     assert event.type == "UserRegistered"
-    assert set(event.payload) == {"user_id", "name", "email", "registered_at"}
+    assert set(event.payload) == {"user_id", "personal", "name", "email", "registered_at"}
+    assert (event.payload["name"], event.payload["email"]) == (None, None)  # sealed instead
     assert event.payload["user_id"] == user["id"]
 
 
@@ -113,7 +119,10 @@ async def test_registering_publishes_one_user_registered_without_password_or_has
 
     [registered] = users.published_events()
     assert isinstance(registered, UserRegistered)
-    assert (registered.user_id, registered.name, registered.email) == (user["id"], "Ada", email)
+    assert registered.user_id == user["id"]
+    assert await personal_details(registered, users.seams.runtime.personal_data) == PersonalDetails(
+        "Ada", email
+    )
     [envelope] = users.published
     assert (envelope.producer, envelope.aggregate_id, envelope.sequence) == (
         "users",
@@ -141,7 +150,10 @@ async def test_a_name_and_email_change_publishes_one_user_updated_with_sequence_
     assert response.status_code == 200, response.text
     assert [type(event) for event in users.published_events()] == [UserRegistered, UserUpdated]
     updated = users.published_events()[1]
-    assert updated == UserUpdated(user_id=user["id"], name="Ada Lovelace", email=new_email)
+    assert isinstance(updated, UserUpdated) and updated.user_id == user["id"]
+    assert await personal_details(updated, users.seams.runtime.personal_data) == PersonalDetails(
+        "Ada Lovelace", new_email
+    )
     envelope = users.published[1]
     assert (envelope.aggregate_id, envelope.sequence) == (user["id"], 2)
     assert not [key for key in envelope.payload if "password" in key or "hash" in key]
