@@ -17,7 +17,8 @@ from litestar.types import ExceptionHandlersMap
 
 from app.gateway.auth import REALM
 from app.gateway.request_id import request_id_of
-from app.kernel.errors import DomainError, InvalidInput
+from app.kernel.errors import DomainError, InvalidInput, StoreUnavailable
+from app.kernel.sql import unreachable
 
 log = logging.getLogger("app.gateway")
 
@@ -92,6 +93,9 @@ def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Respon
 
 
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    if unreachable(error):  # a store reached outside its SqlDatabase's own translation
+        log.warning("a store is unreachable on %s %s: %r", request.method, request.url.path, error)
+        return _domain_error(request, StoreUnavailable("a database this needs is unreachable"))
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(
         request,

@@ -65,5 +65,14 @@ class Unavailable(DomainError):
     status = 503
 
 
+class StoreUnavailable(Unavailable):
+    """A module's database cannot be reached now (it restarts, its host is away): the same
+    request will work once it is back. A handler's event waits for it without spending its
+    attempts (docs/decisions/0033-broker-cluster-and-restarts.md)."""
+
+    def __init__(self, detail: str, *, retry_after_seconds: int = 2) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
 class BoundaryViolation(Exception):
     """A module reached past its boundary. The message says where, which rule, and what instead."""

@@ -14,11 +14,14 @@ Two access paths behind one interface (`Connection`):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import errno
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
     asynccontextmanager,
+    contextmanager,
     nullcontext,
 )
 from datetime import UTC, datetime
@@ -34,10 +37,72 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from app.kernel.data_dir import make_private_database
+from app.kernel.errors import StoreUnavailable
 from app.kernel.migrations import SchemaState, SqlSchema
 from app.kernel.tracing import tracing
 
 tracer = trace.get_tracer("seams.stores")
+log = logging.getLogger("app.stores")
+
+# An OSError with one of these is the server not being there, not a statement that failed.
+UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ETIMEDOUT,
+    }
+)
+# The drivers' own (by package, matched on the class and its bases): the server shuts down,
+# crashed, is starting up, has no primary, or the connection is gone.
+UNREACHABLE_DRIVER_ERRORS = {
+    "asyncpg": frozenset(
+        {
+            "AdminShutdownError",
+            "CrashShutdownError",
+            "CannotConnectNowError",
+            "ConnectionDoesNotExistError",
+            "PostgresConnectionError",
+        }
+    ),
+    "pymongo": frozenset({"AutoReconnect", "ConnectionFailure", "ServerSelectionTimeoutError"}),
+}
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says the database cannot be reached now: refused,
+    reset, timed out, shutting down or starting up. A statement the database refused (a
+    constraint, a syntax error, a lock timeout) is not: retrying it changes nothing."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(cause, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(cause, OSError) and cause.errno in UNREACHABLE_ERRNOS:
+            return True
+        if _driver_says_unreachable(type(cause)):
+            return True
+        orig = getattr(cause, "orig", None)
+        pending += [cause.__cause__, cause.__context__]
+        pending += [orig] if isinstance(orig, BaseException) else []
+    return False
+
+
+def _driver_says_unreachable(kind: type[BaseException]) -> bool:
+    for base in kind.__mro__:
+        names = UNREACHABLE_DRIVER_ERRORS.get(base.__module__.partition(".")[0])
+        if names is not None and base.__name__ in names:
+            return True
+    return False
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -160,6 +225,7 @@ class SqlDatabase:
         self.kind = f"sql:{self.url.get_backend_name()}"
         self.display_url = self.url.render_as_string(hide_password=True)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self._unreachable = False  # said once when it goes, once when it is back
         self._sync_engine: sa.Engine | None = None
         self._connection: sa.Connection | None = None  # the on-loop path's one connection
         self._engine: AsyncEngine | None = None
@@ -270,10 +336,33 @@ class SqlDatabase:
         async with self.transaction() as connection:
             await connection.run_sync(self.metadata.create_all)
 
+    @contextmanager
+    def _reachability(self) -> Iterator[None]:
+        """A failure to reach the server becomes StoreUnavailable (503 with Retry-After; an
+        event waits for it without spending attempts); said once when the server goes
+        and once when it answers again, not at every request meanwhile."""
+        try:
+            yield
+        except StoreUnavailable:
+            raise
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            if not self._unreachable:
+                self._unreachable = True
+                log.warning("the database %s is unreachable: %r", self.display_url, error)
+            raise StoreUnavailable(
+                "a database this needs is unreachable (it may be restarting): try again "
+                "in a few seconds"
+            ) from error
+        if self._unreachable:
+            self._unreachable = False
+            log.warning("the database %s answers again", self.display_url)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """One atomic write: commits when the block ends, rolls back if it raises."""
-        with self._span("transaction"):
+        with self._span("transaction"), self._reachability():
             async with self._guard():
                 if self.on_loop:
                     connection = self._on_loop_connection()
@@ -285,7 +374,7 @@ class SqlDatabase:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Connection]:
-        with self._span("read"):
+        with self._span("read"), self._reachability():
             async with self._guard():
                 if self.on_loop:
                     connection = self._on_loop_connection()
