@@ -126,13 +126,19 @@ class Executes(Protocol):
 
 def tune_sqlite(connection: Executes, *, on_disk: bool) -> None:
     """Every SQLite store's pragmas: WAL on disk (readers never wait for the writer), NORMAL
-    sync (safe with WAL: a power cut loses at most the last commits), and a wait of up to
-    5 s for another connection's write lock instead of an error."""
+    sync (safe with WAL: a power cut loses at most the last commits), a wait of up to
+    5 s for another connection's write lock instead of an error, and secure delete: what is
+    deleted is overwritten, not left in free pages (docs/decisions/0030-crypto-shredding.md)."""
     if on_disk:
         connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA secure_delete=ON")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=5000")
 
+
+# At a clean stop: every page back in the database file and the WAL emptied, so nothing
+# deleted lingers in it (docs/decisions/0030-crypto-shredding.md).
+CHECKPOINT = "PRAGMA wal_checkpoint(TRUNCATE)"
 
 Rows = sa.CursorResult[*tuple[Any, ...]]
 S = TypeVar("S", bound=sa.Executable)
@@ -436,6 +442,8 @@ class SqlDatabase:
         if self._sync_engine is not None:
             async with self._guard():
                 if self._connection is not None:
+                    if not self._in_memory:
+                        self._connection.exec_driver_sql(CHECKPOINT)
                     self._connection.close()
                     self._connection = None
                 self._sync_engine.dispose()

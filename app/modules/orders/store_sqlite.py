@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from app.kernel.data_dir import make_private_database
-from app.kernel.sql import tune_sqlite
+from app.kernel.sql import CHECKPOINT, tune_sqlite
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
@@ -97,6 +97,8 @@ class SqliteOrderDocuments:
 
     async def close(self) -> None:
         if self._connection is not None:
+            if self.path is not None:
+                self._connection.execute(CHECKPOINT)
             self._connection.close()
             self._connection = None
 
