@@ -3,6 +3,10 @@
 A module hands its envelopes over right after the commit that stored them (the fast path);
 on start the relay also picks up whatever a previous process left undelivered, and a slow
 sweep catches anything else. Delivery is marked only after the transport answers for it.
+
+When the transport cannot publish (a broker away), each envelope is retried with backoff and
+stays in the outbox meanwhile; the relay says so once per outage, not once per envelope and
+try, and once more when publishing works again (docs/decisions/0032-broker-loss-and-not-yet.md).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._failing = 0  # envelopes whose last publish failed (an outage while > 0)
         self._backlog = OUTBOX_BACKLOG.labels(owner)
         self._watch = watch or Watch()
 
@@ -104,6 +109,7 @@ class OutboxRelay:
 
     async def _publish(self, envelope: Envelope) -> None:
         attempt = 0
+        failed = False
         while not self._stopping:
             attempt += 1
             if attempt == 1:
@@ -111,17 +117,42 @@ class OutboxRelay:
             try:
                 await self._transport.publish(envelope)
             except Exception as error:  # the broker may be away: keep it, retry later
-                log.warning("publishing %s %s failed: %r", envelope.type, envelope.id, error)
+                if not failed:
+                    failed = True
+                    self._failed(envelope, error)
                 await asyncio.sleep(self._retry.delay(min(attempt, 10)))
             else:
+                if failed:
+                    self._recovered()
                 PUBLISHED.labels(envelope.type, self.owner).inc()
                 self._delivered.append(envelope)
                 self._wake.set()
                 return
         # Stopped before delivery: it stays in the outbox; this relay no longer owes it.
+        if failed:
+            self._failing -= 1
         self._in_flight.discard(envelope.id)
         self._backlog.dec()
         self._activity.end()
+
+    def _failed(self, envelope: Envelope, error: Exception) -> None:
+        """The first failure of an outage is said (a broker away is said by the transport:
+        INFO here), the rest at DEBUG."""
+        self._failing += 1
+        if self._failing > 1:
+            log.debug("publishing %s %s failed: %r", envelope.type, envelope.id, error)
+            return
+        log.log(
+            logging.INFO if isinstance(error, ConnectionError) else logging.WARNING,
+            "publishing %s's events failed (%r): they wait in its outbox, retried with backoff",
+            self.owner,
+            error,
+        )
+
+    def _recovered(self) -> None:
+        self._failing -= 1
+        if self._failing == 0:
+            log.info("publishing %s's events works again", self.owner)
 
     async def _flush_forever(self) -> None:
         while not self._stopping:

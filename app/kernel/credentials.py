@@ -54,6 +54,11 @@ class CurrentCredentials:
         self._keep(user_id, found)
         return found
 
+    def last_known(self, user_id: str) -> Credentials | None:
+        """What was last read or heard for the user, however old (None: nothing, or gone)."""
+        entry = self._entries.get(user_id)
+        return None if entry is None else entry[0]
+
     def changed(self, user_id: str, credentials: Credentials | None) -> None:
         """This process committed a change of a user's credentials (None: the user is gone)."""
         self._keep(user_id, credentials)

@@ -7,6 +7,10 @@ one whose Assembly offers them) answers `seams.credentials.get`
 its store, and publishes `seams.credentials.changed` after each change it commits. The
 gateway keeps what it hears in the same short-lived memory as the monolith's (at most
 TTL_SECONDS old), updated at once by a change it hears of.
+
+While the broker is away the gateway cannot ask: a token is checked against its account's
+credentials as last known (a change made meanwhile counts once the broker is back), and one
+whose account it never heard of is a 503 naming the broker (docs/decisions/0032).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import msgspec
 import nats
 import nats.errors
 from litestar.exceptions import ServiceUnavailableException
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -37,6 +42,10 @@ ASK_SECONDS = 2.0
 class Change(msgspec.Struct, frozen=True):
     user_id: str
     credentials: Credentials | None
+
+
+def _away(connection: Client) -> bool:
+    return not connection.is_connected
 
 
 class CredentialsAnswerer:
@@ -100,15 +109,29 @@ class CredentialsOverNats:
         connection = self._broker.client
         if connection is None:
             raise ServiceUnavailableException("the gateway is not connected to the broker yet")
+        if _away(connection):
+            return self._as_last_known(user_id)
         try:
             answer = await connection.request(ASK, user_id.encode(), timeout=self._ask_seconds)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as error:
+            if _away(connection):  # the broker went while we asked
+                return self._as_last_known(user_id)
             raise ServiceUnavailableException(
                 "no process of the module owning credentials answered to check the token's "
                 "credentials: start one (python -m app --modules <that module>) and retry",
                 headers={"Retry-After": "1"},
             ) from error
         return msgspec.json.decode(answer.data, type=Credentials | None)
+
+    def _as_last_known(self, user_id: str) -> Credentials | None:
+        known = self._memory.last_known(user_id)
+        if known is None:
+            raise ServiceUnavailableException(
+                f"the broker NATS {self._url} is away: the token's credentials cannot be "
+                "checked until it is back",
+                headers={"Retry-After": "1"},
+            )
+        return known
 
     async def stop(self) -> None:
         await self._broker.close()

@@ -10,6 +10,11 @@ deletes its entry and drops out at once.
 The bucket is kept in the broker's memory, so a broker that restarts comes back without
 it: announcers make it again at their next refresh, and the directory watches it afresh
 after every reconnect.
+
+While the broker is away nobody can announce, so the directory does not judge liveness by
+the announcements: it keeps the instances it knew (one that refuses a connection is still
+forgotten), and gives each a fresh `ttl` when the broker is back. Requests that need no
+broker keep being served (docs/decisions/0032-broker-loss-and-not-yet.md).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from app.kernel.tasks import cancel_and_wait
-from app.split.nats import BrokerConnection
+from app.split.nats import BrokerConnection, presence
 
 log = logging.getLogger("app.split.discovery")
 
@@ -104,10 +109,15 @@ class Announcer:
                     bucket = await _bucket(connection, self._ttl)
                 await bucket.put(self.instance.key, value)
             except (TimeoutError, nats.errors.Error) as error:
-                # The broker is away: the entry lapses and the gateway stops sending here
-                # until it is back, which is what should happen. It may come back without
-                # the bucket (a restart): look it up, or make it, again next time.
-                log.warning("could not refresh %s: %r", self.instance.key, error)
+                # The broker may come back without the bucket (a restart): look it up, or
+                # make it, again next time. Its absence is said once (BrokerPresence).
+                away = presence(self.nats_url).away or not connection.is_connected
+                log.log(
+                    logging.DEBUG if away else logging.WARNING,
+                    "could not refresh %s: %r",
+                    self.instance.key,
+                    error,
+                )
                 bucket = None
             else:
                 if not announced:
@@ -121,12 +131,16 @@ class Announcer:
         connection = self._broker.client
         if connection is None:
             return
+        if connection.is_connected:  # the broker away: the entry lapses by itself
+            await self._withdraw(connection)
+        await self._broker.close()
+
+    async def _withdraw(self, connection: Client) -> None:
         try:
             bucket = await _bucket(connection, self._ttl)
             await bucket.delete(self.instance.key)
         except (TimeoutError, nats.errors.Error) as error:
             log.warning("could not withdraw %s (it lapses by itself): %r", self.instance.key, error)
-        await self._broker.close()
 
 
 async def _until_listening(url: str) -> None:
@@ -170,6 +184,9 @@ class Directory:
         """The broker may have restarted, and lost the bucket and the watch's consumer with
         it (a watch then waits forever without a word): watch afresh."""
         connection = self._broker.client
+        # Nobody could announce while the broker was away: a fresh ttl for each.
+        now = time.monotonic()
+        self._seen = {key: (instance, now) for key, (instance, _) in self._seen.items()}
         if self._task is not None and connection is not None:
             log.info("reconnected to NATS: watching %s afresh", BUCKET)
             self._task.cancel()
@@ -189,7 +206,12 @@ class Directory:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # reconnects: watch again from the current values
-                log.warning("watching %s failed, watching again: %r", BUCKET, error)
+                log.log(
+                    logging.DEBUG if presence(self.nats_url).away else logging.WARNING,
+                    "watching %s failed, watching again: %r",
+                    BUCKET,
+                    error,
+                )
                 await asyncio.sleep(0.5)
             finally:
                 if watcher is not None:
@@ -208,7 +230,9 @@ class Directory:
         self._seen[key] = (instance, time.monotonic())
 
     def live(self, module: str | None = None) -> list[Instance]:
-        horizon = time.monotonic() - self._ttl
+        """Instances announced within `ttl`; while the broker is away, every one known."""
+        away = presence(self.nats_url).away
+        horizon = float("-inf") if away else time.monotonic() - self._ttl
         return [
             instance
             for instance, seen in self._seen.values()

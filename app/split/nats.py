@@ -1,10 +1,18 @@
 """The one way every part of the split mode connects to NATS: named, reconnecting forever
-(a broker that restarts is waited for), and closed without a word when it is already gone."""
+(a broker that restarts is waited for), and closed without a word when it is already gone.
+
+A broker that goes away is a state, not a crash (docs/decisions/0032-broker-loss-and-not-yet.md):
+every connection of a process reports to that process's BrokerPresence, which says it ONCE
+(one warning when the broker goes, one line when it is back, with how long it was away);
+what each part retries meanwhile is logged at DEBUG only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import nats.errors
@@ -13,7 +21,89 @@ from nats.aio.client import Client
 Callback = Callable[[], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 
+log = logging.getLogger("app.split.nats")
+
 RECONNECT_WAIT_SECONDS = 0.5
+
+
+class BrokerPresence:
+    """Whether this process reaches the broker at `url`, said once per change."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.away_since: float | None = None
+        self._back = asyncio.Event()
+        self._back.set()
+
+    @property
+    def away(self) -> bool:
+        return self.away_since is not None
+
+    def lost(self, why: str) -> None:
+        if self.away_since is not None:
+            return
+        self.away_since = time.monotonic()
+        self._back.clear()
+        log.warning(
+            "the broker NATS %s is gone (%s): retrying quietly until it is back; events wait "
+            "in the outboxes and /ready answers 503 meanwhile",
+            self.url,
+            why,
+        )
+
+    def returned(self) -> None:
+        if self.away_since is None:
+            return
+        away, self.away_since = time.monotonic() - self.away_since, None
+        self._back.set()
+        log.info("the broker NATS %s is back after %.1f s; resuming", self.url, away)
+
+    async def until_back(self) -> None:
+        await self._back.wait()
+
+
+_presences: dict[str, BrokerPresence] = {}
+
+
+def presence(url: str) -> BrokerPresence:
+    """This process's view of the broker at `url`, shared by all its connections."""
+    found = _presences.get(url)
+    if found is None:
+        found = _presences[url] = BrokerPresence(url)
+    return found
+
+
+def _reporting(
+    client: Client,
+    url: str,
+    reconnected: Callback | None,
+    disconnected: Callback | None,
+    error: ErrorCallback | None,
+) -> tuple[Callback, Callback, ErrorCallback]:
+    """The callbacks a connection is given: the presence first, then the part's own."""
+    broker = presence(url)
+
+    async def on_reconnected() -> None:
+        broker.returned()
+        if reconnected is not None:
+            await reconnected()
+
+    async def on_disconnected() -> None:
+        if client.is_reconnecting:  # not a close of ours
+            broker.lost("disconnected")
+        if disconnected is not None:
+            await disconnected()
+
+    async def on_error(failure: Exception) -> None:
+        # While the broker is away every reconnect attempt fails: said once by `lost`.
+        if broker.away or isinstance(failure, OSError | nats.errors.Error):
+            log.debug("NATS %s: %r", url, failure)
+        else:
+            log.warning("NATS %s: %r", url, failure)
+        if error is not None:
+            await error(failure)
+
+    return on_reconnected, on_disconnected, on_error
 
 
 async def connect(
@@ -30,6 +120,9 @@ async def connect(
     comma-separated, tried in turn); one that fails to open (or within `timeout` seconds) is
     closed, so that no reconnect loop outlives the failure."""
     client = Client()
+    on_reconnected, on_disconnected, on_error = _reporting(
+        client, url, reconnected, disconnected, error
+    )
     try:
         await asyncio.wait_for(
             client.connect(
@@ -39,9 +132,9 @@ async def connect(
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type]
                 connect_timeout=2,
-                reconnected_cb=reconnected,
-                disconnected_cb=disconnected,
-                error_cb=error,
+                reconnected_cb=on_reconnected,
+                disconnected_cb=on_disconnected,
+                error_cb=on_error,
             ),
             timeout,
         )
@@ -80,5 +173,16 @@ class BrokerConnection:
         is sent); nothing to do if it never opened."""
         client, self.client = self.client, None
         if client is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await (client.drain() if drain else client.close())
+            await close_quietly(client, drain=drain)
+
+
+async def close_quietly(client: Client, *, drain: bool = False) -> None:
+    """Close a connection whatever the broker's state: with the broker away there is nothing
+    to drain, and nats-py's close may fail writing what it had buffered to the dead socket
+    (RuntimeError from the event loop's transport), which must not fail a clean stop."""
+    if not client.is_connected:
+        drain = False
+    try:
+        await (client.drain() if drain else client.close())
+    except Exception as error:  # what was buffered for the broker is lost; it is redelivered
+        log.debug("closing the NATS connection %s: %r", client.connected_url, error)

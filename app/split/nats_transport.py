@@ -42,7 +42,7 @@ from nats.js.api import (
 
 from app.bus.envelope import Envelope, MalformedEvent, decode, encode
 from app.bus.transport import Sink
-from app.split.nats import connect
+from app.split.nats import BrokerPresence, close_quietly, connect, presence
 
 log = logging.getLogger("app.bus.nats")
 
@@ -55,6 +55,10 @@ CAUSATION_HEADER = "Seams-Causation-Id"
 TRACEPARENT_HEADER = "traceparent"
 
 Outcome = Literal["ack", "nak", "term"]
+
+
+class BrokerAway(ConnectionError):
+    """The broker cannot be reached now: what was to be published waits in its outbox."""
 
 
 def headers_of(envelope: Envelope) -> dict[str, str]:
@@ -148,6 +152,7 @@ class NatsTransport:
         self._all_settled = asyncio.Event()
         self._all_settled.set()
         self._stopping = False
+        self._broker: BrokerPresence = presence(url)
         self.received = 0  # messages taken from the broker, redeliveries included
         self.settled = 0  # messages answered to the broker: acked, nak'ed or terminated
 
@@ -230,7 +235,7 @@ class NatsTransport:
             await asyncio.wait_for(nc.flush(), self._stop_grace)
         except Exception as error:  # reconnecting or already closed: they are redelivered
             log.debug("flushing the NATS connection failed: %r", error)
-        await nc.close()
+        await close_quietly(nc)
         for binding in self._bindings:
             binding.task = None
             binding.in_flight.clear()
@@ -240,9 +245,11 @@ class NatsTransport:
     async def publish(self, envelope: Envelope) -> None:
         """Return once the broker has stored the envelope (its PubAck); a repeat of the same
         envelope id inside the duplicate window is acknowledged but not stored again."""
-        js = self._js
-        if js is None or self._stopping:
+        js, nc = self._js, self._nc
+        if js is None or nc is None or self._stopping:
             raise RuntimeError(f"the NATS transport to {self.url} is not running")
+        if not nc.is_connected:  # nats-py would buffer it, then time out: fail now instead
+            raise BrokerAway(f"the broker NATS {self.url} is away")
         subject, data, headers = (
             self.subject_for(envelope.type),
             encode(envelope),
@@ -296,15 +303,9 @@ class NatsTransport:
     # Connecting and declaring.
 
     async def _connect(self) -> Client:
-        async def on_error(error: Exception) -> None:
-            log.warning("NATS %s: %r", self.url, error)
-
-        async def on_disconnected() -> None:
-            if not self._stopping:
-                log.warning("NATS %s: disconnected, reconnecting", self.url)
+        """Its going and coming back are said by the BrokerPresence (app/split/nats.py)."""
 
         async def on_reconnected() -> None:
-            log.info("NATS %s: reconnected", self.url)
             self._refetch()
 
         try:
@@ -314,8 +315,6 @@ class NatsTransport:
                 timeout=self._connect_timeout,
                 reconnect_wait=self._reconnect_wait,
                 reconnected=on_reconnected,
-                disconnected=on_disconnected,
-                error=on_error,
             )
         except Exception as error:
             raise ConnectionError(
@@ -384,6 +383,9 @@ class NatsTransport:
     async def _receive_forever(self, binding: _Binding) -> None:
         failures = 0
         while not self._stopping:
+            if self._broker.away:  # nothing to fetch; the reconnect restarts this loop
+                await self._broker.until_back()
+                continue
             try:
                 if binding.subscription is None or not binding.declared:
                     # After a failure or a reconnect: the broker may have lost its state.
@@ -406,7 +408,10 @@ class NatsTransport:
                 raise
             except Exception as error:  # broker away or its state gone: set up again
                 failures += 1
-                log.warning(
+                # The first of a streak, unless the broker is away (said once already).
+                quiet = failures > 1 or self._broker.away or not self.running
+                log.log(
+                    logging.DEBUG if quiet else logging.WARNING,
                     "fetching %s from NATS failed (%d in a row): %r",
                     binding.durable,
                     failures,
