@@ -13,6 +13,7 @@ from app.kernel.ids import new_id
 from app.runtime import Runtime
 from app.split.credentials import CredentialsAnswerer
 from app.split.discovery import Announcer, Instance
+from app.split.keyring import KeyringAnswerer, KeyringOverNats
 from app.split.proof import GatewayProof, GatewayProofMiddleware
 from app.split.watch import WatchReporter
 
@@ -20,10 +21,17 @@ from app.split.watch import WatchReporter
 def behind_the_gateway(runtime: Runtime, secret_key: str) -> Entrance:
     """Only requests the gateway signed get in (it authenticates, limits and serves the
     topology); the process announces itself while it runs, and a process with the module
-    owning credentials answers the gateway's questions about them."""
+    owning credentials answers the gateway's questions about them; the one owning the keys
+    of personal data opens what other processes ask, and they ask it (app/split/keyring.py)."""
     settings = runtime.settings
     if isinstance(runtime.credentials, CurrentCredentials):
         runtime.services.append(CredentialsAnswerer(settings.bus_url, runtime.credentials))
+    if runtime.personal_data.bound:
+        runtime.services.append(KeyringAnswerer(settings.bus_url, runtime.personal_data))
+    else:
+        keyring = KeyringOverNats(settings.bus_url)
+        runtime.personal_data.bind(keyring)
+        runtime.services.append(keyring)
     # What this process's bus does, for the gateway's watch (the page's stream and journeys).
     runtime.services.append(WatchReporter(settings.bus_url, runtime.bus.watch))
     names = tuple(running.module.name for running in runtime.modules)
