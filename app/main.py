@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import msgspec
 from litestar import Litestar
 
 from app.bus import Bus, DeliveryStore, RetryPolicy, Watch
@@ -93,11 +94,13 @@ def create_gateway_app(
     settings = settings or Settings.from_env()
     _require_broker(settings, "python -m app gateway")
     secret_key = resolve_secret_key(settings)
+    chosen = default_modules() if modules is None else list(modules)
+    # The monolith of the same modules, never started: its /schema is the whole system's.
+    whole = create_app(
+        msgspec.structs.replace(settings, bus_url="memory://", ephemeral=True), chosen
+    )
     return build_standalone_gateway(
-        settings,
-        default_modules() if modules is None else modules,
-        jwt_auth(settings, secret_key),
-        secret_key,
+        settings, chosen, jwt_auth(settings, secret_key), secret_key, system=whole.openapi_schema
     )
 
 

@@ -4,15 +4,20 @@ It runs no module: it authenticates, limits, tags requests with their id, and fo
 /api/<prefix> to a live instance of the module that declared the prefix (app/split/forwarding.py),
 found through discovery on NATS. Its /ready is 200 only while every module has a live
 instance and the broker answers.
+
+Its /schema describes the whole system, as the monolith's does: every module's routes
+(served by the module processes) with the gateway's own, in one OpenAPI document.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
+from litestar.openapi.spec import OpenAPI
 from litestar.types import Scope
 
 from app.bus import Watch
@@ -97,8 +102,15 @@ class GatewayRuntime:
 
 
 def build_standalone_gateway(
-    settings: Settings, modules: Sequence[Module], auth: GatewayJWTAuth, secret_key: str
+    settings: Settings,
+    modules: Sequence[Module],
+    auth: GatewayJWTAuth,
+    secret_key: str,
+    *,
+    system: OpenAPI | None = None,
 ) -> Litestar:
+    """`system`: the OpenAPI document of the whole system (the monolith's, built from the
+    same modules), merged into the gateway's own at /schema."""
     if not settings.bus_url.startswith("nats://"):
         raise ValueError(
             "python -m app gateway forwards to module processes found through NATS: "
@@ -151,4 +163,27 @@ def build_standalone_gateway(
     app.state.runtime = runtime
     app.state.watch = runtime.watch
     app.state.admin_fleet = fleet
+    if system is not None:
+        describe_whole_system(app.openapi_schema, system)
     return app
+
+
+def describe_whole_system(gateway: OpenAPI, system: OpenAPI) -> None:
+    """Merge into the gateway's document (before it is first served) every path, schema and
+    tag of the system's: where both describe a path, the system's describes what the module
+    answers, which is what a client gets through the gateway."""
+    gateway.info = replace(
+        gateway.info,
+        title="Seams (split mode)",
+        description=(
+            "Every module's API, served by the module processes behind this gateway "
+            "(forwarded to a live instance), and the gateway's own routes: one system."
+        ),
+    )
+    gateway.paths = {**(gateway.paths or {}), **(system.paths or {})}
+    schemas = gateway.components.schemas
+    gateway.components.schemas = {**schemas, **system.components.schemas}
+    security = gateway.components.security_schemes or {}
+    gateway.components.security_schemes = {**security, **(system.components.security_schemes or {})}
+    tags = {tag.name: tag for tag in [*(gateway.tags or []), *(system.tags or [])]}
+    gateway.tags = list(tags.values()) or None
