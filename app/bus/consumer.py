@@ -25,7 +25,7 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from app.bus.activity import Activity
-from app.bus.context import current_cause, current_module, current_request_id
+from app.bus.context import current_cause, current_module, current_request_id, flow_of
 from app.bus.contracts import UnknownVersion
 from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_payload
@@ -33,8 +33,10 @@ from app.bus.events import Event
 from app.bus.metrics import EVENTS, HANDLER_SECONDS
 from app.bus.retry import NotYet, PrerequisiteWait, Progress, RetryPolicy
 from app.bus.watch import DEAD_LETTERED, FAILED, HANDLED, PARKED, Watch
+from app.kernel.errors import StoreUnavailable
 from app.kernel.tracing import context_of, span
 
+STORE_NAP_SECONDS = 1.0  # the longest wait between two tries while a store is unreachable
 log = logging.getLogger("app.bus")
 
 Handler = Callable[[Any, Envelope], Awaitable[None]]
@@ -147,10 +149,11 @@ class Consumer:
                 if not self._resumed.is_set():
                     await self._resumed.wait()
                 item = lane[0]
-                if item.envelope is None:
-                    await self._deliver_parked(key)
-                else:
-                    await self._deliver(item.envelope)
+                with flow_of(item.envelope, self.name):  # every line about it names its flow
+                    if item.envelope is None:
+                        await self._deliver_parked(key)
+                    else:
+                        await self._deliver(item.envelope)
                 lane.popleft()
                 if not item.done.done():
                     item.done.set_result(None)
@@ -164,7 +167,8 @@ class Consumer:
         for envelope in await self._store.parked_for(self.name, aggregate_id):
             if aggregate_id in self._blocked:
                 return  # one of them failed again: the rest stay parked behind it
-            await self._deliver(envelope, from_parking=True)
+            with flow_of(envelope, self.name):
+                await self._deliver(envelope, from_parking=True)
 
     async def _deliver(self, envelope: Envelope, *, from_parking: bool = False) -> None:
         if envelope.aggregate_id in self._blocked:
@@ -194,6 +198,7 @@ class Consumer:
         request_token = current_request_id.set(envelope.correlation_id)
         tried = self._attempts.pop(envelope.id, 0)
         prerequisite = PrerequisiteWait(self._retry, self._progress)
+        outage = 0  # naps taken while a store the handler needs was unreachable
         try:
             while True:
                 tried += 1
@@ -217,6 +222,11 @@ class Consumer:
                 except Exception as error:  # a handler failure is retried, never swallowed
                     if isinstance(error, NotYet) and await self._waited(envelope, prerequisite):
                         tried -= 1  # "not yet" spends no attempt (docs/decisions/0032)
+                        continue
+                    if isinstance(error, StoreUnavailable):  # nor does a store away (0033)
+                        outage += 1
+                        await self._wait_for_store(envelope, outage)
+                        tried -= 1
                         continue
                     elapsed = time.perf_counter() - started
                     self._count(envelope, "failed")
@@ -260,6 +270,19 @@ class Consumer:
             current_request_id.reset(request_token)
             current_module.reset(module_token)
             current_cause.reset(token)
+
+    async def _wait_for_store(self, envelope: Envelope, naps: int) -> None:
+        """A store the handler needs cannot be reached (it restarts): wait for it as long as
+        it takes, the naps doubling up to STORE_NAP_SECONDS; the store logs when it goes and
+        comes back, the event once that it waits."""
+        if naps == 1:
+            log.info(
+                "%s waits for its store to handle %s %s (no attempt spent)",
+                self.name,
+                envelope.type,
+                envelope.id,
+            )
+        await asyncio.sleep(min(STORE_NAP_SECONDS, self._retry.base_delay * 2 ** min(naps, 20)))
 
     async def _waited(self, envelope: Envelope, prerequisite: PrerequisiteWait) -> bool:
         """A NotYet: wait for the consumer's next handling (or a backoff), within the wait's

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from app.bus.activity import Activity
+from app.bus.context import current_request_id
 from app.bus.envelope import Envelope
 from app.bus.metrics import OUTBOX_BACKLOG, PUBLISHED
 from app.bus.retry import RetryPolicy
@@ -108,6 +109,8 @@ class OutboxRelay:
                 return
 
     async def _publish(self, envelope: Envelope) -> None:
+        # A task of its own: its log lines carry the envelope's flow, even from a sweep.
+        current_request_id.set(envelope.correlation_id)
         attempt = 0
         failed = False
         while not self._stopping:

@@ -40,6 +40,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from app.bus.context import flow_of
 from app.bus.envelope import Envelope, MalformedEvent, decode, encode
 from app.bus.transport import Sink
 from app.split.nats import BrokerPresence, close_quietly, connect, presence
@@ -467,14 +468,15 @@ class NatsTransport:
             settlements.put_nowait((delivery, "term"))
             return
         if msg.metadata.num_delivered > 1:
-            log.info(
-                "%s gets %s %s again (delivery %d of at most %d)",
-                binding.consumer,
-                envelope.type,
-                envelope.id,
-                msg.metadata.num_delivered,
-                self._max_deliver,
-            )
+            with flow_of(envelope, binding.consumer):  # the line carries the flow's ids
+                log.info(
+                    "%s gets %s %s again (delivery %d of at most %d)",
+                    binding.consumer,
+                    envelope.type,
+                    envelope.id,
+                    msg.metadata.num_delivered,
+                    self._max_deliver,
+                )
 
         def handled(done: asyncio.Future[None]) -> None:
             failed = done.cancelled() or done.exception() is not None
@@ -483,7 +485,10 @@ class NatsTransport:
         try:
             binding.sink(envelope).add_done_callback(handled)
         except Exception as error:
-            log.error("%s refused %s %s: %r", binding.consumer, envelope.type, envelope.id, error)
+            with flow_of(envelope, binding.consumer):
+                log.error(
+                    "%s refused %s %s: %r", binding.consumer, envelope.type, envelope.id, error
+                )
             settlements.put_nowait((delivery, "nak"))
 
     async def _settle_forever(self, settlements: asyncio.Queue[tuple[_Delivery, Outcome]]) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from app.bus import Envelope, ModuleBus, RetryPolicy
-from app.kernel.errors import Conflict, NotFound
+from app.kernel.errors import Conflict, NotFound, StoreUnavailable
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
 from app.kernel.tasks import cancel_and_wait
@@ -156,8 +156,21 @@ class PaymentService:
         if order_id in self._charging:
             return
         self._charging.add(order_id)
-        task = self._bus.background(self._charge(order_id), name=f"charge:{order_id}")
+        task = self._bus.background(self._charge_through(order_id), name=f"charge:{order_id}")
         task.add_done_callback(lambda _: self._charging.discard(order_id))
+
+    async def _charge_through(self, order_id: str) -> None:
+        """The charge, begun again from its stored state while its store is unreachable
+        (it restarts): safe, as adopting one is (docs/decisions/0033)."""
+        naps = 0
+        while True:
+            try:
+                return await self._charge(order_id)
+            except StoreUnavailable:
+                naps += 1
+                if naps == 1:
+                    log.info("charge for order %s waits for the payments store", order_id)
+                await asyncio.sleep(min(1.0, self._retry.base_delay * 2 ** min(naps, 20)))
 
     async def _charge(self, order_id: str) -> None:
         while True:
