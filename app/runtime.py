@@ -13,6 +13,7 @@ from app.bus import Bus, ModuleBus
 from app.kernel.boundaries import verify_boundaries
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.kernel.ids import utcnow
+from app.kernel.migrations import check_schemas
 from app.kernel.sealing import PersonalData
 from app.kernel.settings import Settings
 from app.kernel.tasks import cancel_and_wait
@@ -79,6 +80,10 @@ class Runtime:
         return RunningModule(module, store, scoped, assembly)
 
     async def start(self) -> None:
+        # Before any store opens: a store ahead of the code is refused, and one behind too
+        # under APP_ENV=production (docs/decisions/0028-migrations.md); opening migrates.
+        stores = [*(running.store for running in self.modules), self.bus.store]
+        await check_schemas(stores, self.settings.env)
         for running in self.modules:
             await running.store.open()
             log.info(

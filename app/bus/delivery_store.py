@@ -2,6 +2,8 @@
 events parked behind a dead letter of the same aggregate (docs/decisions/0010-delivery.md).
 
 Only failures write here: a handler that succeeds at the first attempt costs nothing.
+Its schema has a version in `schema_version` and upgrade steps
+(docs/decisions/0028-migrations.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 
 from app.bus.envelope import Envelope, decode, encode
 from app.kernel.ids import new_id, utcnow
+from app.kernel.migrations import SqlSteps
 from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, insert
 
 metadata = sa.MetaData()
@@ -90,9 +93,15 @@ async def _find(connection: Connection, letter_id: str) -> DeadLetter | None:
     return None if row is None else _letter(row)
 
 
+# Version 1: the tables above as release 8e8cbb7 made them. A change to them is a new step,
+# version N to N+1 (a function of a SQLAlchemy connection); an empty store is created from
+# the tables as declared, the head.
+SCHEMA_STEPS = SqlSteps("bus", metadata, steps=())
+
+
 class DeliveryStore(SqlDatabase):
     def __init__(self, url: str) -> None:
-        super().__init__(url, metadata)
+        super().__init__(url, metadata, SCHEMA_STEPS)
 
     async def remembered(self) -> Remembered:
         async with self.reading() as connection:

@@ -24,6 +24,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -139,6 +140,40 @@ async def check_schemas(stores: Iterable[object], env: Env) -> list[SchemaState]
     return states
 
 
+@dataclass(frozen=True)
+class MigrationReport:
+    """What `python -m app migrate` did or found, store by store."""
+
+    before: list[SchemaState]
+    after: list[SchemaState]
+
+    @property
+    def lines(self) -> list[str]:
+        return [_moved(old, new) for old, new in zip(self.before, self.after, strict=True)]
+
+    @property
+    def pending(self) -> bool:
+        return any(state.pending or state.ahead for state in self.after)
+
+
+def _moved(before: SchemaState, after: SchemaState) -> str:
+    if before.current == after.current or after.ahead:
+        return after.describe()
+    return f"{after.store}: {before.current or 'empty'} -> {after.current} (head)"
+
+
+async def migrate_stores(stores: Iterable[object], *, check: bool) -> MigrationReport:
+    """Every versioned store brought to the head, or (check) only read; a store ahead of the
+    code is reported, never touched."""
+    versioned = [store for store in stores if isinstance(store, Versioned) and store.versioned]
+    before = [await store.schema_state() for store in versioned]
+    after = [
+        state if check or state.ahead else await store.migrate()
+        for store, state in zip(versioned, before, strict=True)
+    ]
+    return MigrationReport(before, after)
+
+
 # --- SQL: Alembic, one environment and one version table per module -------------------------
 
 
@@ -171,7 +206,7 @@ class SqlMigrations:
         config.attributes["connection"] = connection
         return config
 
-    @property
+    @cached_property
     def scripts(self) -> ScriptDirectory:
         return ScriptDirectory.from_config(self.config())
 
@@ -249,20 +284,44 @@ class SqlMigrations:
         )
         return list(compare_metadata(context, self.metadata))
 
-    def new_revision(self, connection: sa.Connection, message: str) -> Path:
-        """Autogenerate the next revision against a database at the head; its file."""
-        config = self.config(connection)
-        script = command.revision(config, message=message, autogenerate=True)
+    def new_revision(self, message: str) -> Path | None:
+        """Autogenerate the next revision (numbered after the head) against a scratch SQLite
+        database at the head; its file, or None when the models match the head."""
+        engine = sa.create_engine("sqlite://")
+        try:
+            with engine.begin() as connection:
+                self.upgrade(connection)
+                if not self.differences(connection):
+                    return None
+                return self._write_revision(connection, message)
+        finally:
+            engine.dispose()
+
+    def _write_revision(self, connection: sa.Connection, message: str) -> Path:
+        head = self.head
+        number = f"{int(head) + 1:04d}" if head.isdigit() else None
+        script = command.revision(
+            self.config(connection), message=message, autogenerate=True, rev_id=number
+        )
         if script is None or isinstance(script, list):
             raise RuntimeError("alembic wrote no single revision")
         return Path(script.path)
+
+
+_found: dict[tuple[str, int], SqlMigrations | None] = {}  # its scripts are read once
 
 
 def migrations_beside(store_class: type, metadata: sa.MetaData) -> SqlMigrations | None:
     """A module's migrations by convention: the `migrations/` folder of the package its store
     class lives in (app.modules.users.store.UsersStore: app/modules/users/migrations/,
     module "users"); None where there is none (a store defined in a test)."""
-    package = store_class.__module__.rpartition(".")[0]
+    key = (store_class.__module__, id(metadata))
+    if key not in _found:
+        _found[key] = _find_beside(store_class.__module__.rpartition(".")[0], metadata)
+    return _found[key]
+
+
+def _find_beside(package: str, metadata: sa.MetaData) -> SqlMigrations | None:
     file = getattr(sys.modules.get(package), "__file__", None)
     if file is None:
         return None

@@ -1,6 +1,7 @@
 """Order documents as JSON rows in SQLite: the embedded adapter of documents.py's port.
 
 stdlib sqlite3 on the event loop: a call costs tens of µs, less than a hop to a thread.
+Its schema has a version in `schema_version` and upgrade steps (docs/decisions/0028-migrations.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import msgspec
 
 from app.kernel.data_dir import make_private_database
+from app.kernel.migrations import SchemaState, SqlVersionRecord, UpgradeSteps
 from app.kernel.sql import CHECKPOINT, tune_sqlite
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
@@ -43,6 +45,46 @@ CREATE TABLE IF NOT EXISTS users (
 """
 
 _encoder = msgspec.json.Encoder()
+
+
+def _create_head(db: sqlite3.Connection) -> None:
+    # One statement at a time: executescript would commit the migration's transaction.
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+# Version 1: the schema of release 8e8cbb7 (SCHEMA). A change to SCHEMA is a new step here,
+# version N to N+1, and SCHEMA stays what an empty store is created as: the head.
+SCHEMA_STEPS = UpgradeSteps[sqlite3.Connection]("orders", create=_create_head, steps=())
+
+
+def _version_record(db: sqlite3.Connection) -> SqlVersionRecord:
+    def tables() -> set[str]:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    return SqlVersionRecord(
+        lambda sql, parameters: db.execute(sql, parameters).fetchall(),
+        "orders",
+        ("orders", "users"),
+        tables,
+    )
+
+
+def _state_of_file(path: str | None) -> SchemaState:
+    missing = path is None or not Path(path).exists()
+    db = sqlite3.connect(":memory:" if missing else str(path), isolation_level=None)
+    try:
+        return SCHEMA_STEPS.state(_version_record(db))
+    finally:
+        db.close()
+
+
+def _add_idempotency_key(db: sqlite3.Connection) -> None:
+    """A data dir from before the column (older than release 8e8cbb7, which had no versions)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
+    if columns and "idempotency_key" not in columns:
+        db.execute("ALTER TABLE orders ADD COLUMN idempotency_key TEXT")
 
 
 def _decode(text: str) -> dict[str, Any]:
@@ -86,11 +128,32 @@ class SqliteOrderDocuments:
         # loop that uses the store may run on another thread than the one that opened it.
         db = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
         tune_sqlite(db, on_disk=self.path is not None)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
-        if columns and "idempotency_key" not in columns:  # a data dir from before the column
-            db.execute("ALTER TABLE orders ADD COLUMN idempotency_key TEXT")
-        db.executescript(SCHEMA)
         self._connection = db
+        try:
+            await self.migrate()
+        except BaseException:
+            self._connection = None
+            db.close()
+            raise
+
+    @property
+    def versioned(self) -> bool:
+        return True
+
+    async def schema_state(self) -> SchemaState:
+        """Read from the open connection, or from the file (not made when missing)."""
+        if self._connection is not None:
+            return SCHEMA_STEPS.state(_version_record(self._connection))
+        return _state_of_file(self.path)
+
+    async def migrate(self) -> SchemaState:
+        """To the head in one BEGIN IMMEDIATE transaction; SchemaRefused if ahead."""
+        if self._connection is None:
+            await self.open()  # opening migrates
+            return await self.schema_state()
+        with self._transaction() as db:
+            _add_idempotency_key(db)
+            return SCHEMA_STEPS.upgrade(db, _version_record(db))
 
     async def ping(self) -> None:
         self._db.execute("SELECT 1").fetchone()

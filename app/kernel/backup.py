@@ -1,0 +1,171 @@
+"""`python -m app backup DIR`: a consistent copy of every store, taken while the system runs
+(docs/decisions/0029-backups.md).
+
+Each store is copied on its own, each copy consistent in itself:
+- SQLite: the online backup API (sqlite3 `Connection.backup`), which copies the pages of one
+  read snapshot while writers go on (WAL);
+- PostgreSQL: `pg_dump`, which reads one snapshot (a repeatable-read transaction), as plain
+  SQL for `psql` to restore;
+- MongoDB: not done here; `mongodump --uri …` is named.
+The copies of two stores are taken one after the other: not one instant across modules.
+That is safe because no module's data points into another's store without an event behind
+it, and events are kept in the producer's outbox and claimed in the consumer's inbox: after
+a restore, the relay sends again what a consumer's copy has not seen, and a consumer whose
+copy saw it already skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from app.kernel.data_dir import make_private_file, prepare_data_dir
+
+MANIFEST = "backup.json"
+BUSY_TIMEOUT_MS = 5_000
+
+
+class BackupError(Exception):
+    """The backup cannot start: the target is not a new, empty directory."""
+
+
+@dataclass(frozen=True)
+class Copy:
+    """What became of one store."""
+
+    store: str
+    source: str  # its URL, without a password
+    method: str  # sqlite-backup, pg_dump, none
+    file: str | None  # within the backup directory
+    complete: bool
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.complete:
+            return f"{self.store}: {self.method} of {self.source} -> {self.file} {self.note}"
+        return f"{self.store}: NOT COPIED ({self.source}): {self.note}"
+
+
+def back_up(
+    urls: Mapping[str, str], directory: Path, files: Mapping[str, Path] | None = None
+) -> list[Copy]:
+    """Copy each store (name -> URL) and each extra file (name -> path, e.g. the secret key)
+    into `directory`, which must be new or empty; write the manifest last."""
+    _new_private_directory(directory)
+    copies = [copy_store(store, url, directory) for store, url in urls.items()]
+    copies += [_copy_file(name, path, directory) for name, path in (files or {}).items()]
+    manifest = directory / MANIFEST
+    make_private_file(manifest)
+    manifest.write_text(
+        json.dumps(
+            {
+                "taken_at": datetime.now(UTC).isoformat(),
+                "copies": [asdict(copy) for copy in copies],
+                "restore": "docs/decisions/0029-backups.md (README: Backups)",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return copies
+
+
+def _new_private_directory(directory: Path) -> None:
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise BackupError(f"{directory} exists and is not an empty directory: name a new one")
+    prepare_data_dir(directory)  # 0700: the copies hold what the stores hold
+
+
+def copy_store(store: str, url: str, directory: Path) -> Copy:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    shown = parsed.render_as_string(hide_password=True)
+    if backend == "sqlite":
+        return _copy_sqlite(store, shown, parsed.database, directory)
+    if backend == "postgresql":
+        return _dump_postgresql(store, url, shown, directory)
+    if backend.startswith("mongo"):
+        return Copy(
+            store,
+            shown,
+            "none",
+            None,
+            complete=False,
+            note=f"a MongoDB store: take it with `mongodump --uri <its URL> --out {directory}`",
+        )
+    return Copy(store, shown, "none", None, complete=False, note=f"no way to copy {backend}")
+
+
+def _copy_sqlite(store: str, shown: str, database: str | None, directory: Path) -> Copy:
+    if database in (None, "", ":memory:"):
+        return Copy(store, shown, "none", None, complete=False, note="in memory: nothing on disk")
+    source_path = Path(str(database))
+    if not source_path.exists():
+        return Copy(store, shown, "none", None, complete=True, note="(no file yet: nothing held)")
+    target = directory / f"{store}.db"  # the name it has in a data dir
+    make_private_file(target)
+    source = sqlite3.connect(source_path, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)  # all pages in one step: one read snapshot of the source
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    return Copy(store, shown, "sqlite-backup", target.name, complete=True, note=_size(target))
+
+
+def _dump_postgresql(store: str, url: str, shown: str, directory: Path) -> Copy:
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        return Copy(
+            store,
+            shown,
+            "pg_dump",
+            None,
+            complete=False,
+            note="pg_dump is not installed (apt install postgresql-client): skipped",
+        )
+    parsed = make_url(url)
+    target = directory / f"{store}.sql"
+    make_private_file(target)
+    dsn = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    environment = {**os.environ}
+    if parsed.password:  # never on the command line, where `ps` shows it
+        environment["PGPASSWORD"] = str(parsed.password)
+    finished = subprocess.run(
+        [pg_dump, "--format=plain", "--no-owner", "--file", str(target), dsn],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if finished.returncode != 0:
+        return Copy(
+            store, shown, "pg_dump", None, complete=False, note=finished.stderr.strip()[-500:]
+        )
+    return Copy(store, shown, "pg_dump", target.name, complete=True, note=_size(target))
+
+
+def _copy_file(name: str, path: Path, directory: Path) -> Copy:
+    if not path.exists():
+        return Copy(name, str(path), "none", None, complete=True, note="(no file: nothing held)")
+    target = directory / path.name
+    make_private_file(target)
+    target.write_bytes(path.read_bytes())
+    return Copy(name, str(path), "copy", target.name, complete=True, note=_size(target))
+
+
+def _size(path: Path) -> str:
+    return f"({path.stat().st_size / 1024:.0f} KiB)"
