@@ -5,6 +5,7 @@ composition root when APP_BUS_URL asks for it (nats-py costs ~90 ms to import)."
 
 from app.bus.bus import Bus, ModuleBus
 from app.bus.consumer import ConsumerState, HandlerBroken
+from app.bus.contracts import View
 from app.bus.delivery_store import DeadLetter, DeliveryStore
 from app.bus.envelope import Envelope
 from app.bus.events import Event, event_type_name
@@ -25,6 +26,7 @@ __all__ = [
     "Observation",
     "RetryPolicy",
     "Subscription",
+    "View",
     "Watch",
     "event_type_name",
 ]

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind
 from app.bus.activity import Activity
 from app.bus.consumer import Consumer, ConsumerState, Handler, Subscription
 from app.bus.context import current_cause, current_request_id
+from app.bus.contracts import View, event_of, reading
 from app.bus.delivery_store import DeadLetter, DeliveryStore
 from app.bus.envelope import Envelope, wrap
 from app.bus.events import Event, event_type_name
@@ -59,7 +60,9 @@ class Bus:
     ) -> ModuleBus:
         return ModuleBus(self, module, publishes=publishes, subscribes=subscribes)
 
-    def subscribe(self, consumer: str, event_type: type[Event], handler: Handler) -> None:
+    def subscribe(self, consumer: str, reads: type[View] | type[Event], handler: Handler) -> None:
+        """The handler is given each payload through `reads`: the consumer's view of an event
+        (a module's way), or the event class itself, read strictly."""
         if self._started:
             raise RuntimeError("subscribe before the bus starts")
         target = self._consumers.get(consumer)
@@ -67,8 +70,8 @@ class Bus:
             target = self._consumers[consumer] = Consumer(
                 consumer, self.retry, self.activity, self.store, self.stats, self.watch
             )
-        type_name = event_type_name(event_type)
-        target.add(type_name, Subscription(event_type, handler))
+        type_name = event_type_name(event_of(reads))
+        target.add(type_name, Subscription(reading(reads), handler))
         self.transport.bind(consumer, type_name, target.submit)
 
     def relay(self, owner: str, source: OutboxSource) -> OutboxRelay:
@@ -226,13 +229,14 @@ class ModuleBus:
                 traceparent=current_traceparent(),
             )
 
-    def subscribe(self, event_type: type[Event], handler: Handler) -> None:
-        if event_type not in self.subscribes:
+    def subscribe(self, reads: type[View] | type[Event], handler: Handler) -> None:
+        if event_of(reads) not in self.subscribes:
             raise BoundaryViolation(
-                f"module {self.module!r} subscribes to {event_type_name(event_type)}, which it "
-                f"did not declare: add it to `subscribes` in app/modules/{self.module}/module.py"
+                f"module {self.module!r} subscribes to {event_type_name(event_of(reads))}, "
+                "which it did not declare: add its view to `reads` in "
+                f"app/modules/{self.module}/module.py"
             )
-        self._bus.subscribe(self.module, event_type, handler)
+        self._bus.subscribe(self.module, reads, handler)
 
     def attach_outbox(self, source: OutboxSource) -> None:
         self._relay = self._bus.relay(self.module, source)

@@ -5,6 +5,11 @@ different aggregates are handled concurrently. A handler that keeps failing turn
 event into a dead letter, and later events of the same aggregate are parked behind it
 (in the delivery store, so a restart keeps them) until it is replayed or discarded.
 
+A payload is opened through the consumer's reading of it (its view, app/bus/contracts.py):
+one of a version newer than the consumer accepts is parked, naming the version it needs, and
+blocks its aggregate's later events behind it until an upgraded consumer starts
+(docs/decisions/0027-tolerant-readers.md).
+
 Each outcome is told to the watch (app/bus/watch.py) and, at INFO, logged in one line with
 the flow's request id. A consumer can be paused (its lanes stop; what arrives queues) and its
 handlers broken on purpose (every attempt fails): the faults a page switches on to show what
@@ -26,10 +31,9 @@ from opentelemetry.trace import SpanKind
 
 from app.bus.activity import Activity
 from app.bus.context import current_cause, current_module, current_request_id, flow_of
-from app.bus.contracts import UnknownVersion
+from app.bus.contracts import NewerVersion, Reading, UnknownVersion
 from app.bus.delivery_store import DeliveryStore, Remembered
-from app.bus.envelope import Envelope, MalformedEvent, open_payload
-from app.bus.events import Event
+from app.bus.envelope import Envelope, MalformedEvent, open_with
 from app.bus.metrics import EVENTS, HANDLER_SECONDS
 from app.bus.retry import NotYet, PrerequisiteWait, Progress, RetryPolicy
 from app.bus.watch import DEAD_LETTERED, FAILED, HANDLED, PARKED, Watch
@@ -55,7 +59,7 @@ class ConsumerState:
 
 @dataclass(frozen=True)
 class Subscription:
-    event_type: type[Event]
+    reading: Reading  # the event, the versions accepted, the view the handler is given
     handler: Handler
 
 
@@ -180,17 +184,36 @@ class Consumer:
             return
         subscription = self._subscriptions[envelope.type]
         try:
-            event = open_payload(envelope, subscription.event_type)
+            event = open_with(envelope, subscription.reading)
+        except NewerVersion as error:
+            await self._park_newer(envelope, str(error), from_parking=from_parking)
         except (MalformedEvent, UnknownVersion) as error:
-            # An unknown version is dead-lettered naming the version it needs: replayed once
-            # this consumer is upgraded, never misread by it.
+            # Older than any upcaster reaches, or not the event it says: a letter to look at.
             await self._dead_letter(envelope, str(error), tries=0)
         else:
             await self._handle(subscription, event, envelope)
         if from_parking and envelope.aggregate_id not in self._blocked:
             await self._store.unpark(self.name, envelope)
 
-    async def _handle(self, subscription: Subscription, event: Event, envelope: Envelope) -> None:
+    async def _park_newer(self, envelope: Envelope, why: str, *, from_parking: bool) -> None:
+        """Park an envelope this consumer is too old to read, and its aggregate's later ones
+        behind it: the parked lane is released when the process starts again (upgraded, it
+        reads it; still old, it parks it again). Never a dead letter: nothing failed."""
+        if not from_parking:
+            await self._store.park(self.name, envelope)
+        self._blocked.add(envelope.aggregate_id)
+        self._count(envelope, "parked")
+        self.watch.handling(PARKED, self.name, envelope, attempt=0, error=why)
+        log.warning(
+            "%s parked %s %s for %s: %s",
+            self.name,
+            envelope.type,
+            envelope.id,
+            envelope.aggregate_id,
+            why,
+        )
+
+    async def _handle(self, subscription: Subscription, event: Any, envelope: Envelope) -> None:
         token = current_cause.set(envelope)
         module_token = current_module.set(self.name)
         # The flow's request id for every log line the handler writes, whichever request's

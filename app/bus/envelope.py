@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
-from app.bus.contracts import UnknownVersion, upcast
+from app.bus.contracts import Reading, UnknownVersion, View, reading
 from app.bus.events import Event, event_type_name
 from app.kernel.ids import isoformat, new_id, utcnow
 
 E = TypeVar("E", bound=Event)
+V = TypeVar("V", bound=View)
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,21 +73,33 @@ def decode(data: bytes | str) -> Envelope:
         raise MalformedEvent(f"not an envelope: {error}") from error
 
 
-def open_payload(envelope: Envelope, event_type: type[E]) -> E:
-    """The typed event inside an envelope, as the newest version the code knows: an older
-    payload is upcast first (app/bus/contracts.py). UnknownVersion for a version this code
-    cannot read (never a guess); MalformedEvent for a payload that is not that event."""
+@overload
+def open_payload(envelope: Envelope, target: type[E]) -> E: ...
+
+
+@overload
+def open_payload(envelope: Envelope, target: type[V]) -> V: ...
+
+
+def open_payload(envelope: Envelope, target: type[Event] | type[View]) -> Any:
+    """The payload as a consumer's view of it (or as the event class itself): an older
+    accepted version is upcast to the newest first (app/bus/contracts.py). UnknownVersion for
+    a version the consumer does not accept (NewerVersion when it is newer: never a guess);
+    MalformedEvent for a payload that is not that event."""
+    return open_with(envelope, reading(target))
+
+
+def open_with(envelope: Envelope, how: Reading) -> Any:
+    """open_payload with the reading worked out once, as a consumer holds it."""
     try:
-        payload = upcast(event_type, envelope.version, envelope.payload)
+        return how.open(envelope.version, envelope.payload)
     except UnknownVersion:
         raise
-    except (KeyError, TypeError, ValueError) as error:  # an old payload missing what a step reads
-        raise MalformedEvent(
-            f"{envelope.type} v{envelope.version} payload cannot be upcast: {error!r}"
-        ) from error
-    try:
-        return msgspec.convert(payload, event_type)
     except msgspec.ValidationError as error:
         raise MalformedEvent(
             f"{envelope.type} v{envelope.version} payload is invalid: {error}"
+        ) from error
+    except (KeyError, TypeError, ValueError) as error:  # an old payload missing what a step reads
+        raise MalformedEvent(
+            f"{envelope.type} v{envelope.version} payload cannot be upcast: {error!r}"
         ) from error

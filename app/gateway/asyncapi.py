@@ -5,7 +5,8 @@ contracts themselves, never written by hand, so it cannot drift from the code: o
 per event type, addressed by the NATS subject it travels on in split mode; its message's
 payload is the contract's JSON Schema (from msgspec) and its headers the envelope's fields
 (docs/decisions/0009-envelope.md); a `send` operation for its producer and a `receive` for
-each consumer, saying which versions that consumer reads (docs/decisions/0026).
+each consumer, saying which versions it accepts and which fields its view reads
+(docs/decisions/0026, 0027).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 
 from app.bus import Envelope, Event, event_type_name
-from app.bus.contracts import readable_versions
+from app.bus.contracts import View, readable_versions, reading
 from app.modules.spec import Module
 
 ASYNCAPI_PATH = "/schema/asyncapi.json"
@@ -71,18 +72,9 @@ def asyncapi_document(modules: Sequence[Module]) -> dict[str, Any]:
             }
         for module in modules:
             if event in module.subscribes:
-                versions = list(readable_versions(event))
-                operations[f"{module.name}_receives_{name}"] = {
-                    "action": "receive",
-                    "channel": channel_ref,
-                    "title": f"{module.name} consumes {name}",
-                    "summary": (
-                        f"Reads versions {versions[0]} to {versions[-1]} (older ones are upcast "
-                        "to the newest); a newer version is dead-lettered, never misread."
-                    ),
-                    "messages": [message_ref],
-                    "x-seams-reads-versions": versions,
-                }
+                operations[f"{module.name}_receives_{name}"] = _receive(
+                    module, event, channel_ref, message_ref
+                )
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -92,8 +84,9 @@ def asyncapi_document(modules: Sequence[Module]) -> dict[str, Any]:
                 "The events the modules publish and consume: the boundary between them. "
                 "Every event travels in the same JSON envelope, in one process or over NATS; "
                 "the headers below are the envelope's fields and the payload its `payload`. "
-                "Consumers are upgraded before producers: a consumer reads every older "
-                "version of an event, and a newer one is dead-lettered until it is upgraded."
+                "Consumers are upgraded before producers: each consumer declares the versions "
+                "it accepts and reads only the fields it needs (its view); a newer version "
+                "is parked until it is upgraded."
             ),
         },
         "defaultContentType": "application/json",
@@ -116,6 +109,34 @@ def asyncapi_document(modules: Sequence[Module]) -> dict[str, Any]:
         "operations": operations,
         "components": {"schemas": schemas, "messages": messages},
     }
+
+
+def _receive(
+    module: Module, event: type[Event], channel: dict[str, str], message: dict[str, str]
+) -> dict[str, Any]:
+    """A consumer's receive operation: the versions it accepts and the fields it reads."""
+    name = event_type_name(event)
+    view = module.view_of(event)
+    versions = list(reading(view).accepts)
+    return {
+        "action": "receive",
+        "channel": channel,
+        "title": f"{module.name} consumes {name}",
+        "summary": (
+            f"Accepts {_versions(versions)} (an older one is upcast to the newest first) and "
+            f"reads {', '.join(sorted(_fields(view)))}; a newer version is parked, naming the "
+            "version it needs, until this consumer is upgraded: never misread."
+        ),
+        "messages": [message],
+        "x-seams-accepts-versions": versions,
+        "x-seams-reads-fields": sorted(_fields(view)),
+    }
+
+
+def _versions(versions: list[int]) -> str:
+    if len(versions) == 1:
+        return f"version {versions[0]}"
+    return f"versions {versions[0]} to {versions[-1]}"
 
 
 def _message(
@@ -163,8 +184,10 @@ REGENERATE = "python -m app contracts --catalog"
 
 def event_catalog(modules: Sequence[Module]) -> dict[str, Any]:
     """The system's events as committed in docs/contracts/catalog.json: each one's version,
-    the oldest version its consumers still read, its fields and their JSON Schema types,
-    its producer and its consumers. Class names appear nowhere: only the wire matters."""
+    the oldest version its upcasters reach, its fields and their JSON Schema types, its
+    producer, its consumers, and each consumer's reading: the versions it accepts and the
+    fields its view reads, with the types it expects. Class names appear nowhere: only the
+    wire matters."""
     producers = {event: module.name for module in modules for event in module.publishes}
     consumed = [event for module in modules for event in module.subscribes]
     events: dict[str, Any] = {}
@@ -176,6 +199,9 @@ def event_catalog(modules: Sequence[Module]) -> dict[str, Any]:
             "producer": producers.get(event),
             "consumers": sorted(m.name for m in modules if event in m.subscribes),
             "fields": _fields(event),
+            "readers": {
+                m.name: _reader(m.view_of(event)) for m in modules if event in m.subscribes
+            },
         }
     return {
         "about": f"Generated from the code by `{REGENERATE}`: do not edit by hand. "
@@ -184,9 +210,13 @@ def event_catalog(modules: Sequence[Module]) -> dict[str, Any]:
     }
 
 
-def _fields(event: type[Event]) -> dict[str, Any]:
+def _reader(view: type[View] | type[Event]) -> dict[str, Any]:
+    return {"accepts": list(reading(view).accepts), "reads": _fields(view)}
+
+
+def _fields(struct: type[View] | type[Event]) -> dict[str, Any]:
     """Each field's JSON Schema (without prose) and whether a payload must carry it."""
-    [ref], schemas = msgspec.json.schema_components([event], ref_template=SCHEMAS)
+    [ref], schemas = msgspec.json.schema_components([struct], ref_template=SCHEMAS)
     own = schemas[ref["$ref"].rsplit("/", 1)[-1]]
     required = set(own.get("required", ()))
     return {

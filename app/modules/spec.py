@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
 
-from app.bus import Event, ModuleBus, event_type_name
+from app.bus import Event, ModuleBus, View, event_type_name
 from app.bus.consumer import Handler
 from app.bus.outbox import OutboxSource
 from app.kernel.boundaries import ModuleSource
@@ -116,7 +116,9 @@ class Assembly:
     dependencies: Mapping[str, Provide]
     # Routes under other /api/<prefix>es the module declared in `also_serves`.
     also_routes: Mapping[str, Sequence[ControllerRouterHandler]] = field(default_factory=dict)
-    handlers: Mapping[type[Event], Handler] = field(default_factory=dict)
+    # Its handler of each event it subscribes to, keyed by its view of it (Module.reads), or
+    # the event itself where it has none: the handler is given the payload as that.
+    handlers: Mapping[type[View] | type[Event], Handler] = field(default_factory=dict)
     outbox: OutboxSource | None = None
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
@@ -188,6 +190,27 @@ class Module:
     # without APP_), handed to it as context.section.
     settings: type[Any] | None = None
     commands: tuple[Command, ...] = ()  # what it adds to `python -m app`
+    # How it reads what it subscribes to: its own view of each event, with the versions it
+    # accepts (docs/decisions/0027-tolerant-readers.md); an event without one is read whole.
+    reads: tuple[type[View], ...] = ()
+
+    def __post_init__(self) -> None:
+        events = [view.event for view in self.reads]
+        for event in events:
+            if event not in self.subscribes:
+                raise BoundaryViolation(
+                    f"module {self.name!r} has a view of {event_type_name(event)} but does "
+                    "not subscribe to it: add it to `subscribes`"
+                )
+            if events.count(event) > 1:
+                raise BoundaryViolation(
+                    f"module {self.name!r} has {events.count(event)} views of "
+                    f"{event_type_name(event)}: one view per event it subscribes to"
+                )
+
+    def view_of(self, event: type[Event]) -> type[View] | type[Event]:
+        """What it reads an event it subscribes to through: its view, or the whole event."""
+        return next((view for view in self.reads if view.event is event), event)
 
     @property
     def source_package(self) -> str:

@@ -48,6 +48,12 @@ def drift(committed: dict[str, Any], current: dict[str, Any]) -> list[str]:
                 f"{name} went back from v{before['version']} to v{after['version']}: versions "
                 f"only grow, or stored v{before['version']} envelopes become unreadable"
             )
+        elif after["version"] == before["version"] and _only_optional_added(before, after):
+            found.append(
+                f"{name} v{before['version']} gained {'; '.join(changes)} (not required: "
+                f"every stored v{before['version']} payload still reads, and consumers ignore "
+                f"fields their views do not name); {who}: regenerate"
+            )
         elif after["version"] == before["version"] and changes:
             found.append(
                 f"{name} v{before['version']} changed without a version bump "
@@ -64,6 +70,15 @@ def drift(committed: dict[str, Any], current: dict[str, Any]) -> list[str]:
             moved = sorted(k for k in after if k != "fields" and after[k] != before[k])
             found.append(f"{name}: {', '.join(moved)} changed; {who}: regenerate")
     return found
+
+
+def _only_optional_added(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """A change a version need not mark (the schema registries' backward compatibility with
+    tolerant readers, docs/decisions/0027): fields added that a payload may leave out."""
+    old, new = before["fields"], after["fields"]
+    added = new.keys() - old.keys()
+    unchanged = all(new.get(name) == schema for name, schema in old.items())
+    return bool(added) and unchanged and not any(new[name]["required"] for name in added)
 
 
 def report(found: list[str]) -> str:
@@ -95,8 +110,9 @@ def test_a_producer_dropping_a_field_without_a_bump_names_who_it_breaks() -> Non
     assert REGENERATE in report([found])
 
 
-def test_a_retyped_or_added_field_without_a_bump_fails_too() -> None:
-    """Consumers read strictly (forbid_unknown_fields): even an added field needs a bump."""
+def test_a_retyped_or_added_required_field_without_a_bump_fails_too() -> None:
+    """A required field added to an old version would make its stored payloads unreadable
+    to a view that reads it: that needs a version and an upcaster."""
     committed = json.loads(catalog_json(default_modules()))
     current = copy.deepcopy(committed)
     fields = current["events"]["PaymentSucceeded"]["fields"]
@@ -109,6 +125,18 @@ def test_a_retyped_or_added_field_without_a_bump_fails_too() -> None:
     assert 'field amount retyped from {"required": true, "type": "integer"}' in found
     assert "field fee added" in found
     assert "published by payments, consumed by notifications, orders" in found
+
+
+def test_an_added_optional_field_only_asks_for_the_catalog_to_be_regenerated() -> None:
+    committed = json.loads(catalog_json(default_modules()))
+    current = copy.deepcopy(committed)
+    fields = current["events"]["PaymentSucceeded"]["fields"]
+    fields["fee"] = {"required": False, "type": "integer"}  # planted: added, with a default
+
+    [found] = drift(committed, current)
+
+    assert found.startswith("PaymentSucceeded v1 gained field fee added (not required")
+    assert found.endswith("consumed by notifications, orders: regenerate")
 
 
 def test_a_bumped_version_only_asks_for_the_catalog_to_be_regenerated() -> None:

@@ -8,6 +8,13 @@ from app.modules.notifications.api import NotificationsController
 from app.modules.notifications.email import EmailChannel
 from app.modules.notifications.service import NotificationService
 from app.modules.notifications.store import NotificationsStore
+from app.modules.notifications.views import (
+    DeletedUser,
+    IssuedRefund,
+    ReceivedPayment,
+    RegisteredContact,
+    UpdatedContact,
+)
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
 from app.modules.spec import Assembly, Module, ModuleContext
 from app.modules.users.contracts import UserDeleted, UserRegistered, UserUpdated
@@ -25,11 +32,11 @@ def assemble(context: ModuleContext) -> Assembly:
         },
         purge=store.purge,
         handlers={
-            UserRegistered: service.on_user_registered,
-            UserUpdated: service.on_user_updated,
-            UserDeleted: service.on_user_deleted,
-            PaymentSucceeded: service.on_payment_succeeded,
-            PaymentRefunded: service.on_payment_refunded,
+            RegisteredContact: service.on_user_registered,
+            UpdatedContact: service.on_user_updated,
+            DeletedUser: service.on_user_deleted,
+            ReceivedPayment: service.on_payment_succeeded,
+            IssuedRefund: service.on_payment_refunded,
         },
         outbox=None,
     )
@@ -41,6 +48,7 @@ module = Module(
     "(SQL: SQLite or PostgreSQL).",
     publishes=(),
     subscribes=(UserRegistered, UserUpdated, UserDeleted, PaymentSucceeded, PaymentRefunded),
+    reads=(RegisteredContact, UpdatedContact, DeletedUser, ReceivedPayment, IssuedRefund),
     open_store=NotificationsStore,
     assemble=assemble,
 )

@@ -13,7 +13,7 @@ from enum import StrEnum
 import msgspec
 
 from app.modules.notifications.money import format_amount
-from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
+from app.modules.notifications.views import IssuedRefund, ReceivedPayment
 
 # Bidirectional embeddings, overrides and isolates: they reorder what a reader sees.
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
@@ -67,7 +67,7 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def payment_received(
         cls,
-        event: PaymentSucceeded,
+        event: ReceivedPayment,
         contact: Contact,
         *,
         notification_id: str,
@@ -92,7 +92,7 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def refund_issued(
         cls,
-        event: PaymentRefunded,
+        event: IssuedRefund,
         contact: Contact,
         *,
         notification_id: str,
@@ -117,7 +117,7 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def _about_payment(
         cls,
-        event: PaymentSucceeded | PaymentRefunded,
+        event: ReceivedPayment | IssuedRefund,
         contact: Contact,
         kind: NotificationKind,
         *,

@@ -19,13 +19,14 @@ from app.kernel.sealing import PersonalData
 from app.modules.notifications.email import EmailChannel
 from app.modules.notifications.notification import Contact, Notification
 from app.modules.notifications.store import NotificationsStore
-from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
-from app.modules.users.contracts import (
-    UserDeleted,
-    UserRegistered,
-    UserUpdated,
-    personal_details,
+from app.modules.notifications.views import (
+    DeletedUser,
+    IssuedRefund,
+    ReceivedPayment,
+    RegisteredContact,
+    UpdatedContact,
 )
+from app.modules.users.contracts import personal_details
 
 
 class Compose(Protocol):
@@ -54,18 +55,20 @@ class NotificationService:
         self._personal_data = personal_data
         self._email = email or EmailChannel()
 
-    async def on_user_registered(self, event: UserRegistered, envelope: Envelope) -> None:
+    async def on_user_registered(self, event: RegisteredContact, envelope: Envelope) -> None:
         await self._keep_details(event, envelope)
 
-    async def on_user_updated(self, event: UserUpdated, envelope: Envelope) -> None:
+    async def on_user_updated(self, event: UpdatedContact, envelope: Envelope) -> None:
         await self._keep_details(event, envelope)
 
-    async def on_user_deleted(self, event: UserDeleted, envelope: Envelope) -> None:
+    async def on_user_deleted(self, event: DeletedUser, envelope: Envelope) -> None:
         async with self._store.unit_of_work(self._bus, cause=envelope) as work:
             if not work.handled_before:
                 await self._store.erase_user(work, event.user_id, sequence=envelope.sequence)
 
-    async def _keep_details(self, event: UserRegistered | UserUpdated, envelope: Envelope) -> None:
+    async def _keep_details(
+        self, event: RegisteredContact | UpdatedContact, envelope: Envelope
+    ) -> None:
         """The contact, opened from the event's sealed details (docs/decisions/0030); a user
         already deleted leaves nothing to open, and is kept as erased."""
         details = await personal_details(event, self._personal_data)
@@ -76,10 +79,10 @@ class NotificationService:
         )
         await self._keep_contact(contact, envelope)
 
-    async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
+    async def on_payment_succeeded(self, event: ReceivedPayment, envelope: Envelope) -> None:
         await self._notify(envelope, event.user_id, partial(Notification.payment_received, event))
 
-    async def on_payment_refunded(self, event: PaymentRefunded, envelope: Envelope) -> None:
+    async def on_payment_refunded(self, event: IssuedRefund, envelope: Envelope) -> None:
         await self._notify(envelope, event.user_id, partial(Notification.refund_issued, event))
 
     async def get(self, notification_id: str, caller: Caller) -> Notification:

@@ -10,6 +10,7 @@ from app.modules.orders.api import OrdersController
 from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.orders.service import OrderService
 from app.modules.orders.store import OrderDocuments, OrderStore, open_order_documents
+from app.modules.orders.views import KnownUser, PaidOrder, RefundedOrder, UnpaidOrder
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from app.modules.spec import Assembly, Module, ModuleContext, Seconds
 from app.modules.users.contracts import UserRegistered
@@ -35,10 +36,10 @@ def assemble(context: ModuleContext) -> Assembly:
         route_handlers=[OrdersController],
         dependencies={"orders": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         handlers={
-            UserRegistered: service.on_user_registered,
-            PaymentSucceeded: service.on_payment_succeeded,
-            PaymentFailed: service.on_payment_failed,
-            PaymentRefunded: service.on_payment_refunded,
+            KnownUser: service.on_user_registered,
+            PaidOrder: service.on_payment_succeeded,
+            UnpaidOrder: service.on_payment_failed,
+            RefundedOrder: service.on_payment_refunded,
         },
         outbox=store.outbox,
     )
@@ -49,6 +50,7 @@ module = Module(
     description="Places and tracks orders (documents: SQLite JSON, mongomock or MongoDB).",
     publishes=(OrderPlaced, OrderCancelled),
     subscribes=(UserRegistered, PaymentSucceeded, PaymentFailed, PaymentRefunded),
+    reads=(KnownUser, PaidOrder, UnpaidOrder, RefundedOrder),
     open_store=open_order_documents,
     assemble=assemble,
     settings=OrdersSettings,

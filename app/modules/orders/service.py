@@ -20,8 +20,7 @@ from app.kernel.ids import new_id, utcnow
 from app.modules.orders.currencies import CIRCULATING_CODES
 from app.modules.orders.order import Item, Order, OrderEvent, OrderStatus
 from app.modules.orders.store import OrderStore, StoredOrder
-from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
-from app.modules.users.contracts import UserRegistered
+from app.modules.orders.views import KnownUser, PaidOrder, RefundedOrder, UnpaidOrder
 
 MAX_WRITE_RACES = 20
 
@@ -145,19 +144,19 @@ class OrderService:
 
     # Events.
 
-    async def on_user_registered(self, event: UserRegistered, envelope: Envelope) -> None:
+    async def on_user_registered(self, event: KnownUser, envelope: Envelope) -> None:
         await self._store.remember_user(event.user_id, envelope.sequence)
         waiting = self._arrivals.get(event.user_id)
         if waiting is not None:
             waiting[0].set()
 
-    async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
+    async def on_payment_succeeded(self, event: PaidOrder, envelope: Envelope) -> None:
         await self._follow(event.order_id, envelope, Order.pay)
 
-    async def on_payment_failed(self, event: PaymentFailed, envelope: Envelope) -> None:
+    async def on_payment_failed(self, event: UnpaidOrder, envelope: Envelope) -> None:
         await self._follow(event.order_id, envelope, Order.fail_payment)
 
-    async def on_payment_refunded(self, event: PaymentRefunded, envelope: Envelope) -> None:
+    async def on_payment_refunded(self, event: RefundedOrder, envelope: Envelope) -> None:
         # A PAID order whose cancel was accepted ends REFUNDED; a CANCELLED one stays so.
         await self._follow(event.order_id, envelope, Order.refund)
 

@@ -14,6 +14,7 @@ from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, Payme
 from app.modules.payments.processor import CardProcessor, ProcessorFaults
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentsStore
+from app.modules.payments.views import CancelledOrder, PlacedOrder
 from app.modules.spec import (
     Assembly,
     FaultSwitch,
@@ -62,8 +63,8 @@ def assemble(context: ModuleContext) -> Assembly:
         route_handlers=[PaymentsController],
         dependencies={"payments": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         handlers={
-            OrderPlaced: service.on_order_placed,
-            OrderCancelled: service.on_order_cancelled,
+            PlacedOrder: service.on_order_placed,
+            CancelledOrder: service.on_order_cancelled,
         },
         outbox=store.outbox,
         purge=store.purge,
@@ -134,6 +135,7 @@ module = Module(
     description="Charges and refunds through the simulated card processor (SQL, its own database).",
     publishes=(PaymentSucceeded, PaymentFailed, PaymentRefunded),
     subscribes=(OrderPlaced, OrderCancelled),
+    reads=(PlacedOrder, CancelledOrder),
     open_store=PaymentsStore,
     assemble=assemble,
     settings=PaymentsSettings,

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 
 from app.kernel.errors import IllegalTransition
-from app.modules.orders.contracts import OrderPlaced
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from app.modules.payments.views import PlacedOrder
 
 PaymentEvent = PaymentSucceeded | PaymentFailed | PaymentRefunded
 
@@ -43,7 +43,7 @@ class Payment(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
     @classmethod
-    def start(cls, *, payment_id: str, placed: OrderPlaced, now: datetime) -> Payment:
+    def start(cls, *, payment_id: str, placed: PlacedOrder, now: datetime) -> Payment:
         """The payment of a placed order, before any attempt to charge it."""
         return cls(
             id=payment_id,

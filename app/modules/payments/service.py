@@ -27,10 +27,10 @@ from app.kernel.errors import Conflict, NotFound, StoreUnavailable
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
 from app.kernel.tasks import cancel_and_wait
-from app.modules.orders.contracts import OrderCancelled, OrderPlaced
 from app.modules.payments.payment import Payment, PaymentEvent, PaymentStatus
 from app.modules.payments.processor import CardProcessor, Outcome
 from app.modules.payments.store import PaymentsStore
+from app.modules.payments.views import CancelledOrder, PlacedOrder
 
 log = logging.getLogger("app.modules.payments")
 
@@ -78,14 +78,14 @@ class PaymentService:
 
     # Reacting to orders.
 
-    async def on_order_placed(self, event: OrderPlaced, envelope: Envelope) -> None:
+    async def on_order_placed(self, event: PlacedOrder, envelope: Envelope) -> None:
         payment = Payment.start(payment_id=new_id(), placed=event, now=utcnow())
         async with self._store.unit_of_work(self._bus, cause=envelope) as work:
             opened = not work.handled_before and await self._store.open_payment(work, payment)
         if opened and work.committed:
             self._start_charge(event.order_id)
 
-    async def on_order_cancelled(self, event: OrderCancelled, envelope: Envelope) -> None:
+    async def on_order_cancelled(self, event: CancelledOrder, envelope: Envelope) -> None:
         if await self._store.was_handled(envelope):
             return
         # First make sure the processor never captures this order from now on: an

@@ -18,12 +18,12 @@ import anyio
 import pytest
 
 from app.kernel.ids import new_id, utcnow
-from app.modules.orders.contracts import OrderPlaced
 from app.modules.payments.module import module as payments_module
 from app.modules.payments.module import orphaned_after
 from app.modules.payments.payment import Payment, PaymentStatus
 from app.modules.payments.service import PaymentService
 from app.modules.payments.store import PaymentsStore
+from app.modules.payments.views import PlacedOrder
 from tests.module.payments.test_payment_service import placed
 from tests.support.scenario import Scenario, scenario
 from tests.support.work import HandedOff
@@ -46,7 +46,7 @@ async def payments(anyio_backend: str) -> AsyncIterator[Scenario]:
 def service_of(payments: Scenario) -> PaymentService:
     """The service the module assembled (its OrderPlaced handler is a bound method of it)."""
     running = next(m for m in payments.seams.runtime.modules if m.module is payments_module)
-    handler: Any = running.assembly.handlers[OrderPlaced]
+    handler: Any = running.assembly.handlers[PlacedOrder]
     service: PaymentService = handler.__self__
     return service
 

@@ -1,6 +1,6 @@
 """Event contracts on the bus: the declared wire name (never the class name), versions,
 upcasting older payloads in one place, and a version a consumer does not know yet, which is
-dead-lettered naming the version it needs, never misread (docs/decisions/0026)."""
+parked naming the version it needs, never misread (docs/decisions/0026, 0027)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from app.bus import Bus, DeliveryStore, Envelope, Event, RetryPolicy, event_type_name
-from app.bus.contracts import UnknownVersion, readable_versions, upcaster
+from app.bus.contracts import NewerVersion, UnknownVersion, readable_versions, upcaster
 from app.bus.envelope import MalformedEvent, open_payload, wrap
 from app.bus.transport import InProcessTransport
 
@@ -161,6 +161,7 @@ async def test_a_newer_version_is_never_misread_by_an_older_consumer() -> None:
     with pytest.raises(UnknownVersion) as raised:
         open_payload(newer, ShippedV1)
 
+    assert isinstance(raised.value, NewerVersion)
     assert (raised.value.version, list(raised.value.readable)) == (2, [1])
     assert f"needs a consumer that knows {WIRE} v2" in str(raised.value)
 
@@ -170,13 +171,15 @@ async def test_a_version_older_than_the_upcasters_reach_names_the_missing_upcast
         open_payload(msgspec.structs.replace(as_v1({"parcel_id": "a:1"}), version=0), Shipped)
 
 
-async def test_a_consumer_on_v1_dead_letters_a_v2_and_once_upgraded_the_replay_handles_it(
+async def test_a_consumer_on_v1_parks_a_v2_and_once_upgraded_handles_it_on_start(
     tmp_path: Path,
 ) -> None:
     """A rolling upgrade done in the wrong order: the producer moved to v2 first. The old
-    consumer neither misreads nor loses the event; upgraded, it handles it on replay."""
+    consumer neither misreads nor loses the event, nor calls it a failure: it parks it (and
+    its aggregate's later events behind it); upgraded, it handles them when it starts."""
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'bus.db'}"
     newer = envelope_of(Shipped(parcel_id="dhl:1", carrier="dhl"))
+    later = msgspec.structs.replace(as_v1({"parcel_id": "dhl:1"}), sequence=2)
     seen_by_old: list[ShippedV1] = []
     seen_by_new: list[Shipped] = []
 
@@ -191,25 +194,28 @@ async def test_a_consumer_on_v1_dead_letters_a_v2_and_once_upgraded_the_replay_h
     await old.start()
     try:
         await old.transport.publish(newer)
+        await old.transport.publish(later)  # readable, but behind a parked one: it waits
         await old.wait_quiet(2)
-        [letter] = await old.store.dead_letters(after=None, limit=10)
+        parked = await old.store.parked_for("tracking", "p1")
+        assert await old.store.dead_letters(after=None, limit=10) == []
+        assert old.stats[(WIRE, "tracking", "parked")] == 2
     finally:
         await old.stop()
     assert seen_by_old == []
-    assert (letter.consumer, letter.attempts, letter.envelope) == ("tracking", 0, newer)
-    assert f"{WIRE} version 2 is newer than this consumer reads (version 1)" in letter.error
-    assert "upgrade the consumer, then replay this letter" in letter.error
+    assert parked == [newer, later]
 
     upgraded = new_bus(DeliveryStore(store_url))
     upgraded.subscribe("tracking", Shipped, new_handler)
     await upgraded.start()
     try:
-        assert await upgraded.replay(letter.id) is not None
         await upgraded.wait_quiet(2)
-        assert await upgraded.store.dead_letters(after=None, limit=10) == []
+        assert await upgraded.store.parked_for("tracking", "p1") == []
     finally:
         await upgraded.stop()
-    assert seen_by_new == [Shipped(parcel_id="dhl:1", carrier="dhl")]
+    assert seen_by_new == [
+        Shipped(parcel_id="dhl:1", carrier="dhl"),
+        Shipped(parcel_id="dhl:1", carrier="dhl"),  # the v1 one, upcast
+    ]
 
 
 # Where upcasters may be declared.
