@@ -6,7 +6,7 @@
 // storage and sent only in the Authorization header. The live stream is read with fetch()
 // and a small text/event-stream parser, because EventSource cannot send that header.
 
-const MAX_ROWS = 200; // rows kept in the live table: the DOM stays small however long it runs
+const MAX_ROWS = 40; // rows in the live table: about two screens of it (a frame paints every row it has)
 const RECENT = 1000; // observations kept in memory, for a journey that starts after they came
 const HOP_SAMPLES = 50; // the live median of a hop is over its last 50 samples
 const SAMPLE_CART = { currency: "EUR", items: [{ sku: "book", quantity: 2, unit_price: 1250 }] };
@@ -31,6 +31,8 @@ const state = {
   // sends the notice.
   owner: { orders: "orders", notifications: "notifications" },
   orders: new Map(), // order id -> order, for "Your orders"
+  orderFlows: new Set(), // the correlation ids of the flows of those orders seen here
+  shownOrders: "", // what "Your orders" shows now, to redraw it only when that changes
   watchTimer: null,
 };
 
@@ -123,6 +125,8 @@ function signOut(why = "") {
   clearInterval(state.watchTimer);
   Object.assign(state, { token: null, user: null, stream: null, journey: null, watchTimer: null });
   state.orders.clear();
+  state.orderFlows.clear();
+  state.shownOrders = "";
   sessionStorage.removeItem(TOKEN_KEY);
   $("who").hidden = true;
   $("signed-in").hidden = true;
@@ -258,13 +262,7 @@ async function openStream() {
       clearStream(); // the server replays its recent observations first
       setStreamState("live", true);
       pause = 500;
-      const parser = new EventStreamParser(onServerEvent);
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        parser.push(value);
-      }
+      await readStream(response.body.getReader(), new EventStreamParser(onServerEvent));
       setStreamState("reconnecting: the stream ended");
     } catch (error) {
       if (controller.signal.aborted) return;
@@ -275,6 +273,21 @@ async function openStream() {
   }
 }
 
+/** Every chunk of the stream through the parser, as it comes (one decoder, no pipe). */
+async function readStream(reader, parser) {
+  const decoder = new TextDecoder();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    received.chunks += 1;
+    parser.push(decoder.decode(value, { stream: true }));
+  }
+}
+
+// What the page received, for bench/page.py (read with page.evaluate; nothing shows it).
+const received = { chunks: 0, events: 0 };
+window.seamsPage = { received };
+
 function onServerEvent({ type, data }) {
   let body;
   try {
@@ -282,16 +295,17 @@ function onServerEvent({ type, data }) {
   } catch {
     return; // not an observation
   }
+  received.events += 1;
   if (type === "dropped") {
-    const dropped = $("dropped");
-    dropped.hidden = false;
-    dropped.textContent = `${body.dropped} dropped: this page fell behind, the bus did not wait for it`;
+    frame.dropped = body.dropped;
+    scheduleRender();
     return;
   }
-  observe({ kind: type, ...body });
+  body.kind = type;
+  observe(body);
 }
 
-/** Everything one observation changes on the page. */
+/** Everything one observation changes: numbers and queues here, the DOM at the next frame. */
 function observe(observation) {
   state.recent.push(observation);
   if (state.recent.length > 2 * RECENT) state.recent = state.recent.slice(-RECENT);
@@ -300,6 +314,9 @@ function observe(observation) {
     const bus = document.querySelector("#diagram .bus-label");
     if (bus) bus.textContent = busLabel();
   }
+  if (observation.kind === "published" && state.orders.has(observation.aggregate_id)) {
+    state.orderFlows.add(observation.correlation_id);
+  }
   addRow(observation);
   lightUp(observation);
   recordHop(observation);
@@ -307,36 +324,60 @@ function observe(observation) {
   if (observation.kind === "dead_lettered" && state.user && state.user.role === "admin") {
     soon("letters", loadDeadLetters);
   }
-  if (observation.kind === "handled" && observation.consumer === state.owner.orders) {
-    soon("orders", refreshOrders); // an order's status may have changed
+  if (observation.kind === "handled" && observation.consumer === state.owner.orders && isMine(observation)) {
+    soon("orders", refreshOrders); // the status of an order in "Your orders" may have changed
   }
 }
 
-// What the page shows of the stream is drawn at most every RENDER_MS, whatever the rate
-// of observations: a busy bus sends thousands a second, and a page that laid itself out
-// for each would take the CPU the system it watches needs (the rows and flashes wait here,
-// bounded: only the last MAX_ROWS rows can be shown anyway).
-const RENDER_MS = 250;
-const ROWS_PER_RENDER = 25; // when more came meanwhile, the newest: nobody reads 100 rows a second
-const pending = { rows: [], flashes: new Map(), timer: 0 };
-
-function render() {
-  pending.timer = 0;
-  if (pending.rows.length) {
-    const fragment = document.createDocumentFragment();
-    for (const o of pending.rows.slice(-ROWS_PER_RENDER).reverse()) fragment.append(rowOf(o));
-    pending.rows = [];
-    const rows = $("stream-rows");
-    rows.prepend(fragment);
-    while (rows.childElementCount > MAX_ROWS) rows.lastElementChild.remove();
-  }
-  for (const [edge, colour] of pending.flashes) flash(edge, colour);
-  pending.flashes.clear();
-  if (state.paused) $("stream-note").textContent = `${state.unseen} new while paused`;
-}
+// The page is drawn in one animation frame at most every RENDER_MS, whatever the rate of
+// observations (docs/decisions/0034-page-cost.md): a busy bus sends thousands a second, and
+// a page that laid itself out, painted and composited for each would take the CPU of the
+// system it shows. Between frames only numbers and bounded queues change: the newest rows
+// (nobody reads 100 rows a second), the edges to light, the hops whose median moved. No
+// frame is drawn while the tab is hidden (the browser runs no animation frame then); the
+// first one after it shows the newest.
+const RENDER_MS = 500; // two frames a second: the table and the edges stay readable, the CPU stays free
+const ROWS_PER_RENDER = 20;
+const frame = {
+  timer: 0,
+  rows: [], // the newest observations not drawn yet, at most ROWS_PER_RENDER
+  flashes: new Map(), // edge -> "sent" | "handled" | "failed"
+  lit: new Map(), // edge -> when it goes dark (performance.now())
+  price: false, // a hop's median changed
+  dropped: 0, // what the server said this stream missed, in all
+};
 
 function scheduleRender() {
-  if (!pending.timer) pending.timer = setTimeout(render, RENDER_MS);
+  if (!frame.timer) frame.timer = setTimeout(() => requestAnimationFrame(render), RENDER_MS);
+}
+
+function render() {
+  frame.timer = 0;
+  if (frame.rows.length) drawRows(frame.rows.splice(0));
+  drawEdges(performance.now());
+  if (frame.price) drawPrice();
+  if (frame.dropped) showDropped(frame.dropped);
+  if (state.paused) setText($("stream-note"), `${state.unseen} new while paused`);
+  if (frame.lit.size) scheduleRender(); // to turn the lit edges off in time
+}
+
+/** Whether an observation is of the flow of an order in "Your orders" (a user's stream
+ * carries nothing else; an admin's carries everyone's). */
+function isMine(o) {
+  if (state.user.role !== "admin") return true;
+  return state.orderFlows.has(o.correlation_id) || state.orders.has(o.aggregate_id);
+}
+
+/** Set an element's text only when it changes (a write of the same text still costs a
+ * layout). */
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
+}
+
+function showDropped(count) {
+  const dropped = $("dropped");
+  dropped.hidden = false;
+  setText(dropped, `${count} dropped: this page fell behind, the bus did not wait for it`);
 }
 
 /** Run `task` once within a second, however often it is asked for meanwhile. */
@@ -357,10 +398,6 @@ const ms = (value) => {
   const n = Number(value);
   return n < 10 ? n.toFixed(2) : n.toFixed(1);
 };
-
-function what(o) {
-  return o.kind === "request" ? `${o.method} ${o.path}` : o.type || "";
-}
 
 function fromTo(o) {
   if (o.kind === "request") return "client → gateway";
@@ -392,27 +429,64 @@ function addRow(o) {
   if (state.paused) {
     state.unseen += 1;
   } else {
-    pending.rows.push(o);
-    if (pending.rows.length > MAX_ROWS) pending.rows.shift();
+    frame.rows.push(o);
+    if (frame.rows.length > 2 * ROWS_PER_RENDER) frame.rows.splice(0, ROWS_PER_RENDER);
   }
   scheduleRender();
 }
 
-function rowOf(o) {
-  const row = document.createElement("tr");
-  row.className = `kind-${o.kind}`;
-  const cells = [o.seq, o.kind, what(o), fromTo(o), short(o.aggregate_id), short(o.correlation_id), outcome(o), o.attempt ?? "", timing(o)];
-  for (const text of cells) {
-    const cell = document.createElement("td");
-    cell.textContent = text ?? "";
-    row.append(cell);
+const CELLS = 9; // #, kind, what, from → to, aggregate, correlation, outcome, attempt, ms
+const WHAT = 2; // the cell naming the request or the event type (a button for an event)
+
+/**
+ * The newest rows on top. A table of MAX_ROWS rows reuses its rows: the oldest are taken
+ * from the bottom, written over and put on top, so a busy stream creates no elements and
+ * leaves no garbage, and each cell keeps its one text node.
+ */
+function drawRows(observations) {
+  const rows = $("stream-rows");
+  const newest = observations.slice(-ROWS_PER_RENDER).reverse();
+  const fragment = document.createDocumentFragment();
+  for (const o of newest) {
+    const row = rows.childElementCount + fragment.childElementCount >= MAX_ROWS ? rows.lastElementChild : emptyRow();
+    fillRow(row, o);
+    fragment.append(row);
   }
-  row.title = o.process ? `process: ${o.process}` : "";
+  rows.prepend(fragment);
+}
+
+function emptyRow() {
+  const row = document.createElement("tr");
+  for (let i = 0; i < CELLS; i += 1) row.append(document.createElement("td"));
+  const pick = document.createElement("button");
+  pick.type = "button";
+  pick.className = "pick";
+  row.cells[WHAT].append(pick);
   return row;
 }
 
+function fillRow(row, o) {
+  row.className = `kind-${o.kind}`;
+  row.title = o.process ? `process: ${o.process}` : "";
+  const texts = [o.seq, o.kind, null, fromTo(o), short(o.aggregate_id), short(o.correlation_id), outcome(o), o.attempt ?? "", timing(o)];
+  for (let i = 0; i < CELLS; i += 1) if (i !== WHAT) setText(row.cells[i], String(texts[i] ?? ""));
+  const pick = row.cells[WHAT].firstElementChild;
+  const what = row.cells[WHAT].lastChild === pick ? null : row.cells[WHAT].lastChild;
+  if (o.type) {
+    pick.hidden = false;
+    setText(pick, o.type);
+    pick.dataset.type = o.type;
+    if (what) what.remove();
+  } else {
+    pick.hidden = true;
+    const text = `${o.method} ${o.path}`;
+    if (what) what.nodeValue = text;
+    else row.cells[WHAT].append(text);
+  }
+}
+
 function clearStream() {
-  pending.rows = [];
+  frame.rows = [];
   $("stream-rows").replaceChildren();
   state.unseen = 0;
   $("stream-note").textContent = "";
@@ -421,10 +495,7 @@ function clearStream() {
 function wireStream() {
   $("stream-pause").addEventListener("click", (event) => {
     state.paused = !state.paused;
-    if (state.paused) {
-      clearTimeout(pending.timer); // what came before the pause is shown, then nothing more
-      render();
-    }
+    if (state.paused) render(); // what came before the pause is shown, then nothing more
     event.currentTarget.textContent = state.paused ? "Resume" : "Pause";
     event.currentTarget.setAttribute("aria-pressed", String(state.paused));
     if (!state.paused) {
@@ -433,6 +504,11 @@ function wireStream() {
     }
   });
   $("stream-clear").addEventListener("click", clearStream);
+  // One listener for every row's event type: selecting it shows that event's contract.
+  $("stream-rows").addEventListener("click", (event) => {
+    const pick = event.target.closest("button.pick");
+    if (pick) showContract(pick.dataset.type, pick);
+  });
 }
 
 // ---------------------------------------------------------------- the topology
@@ -528,36 +604,44 @@ function drawTopology(topology) {
 }
 
 const LIT_MS = 700; // how long an edge stays lit after the last event that crossed it
-const litUntil = new Map(); // edge -> its timer
+const LIT = ["lit-sent", "lit", "lit-failed"];
 
 /**
- * Light an edge up for LIT_MS: a class on, then off (no animation running every frame:
- * on a busy bus every edge is crossed many times a second, and repainting the drawing 60
- * times a second would take the CPU of the system it shows). Crossed again while lit, it
- * stays lit longer.
+ * Light an edge up for LIT_MS: a class on, then off at a later frame (no animation
+ * running every frame, no timer per edge: on a busy bus every edge is crossed many times
+ * a second, and repainting the drawing 60 times a second would take the CPU of the system
+ * it shows). Crossed again while lit, it stays lit longer; its class changes only when its
+ * colour does.
  */
-function flash(edge, name) {
-  clearTimeout(litUntil.get(edge));
-  edge.classList.remove("lit-sent", "lit", "lit-failed");
-  edge.classList.add(name === "handled" ? "lit" : name === "failed" ? "lit-failed" : "lit-sent");
-  litUntil.set(edge, setTimeout(() => {
-    edge.classList.remove("lit-sent", "lit", "lit-failed");
-    litUntil.delete(edge);
-  }, LIT_MS));
+function drawEdges(now) {
+  for (const [edge, name] of frame.flashes) {
+    const lit = name === "handled" ? "lit" : name === "failed" ? "lit-failed" : "lit-sent";
+    if (!edge.classList.contains(lit)) {
+      edge.classList.remove(...LIT);
+      edge.classList.add(lit);
+    }
+    frame.lit.set(edge, now + LIT_MS);
+  }
+  frame.flashes.clear();
+  for (const [edge, until] of frame.lit) {
+    if (until > now) continue;
+    edge.classList.remove(...LIT);
+    frame.lit.delete(edge);
+  }
 }
 
 function lightUp(o) {
   if (o.kind === "published") {
-    for (const [key, edge] of state.edges) {
-      if (key.startsWith(`${o.type}→`) && !pending.flashes.has(edge)) pending.flashes.set(edge, "sent");
+    for (const edge of state.edges.values()) {
+      if (edge.dataset.type === o.type && !frame.flashes.has(edge)) frame.flashes.set(edge, "sent");
     }
     scheduleRender();
     return;
   }
   const edge = state.edges.get(`${o.type}→${o.consumer}`);
   if (!edge) return;
-  if (o.kind === "handled") pending.flashes.set(edge, "handled");
-  else if (o.kind === "failed" || o.kind === "dead_lettered" || o.kind === "parked") pending.flashes.set(edge, "failed");
+  if (o.kind === "handled") frame.flashes.set(edge, "handled");
+  else if (o.kind === "failed" || o.kind === "dead_lettered" || o.kind === "parked") frame.flashes.set(edge, "failed");
   scheduleRender();
 }
 
@@ -573,20 +657,19 @@ function median(values) {
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
-let priceFrame = 0;
-
 function recordHop(o) {
   if (o.kind !== "handled" || o.hop_ms === null || o.hop_ms === undefined) return;
   const place = where(o.process);
   const key = `${o.type}→${o.consumer}|${place}`;
   let hop = state.hops.get(key);
   if (!hop) {
-    hop = { type: o.type, consumer: o.consumer, where: place, samples: [] };
+    hop = { type: o.type, consumer: o.consumer, where: place, samples: [], seen: 0, row: null };
     state.hops.set(key, hop);
   }
-  hop.samples.push(Number(o.hop_ms));
-  if (hop.samples.length > HOP_SAMPLES) hop.samples.shift();
-  if (!priceFrame) priceFrame = requestAnimationFrame(drawPrice);
+  hop.samples[hop.seen % HOP_SAMPLES] = Number(o.hop_ms); // the last HOP_SAMPLES, in a ring
+  hop.seen += 1;
+  frame.price = true;
+  scheduleRender();
 }
 
 function benchFor(hop) {
@@ -594,22 +677,27 @@ function benchFor(hop) {
   return figures.find((b) => b.type === hop.type && b.consumer === hop.consumer) || figures.find((b) => !b.type) || null;
 }
 
+/** The price table: a row per hop, made once, its cells written only when they change. */
 function drawPrice() {
-  priceFrame = 0;
-  const rows = [...state.hops.values()]
-    .sort((a, b) => a.type.localeCompare(b.type) || a.consumer.localeCompare(b.consumer) || a.where.localeCompare(b.where))
-    .map((hop) => {
-      const row = document.createElement("tr");
-      const bench = benchFor(hop);
-      const cells = [`${hop.type} → ${hop.consumer}`, hop.where, ms(median(hop.samples)), hop.samples.length, bench ? `${ms(bench.p50_ms)} / ${ms(bench.p99_ms)}` : "—"];
-      for (const text of cells) {
-        const cell = document.createElement("td");
-        cell.textContent = text;
-        row.append(cell);
-      }
-      return row;
-    });
-  $("price-rows").replaceChildren(...rows);
+  frame.price = false;
+  const hops = [...state.hops.values()];
+  const rows = $("price-rows");
+  if (hops.some((hop) => !hop.row) || rows.childElementCount !== hops.length) {
+    hops.sort((a, b) => a.type.localeCompare(b.type) || a.consumer.localeCompare(b.consumer) || a.where.localeCompare(b.where));
+    for (const hop of hops) hop.row ||= priceRow();
+    rows.replaceChildren(...hops.map((hop) => hop.row));
+  }
+  for (const hop of hops) {
+    const bench = benchFor(hop);
+    const texts = [`${hop.type} → ${hop.consumer}`, hop.where, ms(median(hop.samples)), String(hop.seen), bench ? `${ms(bench.p50_ms)} / ${ms(bench.p99_ms)}` : "—"];
+    texts.forEach((text, i) => setText(hop.row.cells[i], text));
+  }
+}
+
+function priceRow() {
+  const row = document.createElement("tr");
+  for (let i = 0; i < 5; i += 1) row.append(document.createElement("td"));
+  return row;
 }
 
 async function loadBenchmarks() {
@@ -657,12 +745,16 @@ async function refreshOrders() {
     state.orders = new Map(orders.map((o) => [o.id, o]));
     drawOrders();
   } catch (error) {
+    state.shownOrders = "";
     $("orders").textContent = `Orders are not available: ${error.message}`;
   }
 }
 
 function drawOrders() {
   const newest = [...state.orders.values()].sort((a, b) => (a.id < b.id ? 1 : -1)).slice(0, 20);
+  const shown = `${state.journey?.orderId}|${newest.map(orderLabel).join("|")}`;
+  if (shown === state.shownOrders) return;
+  state.shownOrders = shown;
   const items = newest.map((order) => {
     const item = document.createElement("li");
     const button = document.createElement("button");
@@ -685,6 +777,7 @@ async function placeOrder(card) {
       const { data, headers, status } = await api("POST", "/api/orders", body, { "Idempotency-Key": key });
       answer.textContent = `${status}: order ${data.id} is ${data.status}, ${(data.total / 100).toFixed(2)} ${data.currency}. Payment follows through events, below.`;
       state.orders.set(data.id, data);
+      state.orderFlows.add(headers.get("X-Request-ID"));
       drawOrders();
       await showJourney(data.id, headers.get("X-Request-ID"), data);
       return;
@@ -1025,7 +1118,7 @@ async function refreshWatchState() {
     if (consumer && consumer.paused) words.push("paused");
     if (consumer && consumer.broken) words.push("broken");
     if (consumer && (consumer.paused || consumer.backlog)) words.push(`backlog ${consumer.backlog}`);
-    badge.textContent = words.join(" · ");
+    setText(badge, words.join(" · "));
     group.classList.toggle("paused", Boolean(consumer && consumer.paused));
     group.classList.toggle("broken", Boolean(consumer && consumer.broken));
   }
