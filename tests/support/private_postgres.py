@@ -52,6 +52,7 @@ class PrivatePostgres:
     root: Path  # its data, socket and log; owned by the user it runs as
     host: str = "127.0.0.1"  # where it listens (an address on a test's bridge, say)
     port: int = 0
+    netns: str | None = None  # the network namespace it runs in (tests/support/netns.py)
 
     @property
     def data(self) -> Path:
@@ -66,6 +67,9 @@ class PrivatePostgres:
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        # initdb trusts loopback only; on a bridge, the hosts of its subnet too (a test's).
+        with (self.data / "pg_hba.conf").open("a") as rules:
+            rules.write("host all all samenet trust\n")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses={self.host}"
@@ -115,15 +119,16 @@ class PrivatePostgres:
                 f"{done.stdout}{done.stderr}\n{self.log_tail()}"
             )
 
-    @staticmethod
-    def _as_owner() -> list[str]:
-        """PostgreSQL refuses to run as root: as root, run it as the postgres user."""
-        return ["runuser", "-u", OS_USER, "--"] if os.geteuid() == 0 else []
+    def _as_owner(self) -> list[str]:
+        """PostgreSQL refuses to run as root: as root, run it as the postgres user (in its
+        network namespace, if it has one)."""
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return [*inside, "runuser", "-u", OS_USER, "--"] if os.geteuid() == 0 else inside
 
 
 @asynccontextmanager
 async def private_postgres(
-    databases: Sequence[str] = (), *, host: str = "127.0.0.1"
+    databases: Sequence[str] = (), *, host: str = "127.0.0.1", netns: str | None = None
 ) -> AsyncIterator[PrivatePostgres]:
     """A private server, started, with `databases` created in it; stopped (immediately, if
     the test left it running) and removed when the block ends."""
@@ -138,7 +143,7 @@ async def private_postgres(
     if os.geteuid() == 0:
         owner = pwd.getpwnam(OS_USER)
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    server = PrivatePostgres(bin_dir, root, host=host, port=free_port())
+    server = PrivatePostgres(bin_dir, root, host=host, port=free_port(), netns=netns)
     try:
         server.init()
         server.start()
