@@ -1,9 +1,12 @@
-"""IP addresses and networks named in a setting (APP_TRUSTED_PROXIES, APP_METRICS_ALLOW)."""
+"""IP addresses and networks named in a setting (APP_TRUSTED_PROXIES, APP_METRICS_ALLOW), and
+the address this host is reached at by another one."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -48,3 +51,20 @@ class AddressSet:
 def address_set(text: str, setting: str) -> AddressSet:
     """The parsed set, once per distinct setting value (it is asked on every request)."""
     return AddressSet(text, setting)
+
+
+def address_toward(url: str) -> str | None:
+    """This host's own address on the route to `url`'s host (e.g. the broker's): the one a
+    process on that side of the network can reach it at. No packet is sent (a UDP socket's
+    connect only picks the route); None when there is no route or no host in the URL."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    try:
+        family = socket.AF_INET6 if ":" in parts.hostname else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((parts.hostname, parts.port or 9))
+            address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    return address

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
-from app.kernel.networks import address_set
+from app.kernel.networks import address_set, address_toward
 
 PREFIX = "APP_"
 DB_URL = "_db_url"  # APP_<NAME>_DB_URL: the store of a module (or of the bus) called <name>
@@ -41,7 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     bus_url: str = "memory://"
     # Split mode: the URL a module process announces for the gateway to forward to
-    # (default http://<host>:<port>, with 127.0.0.1 for a wildcard host).
+    # (default http://<host>:<port>; for a wildcard host, this host's address on the route
+    # to the broker, so another host can reach it).
     advertise_url: str = ""
 
     secret_key: str | None = None
@@ -131,7 +132,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """Where this process can be reached: APP_ADVERTISE_URL, or its own host and port."""
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):  # every interface: the one facing the broker
+            broker = self.bus_url.split(",")[0] if self.bus_url.startswith("nats://") else ""
+            host = address_toward(broker) or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
     def store_url(self, module: str) -> str:

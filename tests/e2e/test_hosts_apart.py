@@ -46,6 +46,9 @@ PROCESSES: dict[str, str | None] = {
     "notify": "notifications",
 }
 PORT = 8000  # the same on every host: each has its own
+# Bound to every interface: pay1 announces the address facing the broker by itself; notify
+# says where it is reached with APP_ADVERTISE_URL (as behind a NAT or a load balancer).
+EVERY_INTERFACE = ("pay1", "notify")
 NATS_PORT = 4222
 READY_SECONDS = 60.0
 
@@ -84,9 +87,10 @@ def process_env(hosts_: Hosts, module: str | None, database_urls: dict[str, str]
     return env
 
 
-def argv_of(host_address: str, data_dir: Path, module: str | None) -> list[str]:
+def argv_of(name: str, host_address: str, data_dir: Path, module: str | None) -> list[str]:
     role = ["gateway"] if module is None else ["--modules", module]
-    where = ["--host", host_address, "--port", str(PORT)]
+    bind = "0.0.0.0" if name in EVERY_INTERFACE else host_address
+    where = ["--host", bind, "--port", str(PORT)]
     return [sys.executable, "-m", "app", "--data-dir", str(data_dir), *role, *where]
 
 
@@ -134,12 +138,10 @@ async def split_apart(tmp_path: Path) -> AsyncIterator[Apart]:
                 own = tmp_path / name  # its host's disk: no other process opens it
                 own.mkdir(mode=0o700)
                 address = apart_hosts[name].address
-                apart_hosts.run(
-                    name,
-                    argv_of(address, own, module),
-                    own / "process.log",
-                    process_env(apart_hosts, module, urls),
-                )
+                env = process_env(apart_hosts, module, urls)
+                if name == "notify":
+                    env["APP_ADVERTISE_URL"] = f"http://{address}:{PORT}"
+                apart_hosts.run(name, argv_of(name, address, own, module), own / "process.log", env)
             gateway = f"http://{apart_hosts['gateway'].address}:{PORT}"
             async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
                 apart = Apart(apart_hosts, Driver(client))
