@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -402,6 +403,81 @@ async def test_a_paused_consumer_shows_its_backlog_then_drains(
     for order_id in placed:
         await expect(orders.filter(has_text=order_id[-8:])).to_contain_text("PAID", timeout=UI_MS)
     await expect(payments.locator(".badge")).to_have_text("", timeout=UI_MS)
+
+
+def resolved(schema: Any, document: dict[str, Any]) -> Any:
+    """A JSON Schema with its local $refs replaced by what they point to."""
+    if isinstance(schema, list):
+        return [resolved(item, document) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = document
+        for key in ref[2:].split("/"):
+            target = target[key]
+        return resolved(target, document)
+    return {key: resolved(value, document) for key, value in schema.items()}
+
+
+def readers_of(document: dict[str, Any], event: str) -> list[str]:
+    """The modules that consume an event, as the AsyncAPI document says ('x_receives_E')."""
+    return sorted(
+        key.split("_receives_")[0]
+        for key, operation in document["operations"].items()
+        if operation["action"] == "receive"
+        and operation["channel"]["$ref"] == f"#/channels/{event}"
+    )
+
+
+async def test_an_edge_or_a_row_shows_its_events_contract(visit: Visit, server: Server) -> None:
+    """Issue 16, point 8: selecting an event type, an arrow of the drawing or the type in a
+    row of the stream, by mouse or keyboard, shows its version, the JSON Schema of its
+    payload and the modules that read it, from /schema/asyncapi.json fetched once."""
+    page = visit.page
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        document = (await client.get("/schema/asyncapi.json")).json()
+    messages = document["components"]["messages"]
+    await log_in_on_the_page(page, server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    contract = page.locator("#contract-body")
+
+    edge = page.locator('#diagram g.edge[data-type="OrderPlaced"][data-consumer="payments"]')
+    await edge.click()
+    version = messages["OrderPlaced"]["headers"]["properties"]["version"]["const"]
+    assert version >= 2  # OrderPlaced v2 (decision 26): the page shows the newest
+    await expect(contract.locator("h3")).to_have_text(f"OrderPlaced v{version}")
+    await expect(contract).to_contain_text(
+        f"Published by orders, through its outbox, always as v{version}"
+    )
+    readers = contract.locator(".readers li")
+    await expect(readers).to_have_count(len(readers_of(document, "OrderPlaced")))
+    await expect(readers.first).to_contain_text(f"payments reads v1 to v{version}")
+    schema = json.loads(await contract.locator("pre.schema").first.inner_text())
+    assert schema == resolved(messages["OrderPlaced"]["payload"], document)
+    assert "item_count" in schema["properties"]
+    await expect(edge).to_have_attribute("aria-pressed", "true")
+
+    # A row of the live stream, by keyboard: its event type is a button.
+    await place_order(page, "tok_visa")
+    await expect(steps(page, "notifications handled PaymentSucceeded")).to_be_visible()
+    pick = page.locator("#stream-rows button.pick", has_text="PaymentSucceeded").first
+    await pick.focus()
+    await page.keyboard.press("Enter")
+    succeeded = messages["PaymentSucceeded"]["headers"]["properties"]["version"]["const"]
+    await expect(contract.locator("h3")).to_have_text(f"PaymentSucceeded v{succeeded}")
+    await expect(contract).to_contain_text("Published by payments")
+    shown = [text.split(" reads ")[0] for text in await readers.all_inner_texts()]
+    assert shown == readers_of(document, "PaymentSucceeded") == ["notifications", "orders"]
+    await expect(edge).to_have_attribute("aria-pressed", "false")
+    lit = page.locator('#diagram g.edge[data-type="PaymentSucceeded"][aria-pressed="true"]')
+    await expect(lit).to_have_count(2)
+
+    # An edge by keyboard (Space), and the document was fetched once, from this origin.
+    await edge.focus()
+    await page.keyboard.press(" ")
+    await expect(contract.locator("h3")).to_have_text(f"OrderPlaced v{version}")
+    fetched = [url for url in visit.requests if urlsplit(url).path == "/schema/asyncapi.json"]
+    assert len(fetched) == 1, fetched
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ const state = {
   orderFlows: new Set(), // the correlation ids of the flows of those orders seen here
   shownOrders: "", // what "Your orders" shows now, to redraw it only when that changes
   watchTimer: null,
+  contract: null, // the event type whose contract is shown
 };
 
 const $ = (id) => document.getElementById(id);
@@ -595,9 +596,19 @@ function drawTopology(topology) {
     const from = x(edge.source);
     const to = x(edge.target);
     const direction = to > from ? 1 : -1;
-    const group = node("g", { class: "edge", "data-type": edge.label, "data-consumer": edge.target }, svg);
+    const group = node("g", {
+      class: `edge${edge.label === state.contract ? " selected" : ""}`,
+      "data-type": edge.label,
+      "data-consumer": edge.target,
+      tabindex: "0",
+      role: "button",
+      "aria-pressed": String(edge.label === state.contract),
+      "aria-label": `${edge.label}, ${edge.source} to ${edge.target}: show its contract`,
+    }, svg);
     node("line", { x1: from, y1: y, x2: to - direction * 4, y2: y, "marker-end": "url(#arrow)" }, group);
+    node("line", { x1: from, y1: y - 4, x2: to, y2: y - 4, class: "hit" }, group); // easier to click
     node("text", { x: (from + to) / 2, y: y - 5, "text-anchor": "middle" }, group, edge.label);
+    wireEdge(group);
     state.edges.set(`${edge.label}→${edge.target}`, group);
   });
   $("diagram").replaceChildren(svg);
@@ -643,6 +654,139 @@ function lightUp(o) {
   if (o.kind === "handled") frame.flashes.set(edge, "handled");
   else if (o.kind === "failed" || o.kind === "dead_lettered" || o.kind === "parked") frame.flashes.set(edge, "failed");
   scheduleRender();
+}
+
+// ---------------------------------------------------------------- an event's contract
+
+// The AsyncAPI document (docs/decisions/0026-event-versions.md), fetched once from this
+// origin the first time an event type is selected, then kept: the contracts do not change
+// while the server runs.
+let asyncapi = null;
+
+function loadContracts() {
+  asyncapi ||= get("/schema/asyncapi.json").catch((error) => {
+    asyncapi = null; // a later selection asks again
+    throw error;
+  });
+  return asyncapi;
+}
+
+/** A schema with every local $ref replaced by what it points to (a cycle is left as a $ref). */
+function resolved(schema, document, seen = new Set()) {
+  if (Array.isArray(schema)) return schema.map((item) => resolved(item, document, seen));
+  if (!schema || typeof schema !== "object") return schema;
+  const ref = schema.$ref;
+  if (typeof ref === "string" && ref.startsWith("#/") && !seen.has(ref)) {
+    const target = ref.slice(2).split("/").reduce((node, key) => node?.[key], document);
+    if (target !== undefined) return resolved(target, document, new Set([...seen, ref]));
+  }
+  return Object.fromEntries(Object.entries(schema).map(([key, value]) => [key, resolved(value, document, seen)]));
+}
+
+/** What the document says of one event type: its version, payload, producer and readers. */
+function contractOf(document, type) {
+  const message = document.components?.messages?.[type];
+  if (!message) return null;
+  const channel = `#/channels/${type}`;
+  const operations = Object.entries(document.operations || {}).filter(([, op]) => op.channel?.$ref === channel);
+  const module = (key, verb) => key.slice(0, key.indexOf(`_${verb}_`));
+  const producer = operations.find(([, op]) => op.action === "send");
+  return {
+    type,
+    version: message.headers?.properties?.version?.const,
+    address: document.channels?.[type]?.address,
+    producer: producer ? module(producer[0], "sends") : null,
+    consumers: operations
+      .filter(([, op]) => op.action === "receive")
+      .map(([key, op]) => ({ name: module(key, "receives"), versions: op["x-seams-reads-versions"] || [] }))
+      .sort((a, b) => a.name.localeCompare(b.name)),
+    payload: resolved(message.payload, document),
+    headers: message.headers,
+  };
+}
+
+/** Show the contract of an event type; `from` is what was selected (an edge or a row). */
+async function showContract(type, from = null) {
+  state.contract = type;
+  for (const edge of state.edges.values()) {
+    const selected = edge.dataset.type === type;
+    edge.classList.toggle("selected", selected);
+    edge.setAttribute("aria-pressed", String(selected));
+  }
+  const body = $("contract-body");
+  let contract;
+  try {
+    contract = contractOf(await loadContracts(), type);
+  } catch (error) {
+    body.replaceChildren(paragraph(`The contracts are not available: ${error.message}`));
+    return;
+  }
+  if (state.contract !== type) return; // another was selected meanwhile
+  body.replaceChildren(...(contract ? contractView(contract) : [paragraph(`${type} is not in /schema/asyncapi.json.`)]));
+  if (from) $("contract").scrollIntoView({ block: "nearest" });
+}
+
+function paragraph(text, className = "note") {
+  const p = document.createElement("p");
+  p.className = className;
+  p.textContent = text;
+  return p;
+}
+
+function contractView(contract) {
+  const title = document.createElement("h3");
+  title.id = "contract-title";
+  title.textContent = `${contract.type} v${contract.version}`;
+  const who = contract.producer
+    ? `Published by ${contract.producer}, through its outbox, always as v${contract.version} (the newest).`
+    : "No module here publishes it.";
+  const readers = document.createElement("ul");
+  readers.className = "readers";
+  for (const consumer of contract.consumers) {
+    const item = document.createElement("li");
+    const [first, last] = [consumer.versions[0], consumer.versions.at(-1)];
+    const versions = first === last ? `v${first}` : `v${first} to v${last}`;
+    item.textContent = `${consumer.name} reads ${versions}: an older version is upcast to the newest first; a newer one is dead-lettered, never misread`;
+    readers.append(item);
+  }
+  if (!contract.consumers.length) readers.append(paragraph("No module here consumes it."));
+  const payload = document.createElement("pre");
+  payload.className = "schema";
+  payload.setAttribute("aria-label", `${contract.type} payload JSON Schema`);
+  payload.textContent = JSON.stringify(contract.payload, null, 2);
+  const headers = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = "The envelope it travels in (headers)";
+  const headerSchema = document.createElement("pre");
+  headerSchema.className = "schema";
+  headerSchema.textContent = JSON.stringify(contract.headers, null, 2);
+  headers.append(summary, headerSchema);
+  return [
+    title,
+    paragraph(who, ""),
+    paragraph(contract.address ? `Channel ${contract.address} (the NATS subject in split mode).` : ""),
+    heading("Read by"),
+    readers,
+    heading("Payload (JSON Schema)"),
+    payload,
+    headers,
+  ];
+}
+
+function heading(text) {
+  const h = document.createElement("h4");
+  h.textContent = text;
+  return h;
+}
+
+/** An edge of the topology is selected by a click, or by Enter or Space when focused. */
+function wireEdge(group) {
+  group.addEventListener("click", () => showContract(group.dataset.type, group));
+  group.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();
+    showContract(group.dataset.type, group);
+  });
 }
 
 // ---------------------------------------------------------------- the price of a boundary
