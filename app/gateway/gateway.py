@@ -17,6 +17,7 @@ from app.gateway.asyncapi import asyncapi_route
 from app.gateway.auth import GatewayJWTAuth, identity_middleware, protected
 from app.gateway.benchmarks import BenchmarksController
 from app.gateway.errors import EXCEPTION_HANDLERS
+from app.gateway.export import Exports
 from app.gateway.faults import FaultsController
 from app.gateway.health import HealthController
 from app.gateway.input_rules import check_input
@@ -99,6 +100,7 @@ def public_entrance(runtime: Runtime, auth: GatewayJWTAuth) -> Entrance:
             BenchmarksController,
             *PAGE_ROUTES,
             *watch_routes(publishing),
+            *Exports([running.module for running in runtime.modules]).routes(),
             asyncapi_route([running.module for running in runtime.modules]),
         ],
         on_app_init=[auth.on_app_init],

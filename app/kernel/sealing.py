@@ -83,6 +83,6 @@ class PersonalData:
         if self._keyring is None:
             raise NoKeyring(
                 "no module owning personal data keys runs in this process and none was "
-                "reached: start it (python -m app --modules users) and replay"
+                "reached: start it, then replay"
             )
         return await self._keyring.open(subject, sealed)

@@ -33,6 +33,7 @@ __all__ = [
     "Store",
     "SwitchKind",
     "SwitchValue",
+    "UserData",
     "api_prefix",
 ]
 
@@ -177,6 +178,18 @@ class Command:
 
 
 @dataclass(frozen=True)
+class UserData:
+    """Where a module's own API shows what it holds about one user, for the gateway's export
+    (GET /api/<prefix>/{id}/export under the module whose `record` it is; app/gateway/export.py,
+    docs/decisions/0031-export-by-composition.md)."""
+
+    route: str  # appended to /api/<module>, naming {user_id}: "/{user_id}", "?user_id={user_id}"
+    # The user's own record (one, not pages): the export is served under this module's
+    # prefix, and this route says whether the caller may see the user at all.
+    record: bool = False
+
+
+@dataclass(frozen=True)
 class Module:
     name: str
     publishes: tuple[type[Event], ...]
@@ -190,6 +203,7 @@ class Module:
     # without APP_), handed to it as context.section.
     settings: type[Any] | None = None
     commands: tuple[Command, ...] = ()  # what it adds to `python -m app`
+    user_data: UserData | None = None  # what it holds about a user, for an export
     # How it reads what it subscribes to: its own view of each event, with the versions it
     # accepts (docs/decisions/0027-tolerant-readers.md); an event without one is read whole.
     reads: tuple[type[View], ...] = ()

@@ -20,6 +20,7 @@ from litestar.response import Stream
 from opentelemetry import propagate
 
 from app.bus import Watch
+from app.gateway.export import Exports
 from app.gateway.request_id import request_id_of
 from app.gateway.watch import is_journey_path, journey_of
 from app.kernel.errors import DomainError, NotFound, Unavailable
@@ -207,9 +208,13 @@ async def _body_of(answer: httpx.Response) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def forwarding_route(forwarder: Forwarder, *, journeys: Watch | None = None) -> Any:
+def forwarding_route(
+    forwarder: Forwarder, *, journeys: Watch | None = None, exports: Exports | None = None
+) -> Any:
     """The route of every /api/<prefix>/…: forwarded to its module, except a journey
-    (/api/<prefix>/{id}/journey), which `journeys`, the gateway's watch, answers here. (A
+    (/api/<prefix>/{id}/journey), which `journeys`, the gateway's watch, answers here, and
+    a user's export (/api/<prefix>/{id}/export), which `exports` composes here from the
+    modules' APIs (app/gateway/export.py). (A
     route of its own for each journey would make Litestar's router take /api/<prefix> for a
     static path and no longer hand /api/<prefix> itself to this one.)"""
 
@@ -225,6 +230,9 @@ def forwarding_route(forwarder: Forwarder, *, journeys: Watch | None = None) -> 
         if journeys is not None and request.method == "GET" and is_journey_path(path):
             journey = journey_of(journeys, path.split("/")[3], request.user)
             return Response(journey, status_code=200)
+        if exports is not None and request.method == "GET" and exports.serves(path):
+            exported = await exports.of(request, path.split("/")[3])
+            return Response(exported, status_code=200)
         return await forwarder.forward(request)
 
     return forward

@@ -24,6 +24,7 @@ from app.bus import Watch
 from app.gateway.asyncapi import asyncapi_route
 from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
 from app.gateway.benchmarks import BenchmarksController
+from app.gateway.export import Exports, is_export_path
 from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
@@ -66,7 +67,9 @@ class GatewayRuntime:
         return self.prefixes.owner_of(path)
 
     def forwarded(self, path: str) -> bool:
-        return self.prefixes.module_of(path) is not None and not is_journey_path(path)
+        if is_journey_path(path) or is_export_path(path):  # the gateway's own
+            return False
+        return self.prefixes.module_of(path) is not None
 
     def token_checked(self, scope: Scope) -> Need:
         """A forwarded request's token, when it sends one, must be valid and names the
@@ -142,7 +145,7 @@ def build_standalone_gateway(
             BenchmarksController,
             asyncapi_route(modules),  # the events between the module processes
             *SPLIT_ADMIN_ROUTES,
-            forwarding_route(forwarder, journeys=runtime.watch),
+            forwarding_route(forwarder, journeys=runtime.watch, exports=Exports(modules)),
         ],
         on_app_init=[auth.on_app_init],
         lifespan=[lifespan],

@@ -80,8 +80,8 @@ class KeyringOverNats:
             answer = await connection.request(OPEN, question, timeout=self._ask_seconds)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as error:
             raise NoKeyring(
-                "no process of the module owning personal data keys answered: start one "
-                "(python -m app --modules users); the event is retried"
+                "no process of the module owning personal data keys answered: start one; "
+                "the event is retried"
             ) from error
         opened = msgspec.json.decode(answer.data, type=Opened)
         if opened.broken is not None:

@@ -16,7 +16,7 @@ from app.modules.notifications.views import (
     UpdatedContact,
 )
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
-from app.modules.spec import Assembly, Module, ModuleContext
+from app.modules.spec import Assembly, Module, ModuleContext, UserData
 from app.modules.users.contracts import UserDeleted, UserRegistered, UserUpdated
 
 
@@ -51,4 +51,5 @@ module = Module(
     reads=(RegisteredContact, UpdatedContact, DeletedUser, ReceivedPayment, IssuedRefund),
     open_store=NotificationsStore,
     assemble=assemble,
+    user_data=UserData("?user_id={user_id}"),
 )

@@ -12,7 +12,7 @@ from app.modules.orders.service import OrderService
 from app.modules.orders.store import OrderDocuments, OrderStore, open_order_documents
 from app.modules.orders.views import KnownUser, PaidOrder, RefundedOrder, UnpaidOrder
 from app.modules.payments.contracts import PaymentFailed, PaymentRefunded, PaymentSucceeded
-from app.modules.spec import Assembly, Module, ModuleContext, Seconds
+from app.modules.spec import Assembly, Module, ModuleContext, Seconds, UserData
 from app.modules.users.contracts import UserRegistered
 
 
@@ -53,5 +53,6 @@ module = Module(
     reads=(KnownUser, PaidOrder, UnpaidOrder, RefundedOrder),
     open_store=open_order_documents,
     assemble=assemble,
+    user_data=UserData("?user_id={user_id}"),
     settings=OrdersSettings,
 )

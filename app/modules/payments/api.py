@@ -46,7 +46,7 @@ class PaymentsController(Controller):
         "/",
         operation_id="listPayments",
         responses=problems(*AUTHENTICATED),
-        summary="List payments, optionally for one order",
+        summary="List payments, optionally for one order or one user",
     )
     async def list_payments(
         self,
@@ -55,10 +55,15 @@ class PaymentsController(Controller):
         order_id: Annotated[
             str | None, QueryParameter(max_length=64, description="Only this order's.")
         ] = None,
+        user_id: Annotated[
+            str | None, QueryParameter(max_length=64, description="Only this user's.")
+        ] = None,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[PaymentOut]:
-        rows = await payments.page(request.user, order_id=order_id, after=cursor, limit=limit + 1)
+        rows = await payments.page(
+            request.user, order_id=order_id, user_id=user_id, after=cursor, limit=limit + 1
+        )
         return page_of([PaymentOut.of(payment) for payment in rows], limit)
 
     @get(

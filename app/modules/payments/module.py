@@ -23,6 +23,7 @@ from app.modules.spec import (
     Seconds,
     SwitchKind,
     SwitchValue,
+    UserData,
 )
 
 
@@ -138,5 +139,6 @@ module = Module(
     reads=(PlacedOrder, CancelledOrder),
     open_store=PaymentsStore,
     assemble=assemble,
+    user_data=UserData("?user_id={user_id}"),
     settings=PaymentsSettings,
 )

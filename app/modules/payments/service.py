@@ -70,10 +70,20 @@ class PaymentService:
         return payment
 
     async def page(
-        self, caller: Caller, *, order_id: str | None, after: str | None, limit: int
+        self,
+        caller: Caller,
+        *,
+        order_id: str | None,
+        user_id: str | None = None,
+        after: str | None,
+        limit: int,
     ) -> list[Payment]:
-        """A user lists only their own payments; an admin, everyone's."""
-        user_id = None if caller.is_admin else caller.id
+        """A user lists only their own payments; an admin, anyone's (one user's with
+        `user_id`: what an export composes, app/gateway/export.py)."""
+        if not caller.is_admin:
+            if user_id not in (None, caller.id):
+                return []
+            user_id = caller.id
         return await self._store.page(order_id=order_id, user_id=user_id, after=after, limit=limit)
 
     # Reacting to orders.

@@ -15,7 +15,7 @@ from app.kernel.credentials import CurrentCredentials
 from app.kernel.errors import DomainError
 from app.kernel.idempotency import Idempotency
 from app.kernel.identity import Credentials
-from app.modules.spec import Assembly, Command, CommandRun, Module, ModuleContext, Option
+from app.modules.spec import Assembly, Command, CommandRun, Module, ModuleContext, Option, UserData
 from app.modules.users.api import TokenController, UsersController
 from app.modules.users.contracts import UserDeleted, UserRegistered, UserUpdated
 from app.modules.users.keys import UserKeys
@@ -155,6 +155,7 @@ module = Module(
     also_serves=("auth",),
     open_store=UsersStore,
     assemble=assemble,
+    user_data=UserData("/{user_id}", record=True),
     settings=UsersSettings,
     commands=(CREATE_ADMIN,),
 )
