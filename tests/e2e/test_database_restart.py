@@ -2,15 +2,19 @@
 
 A private server (tests/support/private_postgres.py: its own initdb, a free port, never the
 machine's shared one) holds users, payments and notifications; orders and the bus keep their
-files in the data dir. While it is down a request that needs it is answered 503
+files in the data dir. Once in the monolith, once split into processes over NATS (payments
+in two replicas). While it is down a request that needs it is answered 503
 problem+json with Retry-After, never 500; events wait (no dead letter, no attempt spent);
 once it is back every order settles: PAID, charged once, noticed once.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,24 @@ import anyio
 import httpx
 import pytest
 
+from app.kernel.settings import Settings
+from app.split.cluster import plan
 from tests.support.invariants import order_breaches, read_records
+from tests.support.nats import nats_server
 from tests.support.private_postgres import PrivatePostgres, private_postgres
 from tests.support.seams import Driver, fast_settings, running
+from tests.support.split import (
+    MODULES,
+    SECRET,
+    SPLIT_ENV,
+    Split,
+    _start,
+    _stop,
+    _wait_ready,
+    free_gateway_port,
+    log_in_admin,
+    store_admin,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.slow]
 
@@ -127,3 +146,72 @@ async def test_the_database_stops_for_5_s_under_load_and_every_order_settles_onc
     assert load.placed, "no order was taken"
     assert breaches == {}
     assert bus["dead_letters"] == 0, bus
+
+
+@asynccontextmanager
+async def split_on(server: PrivatePostgres, tmp_path: Path) -> AsyncIterator[Split]:
+    """What `python -m app cluster --replicas payments=2` runs, over a private nats-server,
+    with the SQL modules' stores in `server` (tests/support/split.py starts the processes)."""
+    data_dir = tmp_path / "split"
+    data_dir.mkdir()
+    urls = {module: server.url(module) for module in SQL_MODULES}
+    async with AsyncExitStack() as stack:
+        nats = stack.enter_context(nats_server(tmp_path / "nats"))
+        settings = Settings.from_env({}, data_dir=str(data_dir), port=free_gateway_port())
+        the_plan = plan(
+            settings,
+            MODULES,
+            replicas={"payments": 2},
+            nats_url=nats.url,
+            secret_key=SECRET,
+            python=sys.executable,
+        )
+        await store_admin(urls["users"])
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=the_plan.gateway_url, timeout=30)
+        )
+        split = Split(client, the_plan.gateway_url, nats, urls)
+        env = {
+            **SPLIT_ENV,
+            **{f"APP_{module.upper()}_DB_URL": url for module, url in urls.items()},
+            "APP_BUS_ACK_WAIT_SECONDS": "5",
+        }
+        try:
+            for child in the_plan.children:
+                split.processes[child.name] = _start(child, data_dir, env)
+            await _wait_ready(split)
+            await log_in_admin(client)
+            yield split
+        finally:
+            for process in list(split.processes.values()):
+                _stop(process)
+
+
+@pytest.mark.split
+async def test_in_split_mode_the_database_stops_for_5_s_and_every_order_settles_once(
+    tmp_path: Path,
+) -> None:
+    async with private_postgres(SQL_MODULES) as server, split_on(server, tmp_path) as split:
+        user = await split.register("Quin")
+        first = await split.place(user)
+        await split.settle()
+        load = Load(split, user)
+
+        down = await an_outage(server, load)
+
+        await split.settle(SETTLE_SECONDS)
+        last = await split.place(user)
+        await split.settle()
+        breaches = await settled(split, [first["id"], *load.placed, last["id"]])
+        dead_letters = await split.dead_letters()
+        logs = split.logs()
+
+    print(f"down {down:.1f} s; answers {dict(load.answers)}; {len(load.placed)} placed")
+    assert set(status for _, status in load.answers) <= {200, 201, 503}, load.answers
+    assert load.refusals, "nothing needed the database while it was down"
+    for refusal in load.refusals:
+        assert refusal.headers["content-type"].startswith("application/problem+json")
+        assert "retry-after" in refusal.headers, refusal.text
+    assert load.placed and breaches == {}
+    assert set(dead_letters.values()) == {0}, dead_letters
+    assert "Traceback" not in logs, logs
