@@ -10,79 +10,27 @@ starts the system again: the upgraded process finds it there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from app.bus import DeliveryStore, Envelope, Event
+from app.bus import DeliveryStore, Envelope
 from app.bus.sql_outbox import add_to_outbox
 from app.kernel.ids import isoformat, new_id, utcnow
 from app.kernel.settings import Settings
-from app.modules.orders.contracts import OrderCancelled, OrderPlaced
-from app.modules.orders.order import Item, Order
-from app.modules.orders.store import OrderStore, open_order_documents
 from app.modules.users.contracts import UserRegistered
 from app.modules.users.passwords import make_hasher
 from app.modules.users.store import UsersStore, outbox
 from app.modules.users.user import User
-from app.split.nats_transport import NatsTransport
+from tests.support.before_v2 import ITEMS, TOTAL, old_order, publish_alone
 from tests.support.nats import nats_server
 from tests.support.seams import PASSWORD, Seams, fast_settings, running
 from tests.support.work import HandedOff
 
 pytestmark = pytest.mark.anyio
-
-ITEMS = (("book", 2, 1250), ("pen", 3, 199))
-TOTAL = 2 * 1250 + 3 * 199  # what an order of ITEMS costs, in cents
-
-
-def before_v2(envelope: Envelope) -> Envelope:
-    """An OrderPlaced envelope as orders published it before v2: version 1, no item_count."""
-    payload = {k: v for k, v in envelope.payload.items() if k != "item_count"}
-    return msgspec.structs.replace(envelope, version=1, payload=payload)
-
-
-class OrdersBeforeV2(HandedOff):
-    """The orders module's bus as the code before OrderPlaced v2 had it: it wraps v1."""
-
-    def __init__(self) -> None:
-        super().__init__("orders", publishes=[OrderPlaced, OrderCancelled])
-
-    def envelope(self, event: Event, *, aggregate_id: str, sequence: int) -> Envelope:
-        return before_v2(super().envelope(event, aggregate_id=aggregate_id, sequence=sequence))
-
-
-async def old_order(settings: Settings, user_id: str, *, in_outbox: bool) -> Envelope:
-    """A PENDING order the code before v2 wrote, and its OrderPlaced as v1: left in the
-    order's outbox (`in_outbox`), or already published (the outbox emptied)."""
-    order, events = Order.place(
-        order_id=new_id(),
-        user_id=user_id,
-        currency="EUR",
-        payment_token="tok_visa",
-        items=[Item(*item) for item in ITEMS],
-        now=utcnow(),
-    )
-    documents = open_order_documents(settings.store_url("orders"))
-    await documents.open()
-    try:
-        bus = OrdersBeforeV2()
-        async with OrderStore(documents).unit_of_work(bus) as work:
-            work.save(order)
-            if in_outbox:
-                work.publish(order, events)
-        if in_outbox:
-            [placed] = bus.handed
-        else:
-            [placed] = bus.envelopes(events, aggregate_id=order.id, last_sequence=1)
-    finally:
-        await documents.close()
-    assert (placed.version, "item_count" in placed.payload) == (1, False)
-    return placed
 
 
 @asynccontextmanager
@@ -256,21 +204,8 @@ async def test_a_v1_order_placed_waiting_in_the_jetstream_stream_is_charged_once
         settings = on_disk(tmp_path, bus_url=broker.url)
         user = await registered_user(settings)  # declares the stream and the consumers
         placed = await old_order(settings, user["id"], in_outbox=False)
-        await publish_alone(settings, [placed])  # stored while payments is stopped
+        await publish_alone(broker.url, [placed])  # stored while payments is stopped
 
         async with upgraded(settings) as seams:
             await charged_once(seams, placed.aggregate_id)
             assert seams.runtime.bus.stats[("OrderPlaced", "payments", "handled")] == 1
-
-
-async def publish_alone(settings: Settings, envelopes: Sequence[Envelope]) -> None:
-    """Put envelopes in the JetStream stream as the process before the upgrade did, through
-    a transport of its own that consumes nothing."""
-    assert settings.bus_url is not None
-    transport = NatsTransport(settings.bus_url)
-    await transport.start()
-    try:
-        for envelope in envelopes:
-            await transport.publish(envelope)
-    finally:
-        await transport.stop()

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,6 +103,8 @@ class Split(Driver):
         self.processes: dict[str, Running] = {}
         self._proof = GatewayProof(SECRET)
         self.admin_id = ADMIN_ID
+        self.data_dir: Path | None = None  # where the processes keep their files
+        self.env: dict[str, str] = {}  # the environment they were started with
 
     def module_processes(self) -> list[Running]:
         return [p for name, p in self.processes.items() if name != "gateway"]
@@ -129,6 +131,29 @@ class Split(Driver):
         running.process.send_signal(signal.SIGKILL)
         running.process.wait(STOP_SECONDS)
         running.log.close()
+
+    async def restart(self, name: str, *, python_module: str = "app") -> Running:
+        """Stop one module process and start it again with the same arguments, port, data
+        dir and environment, as `python -m <python_module>`: an upgrade, or a test-only
+        variant of the app standing for older code. Returns once it answers."""
+        assert self.data_dir is not None, "restart needs a split started by split_system"
+        old = self.processes.pop(name)
+        _stop(old)
+        argv = list(old.child.argv)
+        argv[argv.index("-m") + 1] = python_module
+        running = _start(replace(old.child, argv=argv), self.data_dir, self.env)
+        self.processes[name] = running
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            if running.process.poll() is not None:
+                raise AssertionError(f"{name} exited:\n{running.log_tail()}")
+            try:
+                await self.bus_state(running)
+                return running
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(0.1)
 
     async def bus_state(self, running: Running) -> dict[str, Any]:
         """A module process's GET /api/admin/bus, asked directly with an admin's proof."""
@@ -311,6 +336,7 @@ async def split_system(
         )
         split = Split(client, the_plan.gateway_url, nats, databases)
         full_env = {**SPLIT_ENV, **overrides, **env}
+        split.data_dir, split.env = data_dir, full_env
         try:
             for child in the_plan.children:
                 split.processes[child.name] = _start(child, data_dir, full_env)
