@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import partial
 from typing import Protocol
 
-from app.bus import Envelope, ModuleBus
+from app.bus import Envelope, ModuleBus, NotYet
 from app.kernel.errors import NotFound
 from app.kernel.identity import Caller
 from app.kernel.ids import new_id, utcnow
@@ -37,8 +37,9 @@ class Compose(Protocol):
     ) -> Notification: ...
 
 
-class ContactUnknown(Exception):
-    """The user's contact details have not reached this replica yet: retry the event later."""
+class ContactUnknown(NotYet):
+    """The user's contact details have not reached this replica yet: the bus waits for them
+    without spending the event's attempts (app/bus/retry.py)."""
 
 
 class NotificationService:

@@ -19,7 +19,6 @@ from app.modules.notifications.money import format_amount
 from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.contracts import PaymentRefunded, PaymentSucceeded
 from app.modules.users.contracts import UserRegistered, UserUpdated
-from tests.support.logs import watching
 from tests.support.scenario import Scenario, scenario
 from tests.support.work import HandedOff
 
@@ -184,33 +183,30 @@ async def test_stale_user_update_does_not_overwrite_a_newer_address(
 
 
 @pytest.mark.anyio
-async def test_payment_for_a_contact_not_yet_known_is_retried_then_recorded(
+async def test_payment_for_a_contact_not_yet_known_waits_for_it_then_is_recorded(
     anyio_backend: str,
 ) -> None:
-    # Enough attempts that the retries outlast the contact's arrival by a wide margin.
-    async with scenario(
-        notifications_module, bus_max_attempts="50", bus_retry_max_seconds="0.05"
-    ) as notifications:
+    # "Not yet" (docs/decisions/0032): the payment waits for the contact, spending no attempt.
+    async with scenario(notifications_module, bus_max_attempts="2") as notifications:
         bus = notifications.seams.runtime.bus
         user_id = new_id()
         event = succeeded(user_id, new_id())
-        failure = "handler notifications failed on PaymentSucceeded"
-        with watching("app.bus", failure) as first_failure:
-            # Delivery returns only once the payment is handled: it waits out its retries.
-            payment = asyncio.create_task(
-                notifications.deliver(event, producer="payments", aggregate_id=event.payment_id)
-            )
-            try:
-                await asyncio.wait_for(first_failure.wait(), 5)
-                await register(notifications, "late@example.com", name="Late", user_id=user_id)
-                await asyncio.wait_for(payment, 5)
-            finally:
-                payment.cancel()  # nothing once it is done; never left running past the test
+        # Delivery returns only once the payment is handled: it waits for the contact.
+        payment = asyncio.create_task(
+            notifications.deliver(event, producer="payments", aggregate_id=event.payment_id)
+        )
+        try:
+            await asyncio.sleep(0.3)  # the payment is waiting by now
+            assert not payment.done()
+            await register(notifications, "late@example.com", name="Late", user_id=user_id)
+            await asyncio.wait_for(payment, 5)
+        finally:
+            payment.cancel()  # nothing once it is done; never left running past the test
         await notifications.settle()
 
         [notification] = (await listed(notifications))["items"]
         assert notification["to"] == "late@example.com"
-        assert bus.stats[("PaymentSucceeded", "notifications", "retried")] >= 1
+        assert bus.stats[("PaymentSucceeded", "notifications", "failed")] == 0
         assert bus.stats[("PaymentSucceeded", "notifications", "handled")] == 1
         assert await bus.store.count_dead_letters() == 0
 
