@@ -12,6 +12,7 @@ Screenshots go to test-output/screenshots/ (gitignored).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import shutil
@@ -403,6 +404,53 @@ async def test_a_paused_consumer_shows_its_backlog_then_drains(
     for order_id in placed:
         await expect(orders.filter(has_text=order_id[-8:])).to_contain_text("PAID", timeout=UI_MS)
     await expect(payments.locator(".badge")).to_have_text("", timeout=UI_MS)
+
+
+LIVE_ROWS = 40  # page.js MAX_ROWS: the live table's rows, however long it runs
+FRAMES_PER_SECOND = 2  # page.js RENDER_MS = 500
+
+
+async def test_a_burst_of_orders_costs_the_page_a_few_frames_a_second(
+    visit: Visit, server: Server
+) -> None:
+    """docs/decisions/0034-page-cost.md: however many observations arrive, the page lays
+    itself out about twice a second (a frame per RENDER_MS, plus the backlog's refresh
+    once a second), never once per event, and keeps LIVE_ROWS rows in its table."""
+    page = visit.page
+    await log_in_on_the_page(page, server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    session = await visit.context.new_cdp_session(page)
+    await session.send("Performance.enable")
+
+    async def layouts() -> float:
+        metrics = (await session.send("Performance.getMetrics"))["metrics"]
+        return float(next(m["value"] for m in metrics if m["name"] == "LayoutCount"))
+
+    async def received() -> int:
+        return int(await page.evaluate("window.seamsPage.received.events"))
+
+    events, laid_out, started = await received(), await layouts(), time.monotonic()
+    numbers = iter(range(200))
+    body = {
+        "currency": "EUR",
+        "payment_token": "tok_visa",
+        "items": [{"sku": "book", "quantity": 1, "unit_price": 100}],
+    }
+
+    async def one_client(client: httpx.AsyncClient) -> None:
+        for _ in numbers:
+            assert (await client.post("/api/orders", json=body)).status_code == 201
+
+    async with httpx.AsyncClient(base_url=server.url, headers=server.admin, timeout=10) as c:
+        await asyncio.gather(*(one_client(c) for _ in range(8)))
+    await server.wait_quiet()
+    await page.wait_for_timeout(1000)  # the last frame
+    elapsed = time.monotonic() - started
+    # Each order: its request, OrderPlaced and PaymentSucceeded published, three handlings
+    # (six observations; a few may be dropped if the page fell behind, never waited for).
+    assert await received() - events >= 200 * 5
+    frames = await layouts() - laid_out
+    assert frames <= (FRAMES_PER_SECOND + 1) * elapsed + 3, f"{frames} layouts in {elapsed:.1f} s"
+    await expect(page.locator("#stream-rows tr")).to_have_count(LIVE_ROWS)
 
 
 def resolved(schema: Any, document: dict[str, Any]) -> Any:
