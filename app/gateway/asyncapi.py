@@ -128,7 +128,7 @@ def _receive(
             "version it needs, until this consumer is upgraded: never misread."
         ),
         "messages": [message],
-        "x-seams-accepts-versions": versions,
+        "x-seams-reads-versions": versions,
         "x-seams-reads-fields": sorted(_fields(view)),
     }
 

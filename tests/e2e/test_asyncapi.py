@@ -134,7 +134,7 @@ async def test_a_send_for_each_producer_and_a_receive_for_each_consumer(seams: S
 
     assert found == expected
     receive = document["operations"]["payments_receives_OrderPlaced"]
-    assert receive["x-seams-accepts-versions"] == [1, 2]
+    assert receive["x-seams-reads-versions"] == [1, 2]
     # payments' view of OrderPlaced: the fields it charges with, not item_count.
     assert receive["x-seams-reads-fields"] == [
         "currency",

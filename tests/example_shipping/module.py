@@ -12,6 +12,7 @@ from tests.example_shipping.api import ShippingController
 from tests.example_shipping.contracts import ShipmentScheduled
 from tests.example_shipping.service import ShippingService
 from tests.example_shipping.store import ShippingStore
+from tests.example_shipping.views import PaidOrder
 
 
 class ShippingSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,7 +26,7 @@ def assemble(context: ModuleContext) -> Assembly:
     return Assembly(
         route_handlers=[ShippingController],
         dependencies={"shipping": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
-        handlers={PaymentSucceeded: service.on_payment_succeeded},
+        handlers={PaidOrder: service.on_payment_succeeded},
         outbox=store.outbox,
     )
 
@@ -35,6 +36,7 @@ module = Module(
     description="Schedules the shipment of every paid order.",
     publishes=(ShipmentScheduled,),
     subscribes=(PaymentSucceeded,),
+    reads=(PaidOrder,),
     open_store=ShippingStore,
     assemble=assemble,
     package="tests.example_shipping",

@@ -8,9 +8,9 @@ import msgspec
 
 from app.bus import Envelope, ModuleBus
 from app.kernel.ids import new_id, utcnow
-from app.modules.payments.contracts import PaymentSucceeded
 from tests.example_shipping.contracts import ShipmentScheduled
 from tests.example_shipping.store import ShippingStore
+from tests.example_shipping.views import PaidOrder
 
 
 class Shipment(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,7 +29,7 @@ class ShippingService:
         self._bus = bus
         self._carrier = carrier
 
-    async def on_payment_succeeded(self, event: PaymentSucceeded, envelope: Envelope) -> None:
+    async def on_payment_succeeded(self, event: PaidOrder, envelope: Envelope) -> None:
         shipment = Shipment(
             id=new_id(), order_id=event.order_id, user_id=event.user_id, created_at=utcnow()
         )

@@ -746,7 +746,7 @@ function contractView(contract) {
     const item = document.createElement("li");
     const [first, last] = [consumer.versions[0], consumer.versions.at(-1)];
     const versions = first === last ? `v${first}` : `v${first} to v${last}`;
-    item.textContent = `${consumer.name} reads ${versions}: an older version is upcast to the newest first; a newer one is dead-lettered, never misread`;
+    item.textContent = `${consumer.name} reads ${versions}: an older version is upcast to the newest first; a newer one is parked until ${consumer.name} is upgraded, never misread`;
     readers.append(item);
   }
   if (!contract.consumers.length) readers.append(paragraph("No module here consumes it."));
