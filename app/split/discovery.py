@@ -56,12 +56,18 @@ class Instance(msgspec.Struct, frozen=True):
         return f"{'-'.join(self.modules)}.{self.instance}"
 
 
-async def _bucket(connection: Client, ttl: float) -> KeyValue:
+async def _bucket(connection: Client, ttl: float, replicas: int = 1) -> KeyValue:
+    """The bucket, made if missing; on a JetStream cluster kept on `replicas` servers, on
+    file there, since a replica in memory comes back empty with its restarted server and
+    cannot vouch for the others (APP_NATS_REPLICAS, docs/decisions/0033)."""
     js = connection.jetstream()
     try:
         return await js.key_value(BUCKET)
     except nats.js.errors.BucketNotFoundError:
-        config = KeyValueConfig(bucket=BUCKET, ttl=ttl, history=1, storage=StorageType.MEMORY)
+        storage = StorageType.FILE if replicas > 1 else StorageType.MEMORY
+        config = KeyValueConfig(
+            bucket=BUCKET, ttl=ttl, history=1, storage=storage, replicas=replicas
+        )
         return await js.create_key_value(config=config)
 
 
@@ -76,11 +82,13 @@ class Announcer:
         interval: float = INTERVAL_SECONDS,
         ttl: float = TTL_SECONDS,
         wait_for_listener: bool = False,
+        replicas: int = 1,
     ) -> None:
         self.nats_url = nats_url
         self.instance = instance
         self._interval = interval
         self._ttl = ttl
+        self._replicas = replicas
         self._wait_for_listener = wait_for_listener
         self._broker = BrokerConnection(nats_url, f"seams-{instance.key}")
         self._task: asyncio.Task[None] | None = None
@@ -93,7 +101,7 @@ class Announcer:
         """Connect and announce; with wait_for_listener, the first announcement waits until
         the instance's URL accepts connections (the server binds after the app started)."""
         connection = await self._broker.open()
-        bucket = await _bucket(connection, self._ttl)
+        bucket = await _bucket(connection, self._ttl, self._replicas)
         self._task = asyncio.create_task(
             self._announce_forever(connection, bucket), name="discovery"
         )
@@ -106,7 +114,7 @@ class Announcer:
         while True:
             try:
                 if bucket is None:
-                    bucket = await _bucket(connection, self._ttl)
+                    bucket = await _bucket(connection, self._ttl, self._replicas)
                 await bucket.put(self.instance.key, value)
             except (TimeoutError, nats.errors.Error) as error:
                 # The broker may come back without the bucket (a restart): look it up, or
@@ -137,7 +145,7 @@ class Announcer:
 
     async def _withdraw(self, connection: Client) -> None:
         try:
-            bucket = await _bucket(connection, self._ttl)
+            bucket = await _bucket(connection, self._ttl, self._replicas)
             await bucket.delete(self.instance.key)
         except (TimeoutError, nats.errors.Error) as error:
             log.warning("could not withdraw %s (it lapses by itself): %r", self.instance.key, error)
@@ -161,9 +169,10 @@ async def _until_listening(url: str) -> None:
 class Directory:
     """The gateway's view of live instances, kept current by watching the bucket."""
 
-    def __init__(self, nats_url: str, *, ttl: float = TTL_SECONDS) -> None:
+    def __init__(self, nats_url: str, *, ttl: float = TTL_SECONDS, replicas: int = 1) -> None:
         self.nats_url = nats_url
         self._ttl = ttl
+        self._replicas = replicas
         self._seen: dict[str, tuple[Instance, float]] = {}  # key -> (instance, last seen)
         self._turns: dict[str, itertools.count[int]] = {}
         self._broker = BrokerConnection(
@@ -177,7 +186,7 @@ class Directory:
 
     async def start(self) -> None:
         connection = await self._broker.open()
-        await _bucket(connection, self._ttl)  # fail the start if the broker cannot
+        await _bucket(connection, self._ttl, self._replicas)  # fail the start if the broker cannot
         self._task = asyncio.create_task(self._watch_forever(connection), name="directory")
 
     async def _reconnected(self) -> None:
@@ -196,7 +205,7 @@ class Directory:
         while True:
             watcher = None
             try:
-                bucket = await _bucket(connection, self._ttl)
+                bucket = await _bucket(connection, self._ttl, self._replicas)
                 watcher = await bucket.watchall()
                 async for entry in watcher:
                     if entry is None:  # the end of the initial values
@@ -230,14 +239,22 @@ class Directory:
         self._seen[key] = (instance, time.monotonic())
 
     def live(self, module: str | None = None) -> list[Instance]:
-        """Instances announced within `ttl`; while the broker is away, every one known."""
-        away = presence(self.nats_url).away
+        """Instances announced within `ttl`; while the broker is away, or no announcement
+        gets through, every one known."""
+        away = presence(self.nats_url).away or self._stalled()
         horizon = float("-inf") if away else time.monotonic() - self._ttl
         return [
             instance
             for instance, seen in self._seen.values()
             if seen >= horizon and (module is None or module in instance.modules)
         ]
+
+    def _stalled(self) -> bool:
+        """Every instance silent past the ttl at once: the announcements are not getting
+        through (a broker cluster electing the bucket's leader, docs/decisions/0033), not
+        every process dead; a dead one still refuses its connection and is forgotten."""
+        newest = max((seen for _, seen in self._seen.values()), default=None)
+        return newest is not None and time.monotonic() - newest > self._ttl
 
     def pick(self, module: str) -> Instance | None:
         """The next live instance of the module, round robin; None when there is none."""

@@ -119,7 +119,9 @@ def build_standalone_gateway(
             "python -m app gateway forwards to module processes found through NATS: "
             "set APP_BUS_URL=nats://HOST:PORT (the same broker the modules use)"
         )
-    runtime = GatewayRuntime(settings, modules, Directory(settings.bus_url))
+    runtime = GatewayRuntime(
+        settings, modules, Directory(settings.bus_url, replicas=settings.nats_replicas)
+    )
     proof = GatewayProof(secret_key)
     forwarder = Forwarder(runtime.prefixes.owners, runtime.directory, proof)
     # /api/admin over every module process and replica (app/split/admin.py)

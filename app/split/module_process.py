@@ -40,7 +40,11 @@ def behind_the_gateway(runtime: Runtime, secret_key: str) -> Entrance:
     )
     # Started last and stopped first (runtime services): the gateway stops sending here
     # before the modules stop.
-    runtime.services.append(Announcer(settings.bus_url, instance, wait_for_listener=True))
+    runtime.services.append(
+        Announcer(
+            settings.bus_url, instance, wait_for_listener=True, replicas=settings.nats_replicas
+        )
+    )
     return Entrance(
         identity=[GatewayProofMiddleware(GatewayProof(secret_key))],
         # This process's bus and fault switches: the gateway's /api/admin asks every

@@ -51,18 +51,26 @@ def broker_urls(cluster: Cluster) -> list[str]:
 
 
 async def replication(urls: list[str]) -> dict[str, Any]:
-    """How many servers keep the stream and each durable, and how many of them are current."""
+    """How many servers keep the events' stream and each durable, and whether every replica
+    of every stream (the discovery bucket's too) is current."""
     client = await nats.connect(urls, connect_timeout=2, max_reconnect_attempts=2)
     try:
         js = client.jetstream(timeout=5)
         stream = await js.stream_info(STREAM)
         consumers = await js.consumers_info(STREAM)
+        streams = await js.streams_info()
         assert stream.cluster is not None
         return {
             "stream": stream.config.num_replicas,
             "stream_peers": 1 + len(stream.cluster.replicas or []),
             "consumers": {c.name: c.config.num_replicas for c in consumers},
-            "current": all(r.current for r in stream.cluster.replicas or []),
+            "buckets": {s.config.name: s.config.num_replicas for s in streams},
+            "current": all(
+                s.cluster is not None
+                and s.cluster.leader is not None
+                and all(r.current for r in s.cluster.replicas or [])
+                for s in streams
+            ),
         }
     finally:
         await client.close()
@@ -117,6 +125,7 @@ async def test_broker_nodes_die_one_after_another_under_load_and_nothing_is_lost
             state = await replication(urls)
             assert state["stream"] == 3 and state["stream_peers"] == 3, state
             assert state["consumers"] and set(state["consumers"].values()) == {3}, state
+            assert set(state["buckets"].values()) == {3}, state  # discovery's too
 
             stop = anyio.Event()
             async with anyio.create_task_group() as load:
