@@ -124,7 +124,8 @@ async function signIn(token) {
 function signOut(why = "") {
   if (state.stream) state.stream.abort();
   clearInterval(state.watchTimer);
-  Object.assign(state, { token: null, user: null, stream: null, journey: null, watchTimer: null });
+  Object.assign(state, { token: null, user: null, stream: null, journey: null, watchTimer: null, contract: null });
+  $("contract-body").replaceChildren();
   state.orders.clear();
   state.orderFlows.clear();
   state.shownOrders = "";
@@ -1249,6 +1250,7 @@ async function letterAction(method, path) {
 
 /** Each consumer's backlog and switches, shown on its node of the topology. */
 async function refreshWatchState() {
+  if (document.visibilityState === "hidden") return; // nobody sees it: no request either
   let watched;
   try {
     watched = await get("/api/watch/state");
