@@ -18,7 +18,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,16 @@ if TYPE_CHECKING:
     from app.modules.spec import Module, Store
 
 
-BUILT_IN = ["serve", "gateway", "cluster", "topology", "contracts", "migrate", "backup"]
+BUILT_IN = [
+    "serve",
+    "gateway",
+    "cluster",
+    "topology",
+    "contracts",
+    "migrate",
+    "backup",
+    "restore",
+]
 
 
 def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
@@ -57,11 +66,14 @@ def build_parser(modules: Sequence[Module]) -> argparse.ArgumentParser:
         "separate processes; topology: print the topology derived from the code; contracts: "
         "print the AsyncAPI document of the events (with --catalog, write the catalog); "
         "migrate: bring every store's schema to the code's head (--check: only report); "
-        "backup DIR: a consistent copy of every store, taken while the system runs"
+        "backup DIR: a consistent copy of every store, taken while the system runs; "
+        "restore DIR: a backup's copies into an empty --data-dir, their events sent again"
         + "".join(f"; {command.name}: {command.help}" for command in commands),
     )
     parser.add_argument(
-        "directory", nargs="?", help="backup: the directory to write the copies in (new)"
+        "directory",
+        nargs="?",
+        help="backup: the directory to write the copies in (new); restore: the backup to read",
     )
     parser.add_argument(
         "--check",
@@ -168,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return migrate(settings, modules, check=arguments.check, new=arguments.new)
     if arguments.command == "backup":
         return backup(settings, modules, arguments.directory)
+    if arguments.command == "restore":
+        return restore(settings, arguments.directory)
     if arguments.command == "gateway":
         return serve(settings, role="gateway")
     if arguments.command == "cluster":
@@ -318,6 +332,11 @@ def schema_stores(settings: Settings, modules: Sequence[Module]) -> list[Store]:
     return [*stores, DeliveryStore(settings.store_url("bus"))]
 
 
+async def close_all(stores: Iterable[Store]) -> None:
+    for store in stores:
+        await store.close()
+
+
 def migrate(
     settings: Settings,
     modules: Sequence[Module],
@@ -402,10 +421,11 @@ def schema_refusal(settings: Settings, modules: Sequence[Module]) -> str | None:
 
 
 def backup(settings: Settings, modules: Sequence[Module], directory: str | None) -> int:
-    """Copy every store into a new directory while the system runs
-    (docs/decisions/0029-backups.md)."""
+    """Copy every store into a new directory while the system runs, stores that forget the
+    events they relayed (not SQL) first (docs/decisions/0029-backups.md)."""
     from app.gateway.secrets import KEY_FILE
     from app.kernel.backup import BackupError, back_up
+    from app.kernel.sql import SqlDatabase
 
     if directory is None:
         print("python -m app backup: name the directory to write, e.g. backup ./backups/now")
@@ -414,9 +434,17 @@ def backup(settings: Settings, modules: Sequence[Module], directory: str | None)
         print("python -m app backup: --ephemeral stores live in memory: nothing to copy")
         return 2
     names = [module.name for module in modules] + ["bus"]
+    stores = dict(zip(names, schema_stores(settings, modules), strict=True))
+    keeping = {name for name, store in stores.items() if isinstance(store, SqlDatabase)}
+    asyncio.run(close_all(stores.values()))  # built to be asked their kind, never opened
+    urls = {name: settings.store_url(name) for name in names}
+    stages = [
+        {name: url for name, url in urls.items() if name not in keeping},
+        {name: url for name, url in urls.items() if name in keeping},
+    ]
     try:
         copies = back_up(
-            {name: settings.store_url(name) for name in names},
+            stages,
             Path(directory),
             # Tokens and idempotency fingerprints of the restored system check with it.
             files={"secret key": data_dir_of(settings) / KEY_FILE},
@@ -427,6 +455,38 @@ def backup(settings: Settings, modules: Sequence[Module], directory: str | None)
     for copy in copies:
         print(copy.describe())
     return 0 if all(copy.complete for copy in copies) else 1
+
+
+def restore(settings: Settings, directory: str | None) -> int:
+    """A backup's SQLite copies into an empty data dir, their outboxes' events sent again."""
+    from app.kernel.backup import BackupError
+    from app.kernel.backup import restore as restore_backup
+
+    if directory is None or settings.ephemeral:
+        print("python -m app restore: restore BACKUP_DIR --data-dir NEW_DATA_DIR", file=sys.stderr)
+        return 2
+
+    def run() -> int:
+        try:
+            restored = restore_backup(Path(directory), data_dir_of(settings))
+        except BackupError as error:
+            print(f"python -m app restore: {error}", file=sys.stderr)
+            return 1
+        for item in restored:
+            print(item.describe())
+        print(
+            f"restored into {data_dir_of(settings)}; a pg_dump copy is restored with psql "
+            "(README: Backups); start the server: the relays send the events again"
+        )
+        return 0
+
+    return run_holding_data_dir(
+        settings,
+        "python -m app restore",
+        run,
+        refused="restore into a data dir no server uses",
+        prog="python -m app restore",
+    )
 
 
 def data_dir_of(settings: Settings) -> Path:

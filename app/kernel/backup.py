@@ -1,7 +1,7 @@
 """`python -m app backup DIR`: a consistent copy of every store, taken while the system runs
 (docs/decisions/0029-backups.md).
 
-Each store is copied on its own, each copy consistent in itself:
+Each store is copied on its own, each copy consistent in itself (one read snapshot):
 - SQLite: the online backup API (sqlite3 `Connection.backup`), which copies the pages of one
   read snapshot while writers go on (WAL);
 - PostgreSQL: `pg_dump`, which reads one snapshot (a repeatable-read transaction), as plain
@@ -9,9 +9,12 @@ Each store is copied on its own, each copy consistent in itself:
 - MongoDB: not done here; `mongodump --uri …` is named.
 The copies of two stores are taken one after the other: not one instant across modules.
 That is safe because no module's data points into another's store without an event behind
-it, and events are kept in the producer's outbox and claimed in the consumer's inbox: after
-a restore, the relay sends again what a consumer's copy has not seen, and a consumer whose
-copy saw it already skips it.
+it, events are kept in the producer's outbox and claimed in the consumer's inbox, and
+`restore` marks every event the SQL outboxes still keep (APP_RETENTION_SECONDS) undelivered:
+the relays send them again, and a consumer whose copy handled one already skips it. A store
+whose outbox forgets an event once relayed (the orders documents) is copied first, and the
+others `settle_seconds` later, so that what it relayed before its copy has reached its
+consumers' stores before theirs are copied.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import os
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +36,7 @@ from app.kernel.data_dir import make_private_file, prepare_data_dir
 
 MANIFEST = "backup.json"
 BUSY_TIMEOUT_MS = 5_000
+SETTLE_SECONDS = 0.25  # well above an event's hop from a relay to its consumer's commit (ms)
 
 
 class BackupError(Exception):
@@ -56,12 +61,20 @@ class Copy:
 
 
 def back_up(
-    urls: Mapping[str, str], directory: Path, files: Mapping[str, Path] | None = None
+    stages: Sequence[Mapping[str, str]],
+    directory: Path,
+    files: Mapping[str, Path] | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> list[Copy]:
-    """Copy each store (name -> URL) and each extra file (name -> path, e.g. the secret key)
-    into `directory`, which must be new or empty; write the manifest last."""
+    """Copy each stage's stores (name -> URL), waiting `settle_seconds` between stages, and
+    each extra file (name -> path, e.g. the secret key) into `directory`, which must be new
+    or empty; write the manifest last."""
     _new_private_directory(directory)
-    copies = [copy_store(store, url, directory) for store, url in urls.items()]
+    copies: list[Copy] = []
+    for number, stage in enumerate(stages):
+        if number:
+            time.sleep(settle_seconds)
+        copies += [copy_store(store, url, directory) for store, url in stage.items()]
     copies += [_copy_file(name, path, directory) for name, path in (files or {}).items()]
     manifest = directory / MANIFEST
     make_private_file(manifest)
@@ -169,3 +182,53 @@ def _copy_file(name: str, path: Path, directory: Path) -> Copy:
 
 def _size(path: Path) -> str:
     return f"({path.stat().st_size / 1024:.0f} KiB)"
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+REDELIVER = "UPDATE outbox SET delivered_at = NULL WHERE delivered_at IS NOT NULL"
+
+
+@dataclass(frozen=True)
+class Restored:
+    store: str
+    file: str
+    redelivered: int  # outbox rows marked undelivered, for the relay to send again
+
+    def describe(self) -> str:
+        again = f", {self.redelivered} events to send again" if self.redelivered else ""
+        return f"{self.store}: {self.file}{again}"
+
+
+def restore(backup: Path, data_dir: Path) -> list[Restored]:
+    """The SQLite copies and files of a backup into an empty data dir, every event their
+    outboxes keep marked undelivered (inboxes make the second delivery a no-op)."""
+    manifest = backup / MANIFEST
+    if not manifest.is_file():
+        raise BackupError(f"{backup} holds no {MANIFEST}: not a backup this command wrote")
+    if data_dir.exists() and any(p.name != ".lock" for p in data_dir.iterdir()):
+        raise BackupError(f"{data_dir} is not empty: restore into a new data dir")
+    prepare_data_dir(data_dir)
+    copies = [Copy(**copy) for copy in json.loads(manifest.read_text())["copies"]]
+    restored = []
+    for copy in copies:
+        if copy.file is None or copy.method not in ("sqlite-backup", "copy"):
+            continue
+        target = data_dir / copy.file
+        make_private_file(target)
+        target.write_bytes((backup / copy.file).read_bytes())
+        redelivered = _mark_undelivered(target) if copy.method == "sqlite-backup" else 0
+        restored.append(Restored(copy.store, copy.file, redelivered))
+    return restored
+
+
+def _mark_undelivered(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "outbox" not in tables:
+            return 0
+        with db:
+            return db.execute(REDELIVER).rowcount
+    finally:
+        db.close()

@@ -27,17 +27,21 @@ def a_payments_store_of_the_release_before_migrations(data_dir: Path) -> None:
 async def test_check_reports_each_store_and_exits_1_while_one_is_behind(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     a_payments_store_of_the_release_before_migrations(data_dir)
-    code, output = await run_briefly(["migrate", "--check", "--data-dir", str(data_dir)])
+    code, output = await run_briefly(
+        ["migrate", "--check", "--data-dir", str(data_dir)], seconds=60
+    )
     assert code == 1, output
     assert "payments: at unversioned, pending up to 0001" in output
     assert "users: empty, will be created at" in output
     assert "orders: empty" in output and "bus: empty" in output
 
-    code, output = await run_briefly(["migrate", "--data-dir", str(data_dir)])
+    code, output = await run_briefly(["migrate", "--data-dir", str(data_dir)], seconds=60)
     assert code == 0, output
     assert "payments: unversioned -> 0001 (head)" in output
 
-    code, output = await run_briefly(["migrate", "--check", "--data-dir", str(data_dir)])
+    code, output = await run_briefly(
+        ["migrate", "--check", "--data-dir", str(data_dir)], seconds=60
+    )
     assert code == 0, output
     assert "payments: at 0001 (head)" in output
 
@@ -48,7 +52,7 @@ async def test_production_refuses_to_start_on_a_store_behind_naming_what_to_run(
     data_dir = tmp_path / "var"
     a_payments_store_of_the_release_before_migrations(data_dir)
     production = {"APP_ENV": "production", "APP_SECRET_KEY": secrets.token_urlsafe(48)}
-    code, output = await run_briefly(["--data-dir", str(data_dir)], env=production)
+    code, output = await run_briefly(["--data-dir", str(data_dir)], env=production, seconds=60)
     assert code == 2, output
     assert "the payments store is at revision unversioned and the code's head is 0001" in output
     assert "python -m app migrate" in output
@@ -60,14 +64,18 @@ async def test_production_refuses_to_start_on_a_store_behind_naming_what_to_run(
 
 async def test_a_store_newer_than_the_code_is_refused_in_development_too(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
-    code, output = await run_briefly(["migrate", "--data-dir", str(data_dir)])
+    code, output = await run_briefly(["migrate", "--data-dir", str(data_dir)], seconds=60)
     assert code == 0, output
     db = sqlite3.connect(data_dir / "notifications.db")
     db.execute("UPDATE alembic_version_notifications SET version_num = '0999'")
     db.commit()
     db.close()
-    code, output = await run_briefly(["--data-dir", str(data_dir)], env={"APP_ENV": "development"})
+    code, output = await run_briefly(
+        ["--data-dir", str(data_dir)], env={"APP_ENV": "development"}, seconds=60
+    )
     assert code == 2, output
     assert "notifications store is at revision 0999, which this code does not know" in output
-    code, output = await run_briefly(["migrate", "--check", "--data-dir", str(data_dir)])
+    code, output = await run_briefly(
+        ["migrate", "--check", "--data-dir", str(data_dir)], seconds=60
+    )
     assert code == 1 and "notifications: at 0999, newer than this code" in output, output

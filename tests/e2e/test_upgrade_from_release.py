@@ -63,9 +63,11 @@ async def test_the_new_code_serves_what_the_release_stored_and_delivers_its_outb
 @pytest.mark.slow
 async def test_migrate_check_names_every_store_of_the_release_as_behind(tmp_path: Path) -> None:
     data_dir = copy_of_the_release(tmp_path)
-    code, output = await run_briefly(["migrate", "--check", "--data-dir", str(data_dir)])
+    code, output = await run_briefly(
+        ["migrate", "--check", "--data-dir", str(data_dir)], seconds=60
+    )
     assert code == 1, output
     for store in ("users", "orders", "payments", "notifications", "bus"):
         assert f"{store}: at unversioned, pending up to" in output, output
-    code, output = await run_briefly(["migrate", "--data-dir", str(data_dir)])
+    code, output = await run_briefly(["migrate", "--data-dir", str(data_dir)], seconds=60)
     assert code == 0 and "payments: unversioned -> 0001 (head)" in output, output
