@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_upgrade_from_release import EXPECTED, copy_of_the_release
 from tests.support.seams import Driver, Seams, fast_settings, running
 
 pytestmark = pytest.mark.anyio
@@ -147,3 +148,26 @@ async def test_after_a_deletion_and_a_clean_stop_no_file_of_the_data_dir_holds_t
 
 async def _every_consumer_handled_the_deletion(seams: Seams) -> None:
     assert (await seams.get("/api/admin/dead-letters"))["items"] == []
+
+
+async def test_a_user_of_the_previous_release_is_deleted_without_a_trace_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Release 8e8cbb7 published its users' details in plain (UserRegistered v1): the users
+    outbox forgets what it delivered about the user, notifications erase what they kept, and
+    the migration gave the user a key (tests/fixtures/releases)."""
+    data_dir = copy_of_the_release(tmp_path)
+    email = "grace@example.com"
+    async with running(fast_settings(data_dir=str(data_dir))) as seams:
+        await seams.settle()
+        grace = await seams.log_in(email, "correct horse")
+        user_id = EXPECTED["users"][email]
+        name = (await seams.get(f"/api/users/{user_id}"))["name"]
+        assert files_holding(data_dir, email)
+
+        deleted = await seams.client.delete(f"/api/users/{user_id}", headers=grace["headers"])
+        await seams.settle()
+        await _every_consumer_handled_the_deletion(seams)
+
+    assert deleted.status_code == 204, deleted.text
+    assert files_holding(data_dir, name, email) == {}
