@@ -6,7 +6,8 @@ A process of the module owning the keys (the one whose Assembly offers a keyring
 subject's key is erased; one replica answers each request). Every other module process binds
 its PersonalData to the asker here, so a consumer opens what it needs without a copy of any
 key and without reading the store that holds them. When no process of that module answers,
-opening fails and the bus retries the event (then dead-letters it, to be replayed).
+opening is a "not yet" (docs/decisions/0032): the event waits for a users process without
+spending its attempts, then, past the wait, fails and is dead-lettered, to be replayed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 
+from app.bus import NotYet
 from app.kernel.sealing import Keyring, NoKeyring, SealBroken
 from app.split.nats import BrokerConnection
 
@@ -26,6 +28,10 @@ log = logging.getLogger("app.split.keyring")
 OPEN = "seams.keyring.open"
 ANSWERERS = "seams-keyring"  # the queue group: one process answers each question
 ASK_SECONDS = 2.0
+
+
+class KeyringAway(NoKeyring, NotYet):
+    """No process of the module owning the keys answered (yet): one starting, or restarting."""
 
 
 class Sealed(msgspec.Struct, frozen=True):
@@ -74,14 +80,14 @@ class KeyringOverNats:
     async def open(self, subject: str, sealed: str) -> bytes | None:
         connection = self._broker.client
         if connection is None:
-            raise NoKeyring("not connected to the broker yet to ask for the keyring")
+            raise KeyringAway("not connected to the broker yet to ask for the keyring")
         question = msgspec.json.encode(Sealed(subject, sealed))
         try:
             answer = await connection.request(OPEN, question, timeout=self._ask_seconds)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as error:
-            raise NoKeyring(
+            raise KeyringAway(
                 "no process of the module owning personal data keys answered: start one; "
-                "the event is retried"
+                "the event waits for it"
             ) from error
         opened = msgspec.json.decode(answer.data, type=Opened)
         if opened.broken is not None:
