@@ -1,8 +1,8 @@
 """The email channel: a sink that records what would be sent.
 
 The stored notification row is the record; `render` builds the email a mail transport would
-send, and `send` says, in the log, that it went. A real transport would replace `send` with
-one that sends `render`'s message, and nothing else.
+send, and `send` says, in the log, that it went (to which user, never the address). A real
+transport would replace `send` with one that sends `render`'s message, and nothing else.
 
 The medium is a plain-text email (text/plain; charset=utf-8), with no HTML part: text with
 no markup cannot carry markup, so a name like `<script>` is shown as the characters it is.
@@ -46,4 +46,11 @@ class EmailChannel:
     def send(self, notification: Notification) -> None:
         # A sink: it records and logs, so it does not build the MIME message a transport would
         # (the stdlib's email package costs ~0.5 ms a message: a third of a saga's CPU).
-        log.info("email to %s: %s", one_line(notification.to), one_line(notification.subject))
+        # The user's id, never the address: a log outlives the user's deletion
+        # (docs/decisions/0030-crypto-shredding.md).
+        log.info(
+            "email to user %s (notification %s): %s",
+            notification.user_id,
+            notification.id,
+            one_line(notification.subject),
+        )
