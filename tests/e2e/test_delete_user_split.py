@@ -1,7 +1,8 @@
 """Deleting a user in split mode (issue 17, point 3; docs/decisions/0030-crypto-shredding.md):
 notifications opens the sealed details over NATS (the users process holds the keys), and no
 message of the broker's stream, read raw, holds the user's name or email, before or after
-the deletion; the user's tokens are refused through the split gateway."""
+the deletion, nor, once stopped, any file (SQLite stores, process logs, the broker's JetStream
+store); the user's tokens are refused through the split gateway."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import nats
 import pytest
 
 from app.split.nats_transport import NatsTransport
-from tests.e2e.test_delete_user import a_paid_order, memorable_person, register_as
+from tests.e2e.test_delete_user import a_paid_order, files_holding, memorable_person, register_as
 from tests.support.split import split_system
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split, pytest.mark.slow]
@@ -60,3 +61,7 @@ async def test_no_message_of_the_stream_holds_a_deleted_users_name_or_email(
         assert any(b"UserDeleted" in m for m in messages)
         leaked = [m for m in messages if name.encode() in m or email.encode() in m.lower()]
         assert leaked == []
+
+    # Stopped: no file holds them either (the module processes' SQLite stores and logs, the
+    # broker's own files: its JetStream store and log).
+    assert files_holding(tmp_path, name, email) == {}
