@@ -22,6 +22,10 @@ Both get bench/saga.py's load, through its own functions: an admin created on th
 before the start, users registered and logged in, one warm-up order per user, then per level
 N orders paid with tok_visa from C concurrent clients (clients wait for the 201 only), each
 saga timed from its POST to the poller first seeing its payment_succeeded notification.
+After its levels, the split gets `--light-orders` more, one at a time (each waits for its
+notification: light load), and each hop of the saga over NATS is printed: publish -> handled
+p50/p99 per event and consumer, as the gateway's watch saw them (its replay, the last
+APP_WATCH_REPLAY observations).
 3. The replicas: the split again (fresh data dir each time) with payments in 1, 2, 3
    processes, orders paid with tok_slow (APP_SLOW_CARD_SECONDS), one level.
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import socket
 import sys
@@ -69,6 +74,7 @@ from record import Baseline, Hop, record
 from saga import POLL_INTERVAL, Level, Poller, event_loop_runner, parse_levels, run_level, warm_up
 
 from app.bus import Bus, DeliveryStore, RetryPolicy
+from app.bus.watch import HANDLED
 from app.gateway.secrets import resolve_secret_key
 from app.kernel.settings import Settings
 from app.split.cluster import Child, ClusterError, Plan, plan, start_nats, stop_nats
@@ -86,6 +92,7 @@ class Load:
     users: int
     orders: int  # per level
     closed_loop: bool  # --wait-saga: each client waits for its saga before its next POST
+    light_orders: int = 0  # then, one at a time, for the hops at light load (0: none)
 
 
 @dataclass
@@ -110,8 +117,13 @@ class Stopped:
     log_errors: int  # ERROR / Traceback lines in its log
 
 
+# (event type, consumer) -> publish -> handled, ms, as the gateway's watch saw each hop
+Hops = dict[tuple[str, str], list[float]]
+
+
 @dataclass
 class Part:
+    hops: Hops = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
     stopped: list[Stopped] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -275,8 +287,10 @@ async def drive(
     load: Load,
     levels: Sequence[int],
     token: str,
+    hops: Hops | None = None,
 ) -> tuple[list[Row], list[str]]:
-    """bench/saga.py's warm-up and levels against one running system."""
+    """bench/saga.py's warm-up and levels against one running system; with `hops`, then
+    `load.light_orders` one at a time, and the hops the watch saw for them into `hops`."""
     poller = Poller(system.base_url, admin_token)
     polling = asyncio.create_task(poller.run())
     rows: list[Row] = []
@@ -302,12 +316,48 @@ async def drive(
             problems += [f"{mode} c={concurrency}: {error[:300]}" for error in level.errors[:3]]
             if level.missing:
                 problems.append(f"{mode} c={concurrency}: {len(level.missing)} sagas never done")
+        if hops is not None and load.light_orders:
+            light_since = time.time() * 1000.0  # the watch's `at`: epoch ms
+            await run_level(
+                system.base_url,
+                poller,
+                users,
+                load.light_orders,
+                1,
+                closed_loop=True,
+                server_pid=system.pids()[0],
+            )
+            hops.update(await watched_hops(system.base_url, admin_token, since=light_since))
     finally:
         poller.stop()
         await polling
     if poller.errors:
         problems.append(f"{mode}: {poller.errors} poller requests failed")
     return rows, problems
+
+
+async def watched_hops(base_url: str, admin_token: str, *, since: float) -> Hops:
+    """The replay of the gateway's watch stream (as many observations as /api/watch/state
+    says it keeps; live ones follow, endlessly): the hop_ms of each event handled at or
+    after `since` (epoch ms), by event type and consumer."""
+    hops: Hops = {}
+    headers = {"Authorization": f"Bearer {admin_token}", "Accept": "text/event-stream"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0, headers=headers) as client:
+        replay = int((await client.get("/api/watch/state")).json()["replay"])
+        async with client.stream("GET", "/api/watch/stream") as response:
+            kind, read = "", 0
+            async for line in response.aiter_lines():
+                if read >= replay:
+                    break
+                if line.startswith("event:"):
+                    kind = line.partition(":")[2].strip()
+                elif line.startswith("data:"):
+                    read += 1
+                    seen = json.loads(line.partition(":")[2])
+                    if kind == HANDLED and seen.get("hop_ms") is not None and seen["at"] >= since:
+                        key = (seen["type"], seen["consumer"])
+                        hops.setdefault(key, []).append(float(seen["hop_ms"]))
+    return hops
 
 
 def run_part(
@@ -318,6 +368,7 @@ def run_part(
     *,
     levels: Sequence[int],
     token: str,
+    hops: bool = False,
 ) -> Part:
     """A fresh data dir with an admin, the system started on it, loaded, stopped."""
     part = Part()
@@ -332,7 +383,16 @@ def run_part(
             admin_token = log_in(client, admin_email)
         accounts = register_users(system.base_url, load.users, tag=f"{data.name}-{mode}")
         rows, problems = event_loop_runner()(
-            drive(system, mode, admin_token, accounts, load, levels, token)
+            drive(
+                system,
+                mode,
+                admin_token,
+                accounts,
+                load,
+                levels,
+                token,
+                part.hops if hops else None,
+            )
         )
         part.rows += rows
         part.problems += problems
@@ -373,6 +433,17 @@ def print_boundary(monolith: Part, split: Part) -> None:
             f"{'':<16}  {row.concurrency:>11}  {row.rate / base.rate:>6.2f}x"
             f"  {row.p50 / base.p50:>8.2f}x  {row.p99 / base.p99:>8.2f}x  {cpu:>12}"
         )
+
+
+def print_saga_hops(hops: Hops, orders: int) -> None:
+    print(
+        f"\nsplit, {orders} orders one at a time: each hop over NATS, publish -> handled"
+        "\n(the gateway's watch: its replay of the last observations)"
+    )
+    print(f"{'event':<20} {'consumer':<15} {'hops':>5}  {'p50':>9}  {'p99':>9}")
+    for (event, consumer), times in sorted(hops.items()):
+        p50, p99 = (percentile([t / 1000 for t in times], q) * 1000 for q in (0.5, 0.99))
+        print(f"{event:<20} {consumer:<15} {len(times):>5}  {p50:>6.2f} ms  {p99:>6.2f} ms")
 
 
 def print_replicas(parts: dict[int, Part], slow: float) -> None:
@@ -502,6 +573,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--hops", type=int, default=2000, help="hops timed one by one (2000)")
     parser.add_argument(
+        "--light-orders",
+        type=int,
+        default=50,
+        help="split: orders placed one at a time after the levels, for each hop's figures (50)",
+    )
+    parser.add_argument(
         "--hops-only", action="store_true", help="measure the hop only, no saga parts"
     )
     parser.add_argument(
@@ -525,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{POLL_INTERVAL * 1000:.0f} ms; saga = POST sent -> payment_succeeded seen",
         flush=True,
     )
-    load = Load(arguments.users, arguments.orders, arguments.wait_saga)
+    load = Load(arguments.users, arguments.orders, arguments.wait_saga, arguments.light_orders)
     started = time.perf_counter()
     print(f"the hop, {arguments.hops} events one at a time, in process and over NATS", flush=True)
     try:
@@ -560,6 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load,
             levels=arguments.concurrency,
             token="tok_visa",
+            hops=True,
         )
         slow_env = {"APP_SLOW_CARD_SECONDS": f"{arguments.slow_seconds:g}"}
         for count in arguments.replicas:
@@ -576,6 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n(all parts: {time.perf_counter() - started:.0f} s)")
         if "monolith" in parts and "split" in parts:
             print_boundary(parts["monolith"], parts["split"])
+        if "split" in parts and parts["split"].hops:
+            print_saga_hops(parts["split"].hops, arguments.light_orders)
         if any(part.rows for part in replica_parts.values()):
             print_replicas(replica_parts, arguments.slow_seconds)
         print()

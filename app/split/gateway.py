@@ -85,7 +85,7 @@ class GatewayRuntime:
         checks = {
             "broker": "ok"
             if self.directory.connected
-            else f"failing: not connected to {self.directory.nats_url}"
+            else f"failing: the broker NATS {self.directory.nats_url} is away"
         }
         for module in self.modules:
             live = self.directory.live(module.name)

@@ -273,7 +273,7 @@ class NatsTransport:
         """Raise unless the broker answers now."""
         nc = self._nc
         if nc is None or not nc.is_connected:
-            raise ConnectionError(f"not connected to {self.url}")
+            raise BrokerAway(f"the broker NATS {self.url} is away")
         try:
             await nc.flush(timeout=1)  # inside readiness's own timeout, to name the broker
         except Exception as error:
