@@ -5,6 +5,7 @@ the user's name or email once the server has stopped."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,23 @@ import pytest
 
 from tests.e2e.test_upgrade_from_release import EXPECTED, copy_of_the_release
 from tests.support.seams import Driver, Seams, fast_settings, running
+from tests.support.stores import store_urls
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(
+    params=["files", "mongomock", pytest.param("postgresql", marks=pytest.mark.services)]
+)
+async def seams(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Seams]:
+    """The behaviour on SQLite files, on the orders' MongoDB stand-in, and on PostgreSQL."""
+    async with store_urls(request.param, tmp_path) as urls, running(fast_settings(**urls)) as s:
+        yield s
 
 
 def memorable_person() -> tuple[str, str]:
@@ -41,81 +57,77 @@ async def a_paid_order(seams: Driver, user: dict[str, Any]) -> dict[str, Any]:
     return order
 
 
-async def test_a_user_deletes_themself_and_their_tokens_die_with_them(tmp_path: Path) -> None:
-    async with running(fast_settings(data_dir=str(tmp_path))) as seams:
-        name, email = memorable_person()
-        user = await register_as(seams, name, email)
+async def test_a_user_deletes_themself_and_their_tokens_die_with_them(seams: Seams) -> None:
+    name, email = memorable_person()
+    user = await register_as(seams, name, email)
 
-        deleted = await seams.client.delete(f"/api/users/{user['id']}", headers=user["headers"])
+    deleted = await seams.client.delete(f"/api/users/{user['id']}", headers=user["headers"])
 
-        assert deleted.status_code == 204, deleted.text
-        again = await seams.client.get(f"/api/users/{user['id']}", headers=user["headers"])
-        assert again.status_code == 401
-        assert "no longer exists" in again.json()["detail"]
-        login = await seams.client.post(
-            "/api/auth/token", json={"email": email, "password": "correct horse"}
-        )
-        assert login.status_code == 401
+    assert deleted.status_code == 204, deleted.text
+    again = await seams.client.get(f"/api/users/{user['id']}", headers=user["headers"])
+    assert again.status_code == 401
+    assert "no longer exists" in again.json()["detail"]
+    login = await seams.client.post(
+        "/api/auth/token", json={"email": email, "password": "correct horse"}
+    )
+    assert login.status_code == 401
 
 
 async def test_only_the_user_or_an_admin_may_delete_and_a_second_delete_is_a_404(
-    tmp_path: Path,
+    seams: Seams,
 ) -> None:
-    async with running(fast_settings(data_dir=str(tmp_path))) as seams:
-        target = await seams.register("Target")
-        other = await seams.register("Other")
+    target = await seams.register("Target")
+    other = await seams.register("Other")
 
-        by_other = await seams.client.delete(f"/api/users/{target['id']}", headers=other["headers"])
-        by_admin = await seams.client.delete(f"/api/users/{target['id']}")
-        twice = await seams.client.delete(f"/api/users/{target['id']}")
-        unknown = await seams.client.delete("/api/users/no-such-user")
+    by_other = await seams.client.delete(f"/api/users/{target['id']}", headers=other["headers"])
+    by_admin = await seams.client.delete(f"/api/users/{target['id']}")
+    twice = await seams.client.delete(f"/api/users/{target['id']}")
+    unknown = await seams.client.delete("/api/users/no-such-user")
 
-        assert by_other.status_code == 404  # another's account is not even said to exist
-        assert by_admin.status_code == 204
-        assert twice.status_code == 404
-        assert unknown.status_code == 404
-        assert unknown.headers["content-type"].startswith("application/problem+json")
-        assert (
-            await seams.client.get(f"/api/users/{other['id']}", headers=other["headers"])
-        ).status_code == 200
+    assert by_other.status_code == 404  # another's account is not even said to exist
+    assert by_admin.status_code == 204
+    assert twice.status_code == 404
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("application/problem+json")
+    assert (
+        await seams.client.get(f"/api/users/{other['id']}", headers=other["headers"])
+    ).status_code == 200
 
 
 async def test_money_records_stay_under_the_id_and_notifications_lose_what_was_personal(
-    tmp_path: Path,
+    seams: Seams,
 ) -> None:
-    async with running(fast_settings(data_dir=str(tmp_path))) as seams:
-        name, email = memorable_person()
-        user = await register_as(seams, name, email)
-        order = await a_paid_order(seams, user)
+    name, email = memorable_person()
+    user = await register_as(seams, name, email)
+    order = await a_paid_order(seams, user)
 
-        assert (await seams.client.delete(f"/api/users/{user['id']}")).status_code == 204
-        await seams.settle()
+    assert (await seams.client.delete(f"/api/users/{user['id']}")).status_code == 204
+    await seams.settle()
 
-        kept = await seams.get(f"/api/orders/{order['id']}")
-        assert (kept["status"], kept["total"], kept["user_id"]) == ("PAID", 2500, user["id"])
-        [payment] = await seams.all_pages("/api/payments", order_id=order["id"])
-        assert (payment["status"], payment["amount"]) == ("SUCCEEDED", 2500)
-        [notice] = await seams.all_pages("/api/notifications", user_id=user["id"])
-        assert (notice["to"], notice["body"]) == ("[erased]", "[erased]")
-        assert notice["order_id"] == order["id"]
+    kept = await seams.get(f"/api/orders/{order['id']}")
+    assert (kept["status"], kept["total"], kept["user_id"]) == ("PAID", 2500, user["id"])
+    [payment] = await seams.all_pages("/api/payments", order_id=order["id"])
+    assert (payment["status"], payment["amount"]) == ("SUCCEEDED", 2500)
+    [notice] = await seams.all_pages("/api/notifications", user_id=user["id"])
+    assert (notice["to"], notice["body"]) == ("[erased]", "[erased]")
+    assert notice["order_id"] == order["id"]
 
 
 async def test_a_refund_after_the_deletion_tells_no_one_and_leaves_no_dead_letter(
-    tmp_path: Path,
+    seams: Seams,
 ) -> None:
-    async with running(fast_settings(data_dir=str(tmp_path))) as seams:
-        user = await seams.register("Leaving")
-        order = await a_paid_order(seams, user)
-        assert (await seams.client.delete(f"/api/users/{user['id']}")).status_code == 204
+    user = await seams.register("Leaving")
+    order = await a_paid_order(seams, user)
+    assert (await seams.client.delete(f"/api/users/{user['id']}")).status_code == 204
 
-        cancelled = await seams.client.post(f"/api/orders/{order['id']}/cancel")
-        await seams.settle()
+    cancelled = await seams.client.post(f"/api/orders/{order['id']}/cancel")
+    await seams.settle()
 
-        assert cancelled.status_code == 202, cancelled.text
-        assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "REFUNDED"
-        notices = await seams.all_pages("/api/notifications", user_id=user["id"])
-        assert [n["kind"] for n in notices] == ["payment_succeeded"]
-        assert (await seams.get("/api/admin/dead-letters"))["items"] == []
+    assert cancelled.status_code == 202, cancelled.text
+    assert (await seams.get(f"/api/orders/{order['id']}"))["status"] == "REFUNDED"
+    notices = await seams.all_pages("/api/notifications", user_id=user["id"])
+    assert [n["kind"] for n in notices] == ["payment_succeeded"]
+    assert (await seams.get("/api/admin/dead-letters"))["items"] == []
 
 
 def files_holding(data_dir: Path, *secrets_: str) -> dict[str, list[str]]:
