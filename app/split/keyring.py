@@ -6,7 +6,7 @@ A process of the module owning the keys (the one whose Assembly offers a keyring
 subject's key is erased; one replica answers each request). Every other module process binds
 its PersonalData to the asker here, so a consumer opens what it needs without a copy of any
 key and without reading the store that holds them. When no process of that module answers,
-opening is a "not yet" (docs/decisions/0032): the event waits for a users process without
+opening is a "not yet" (docs/decisions/0032): the event waits for a process of that module without
 spending its attempts, then, past the wait, fails and is dead-lettered, to be replayed.
 """
 
