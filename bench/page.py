@@ -18,7 +18,10 @@ Prints each round's sagas/s, the server's CPU and, for a page round, the CPU of 
 of Chromium process (browser, renderer, GPU, network) and of Playwright's driver, what the
 page's renderer spent (Performance.getMetrics: script, layout, style), the events the page
 received and the rows it kept; then the ratio of the mean rate with a page to the mean
-rate without, and each page round's ratio to the mean of the no-page rounds around it.
+rate without, each page round's ratio to the mean of the no-page rounds around it, and the
+ratio the CPU a saga takes would give if the machine's CPU alone bound the rate (the server's
+and this process's CPU a saga, over that plus Chromium's): unlike sagas/s, that one holds
+when others use the machine at the same time.
 With --profile the last page round is traced (Chromium's tracing, the DevTools timeline
 categories) and the events that took the most time, on each thread, are listed. Not a
 test; nothing asserts, but the exit status is 1 when an order failed or a saga never
@@ -35,6 +38,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -208,6 +212,7 @@ class Round:
     level: Level
     rate: float = 0.0
     server_cpu: float = 0.0
+    client_cpu: float = 0.0  # this process: the orders' clients and the poller
     browser_cpu: Counter[str] = field(default_factory=Counter)
     renderer: dict[str, float] = field(default_factory=dict)
     page: dict[str, Any] = field(default_factory=dict)
@@ -235,7 +240,7 @@ async def page_round(
             if profile:
                 await browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
             before, cpu_before = await metrics(session), descendant_cpu()
-            level = await load(base_url, poller, users, arguments, server_pid)
+            level, client_cpu = await load(base_url, poller, users, arguments, server_pid)
             after, cpu_after = await metrics(session), descendant_cpu()
             hot = []
             if profile:
@@ -243,7 +248,7 @@ async def page_round(
             shown = await page_counts(page)
         finally:
             await browser.close()
-    done = Round(number, True, level, hot=hot, page=shown)
+    done = Round(number, True, level, client_cpu=client_cpu, hot=hot, page=shown)
     done.browser_cpu = Counter({k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after})
     done.renderer = {name: after[name] - before.get(name, 0.0) for name in after}
     return done
@@ -255,8 +260,10 @@ async def load(
     users: Sequence[Account],
     arguments: argparse.Namespace,
     server_pid: int,
-) -> Level:
-    return await run_level(
+) -> tuple[Level, float]:
+    """A round's orders and their sagas; the CPU seconds this process spent on them."""
+    started = time.process_time()
+    level = await run_level(
         base_url,
         poller,
         users,
@@ -265,6 +272,7 @@ async def load(
         closed_loop=False,
         server_pid=server_pid,
     )
+    return level, time.process_time() - started
 
 
 async def drive(
@@ -295,9 +303,8 @@ async def drive(
                 )
             else:
                 await asyncio.sleep(SETTLE_SECONDS)  # as long as a page round waits
-                done = Round(
-                    number, False, await load(base_url, poller, users, arguments, server_pid)
-                )
+                level, client_cpu = await load(base_url, poller, users, arguments, server_pid)
+                done = Round(number, False, level, client_cpu=client_cpu)
             done.rate = rate_of(done.level, poller)
             done.server_cpu = done.level.server_cpu or 0.0
             print(describe(done), flush=True)
@@ -317,7 +324,8 @@ def describe(done: Round) -> str:
     line = (
         f"round {done.number} {'page   ' if done.with_page else 'no page'}: "
         f"{done.rate:7.1f} sagas/s  wall {wall:5.2f} s  server CPU "
-        f"{done.server_cpu / wall:.2f} cores ({done.server_cpu / sagas * 1000:.2f} ms a saga)"
+        f"{done.server_cpu / wall:.2f} cores ({done.server_cpu / sagas * 1000:.2f} ms a saga), "
+        f"load generator {done.client_cpu / wall:.2f} ({done.client_cpu / sagas * 1000:.2f} ms)"
     )
     if not done.with_page:
         return line
@@ -357,6 +365,7 @@ def summary(rounds: Sequence[Round]) -> list[str]:
         f"page / no page: {statistics.fmean(paged) / statistics.fmean(plain):.3f} "
         f"(the bar, issue 14 point 10: at least 0.90)",
     ]
+    lines.append(cpu_estimate(rounds))
     for index, done in enumerate(rounds):
         if done.with_page:
             around = [r.rate for r in rounds[max(index - 1, 0) : index + 2] if not r.with_page]
@@ -365,6 +374,27 @@ def summary(rounds: Sequence[Round]) -> list[str]:
                 f"of the no-page rounds around it"
             )
     return lines
+
+
+def cpu_estimate(rounds: Sequence[Round]) -> str:
+    """What the ratio would be if the sagas were bound by the machine's CPU alone: the CPU
+    a saga takes (server and load generator) over that plus the page's. Unlike sagas/s, it
+    holds on a machine that others are using at the same time."""
+
+    def per_saga(seconds: float, done: Round) -> float:
+        return seconds / max(len(done.level.placed), 1) * 1000
+
+    system = statistics.fmean(per_saga(r.server_cpu + r.client_cpu, r) for r in rounds)
+    page = statistics.fmean(
+        per_saga(sum(v for k, v in r.browser_cpu.items() if k != "playwright driver"), r)
+        for r in rounds
+        if r.with_page
+    )
+    return (
+        f"CPU a saga: server and load generator {system:.2f} ms, the page (Chromium) "
+        f"{page:.2f} ms; bound by CPU alone, page / no page would be "
+        f"{system / (system + page):.3f}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
