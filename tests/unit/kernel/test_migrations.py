@@ -3,6 +3,7 @@ and a store's revision decides whether it may open (docs/decisions/0028-migratio
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -173,3 +174,19 @@ def test_an_empty_store_is_created_in_every_mode_and_only_a_store_with_data_is_b
     assert not empty.pending and empty.known
     assert behind.pending
     assert "pending up to 0002" in behind.describe()
+
+
+@pytest.mark.parametrize("replicas", [4])
+async def test_replicas_starting_together_migrate_one_after_another(
+    database_url: str, replicas: int
+) -> None:
+    url = database_url.replace("sqlite:///", "sqlite+aiosqlite:///")  # threads: truly at once
+    stores = [PaymentsStore(url) for _ in range(replicas)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        states = [await store.schema_state() for store in stores]
+        assert all(state.at_head for state in states), states
+        assert await differences(stores[0]) == []
+    finally:
+        for store in stores:
+            await store.close()
