@@ -190,3 +190,18 @@ async def test_replicas_starting_together_migrate_one_after_another(
     finally:
         for store in stores:
             await store.close()
+
+
+def test_a_module_process_of_the_split_checks_only_its_own_stores(tmp_path: Path) -> None:
+    from app.__main__ import schema_refusal
+    from app.main import default_modules
+    from tests.support.seams import fast_settings
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'users.db'}")
+    UsersStore("sqlite://").metadata.create_all(engine)  # users behind: the release before
+    engine.dispose()
+    settings = fast_settings(data_dir=str(tmp_path), env="production")
+    modules = {module.name: module for module in default_modules()}
+    assert schema_refusal(settings, [modules["payments"]]) is None
+    refused = schema_refusal(settings, [modules["users"], modules["payments"]])
+    assert refused is not None and "the users store is at revision unversioned" in refused
