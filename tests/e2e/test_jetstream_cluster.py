@@ -4,7 +4,9 @@ to all three. One broker node SIGKILLed under load, restarted by the cluster, th
 nothing placed is lost or charged twice, and orders keep completing meanwhile.
 
 Driven as an operator would, over HTTP, with the command's own supervisor restarting the
-broker it lost (tests/e2e/test_cluster_supervision.py holds the helpers).
+broker it lost (tests/e2e/test_cluster_supervision.py holds the helpers), and as a careful
+client would: a 503 with Retry-After (a module whose announcements stall while the cluster
+elects a leader, say) is asked again after it, an order with the same Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -13,22 +15,18 @@ import os
 import re
 import signal
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import nats
 import pytest
 
 from app.split.nats import servers_of
-from tests.e2e.test_cluster_supervision import (
-    Cluster,
-    _pages,
-    cluster_command,
-    completed,
-    driven,
-    place,
-)
+from tests.e2e.test_cluster_supervision import Cluster, cluster_command, driven
 from tests.support.seams import Driver
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split, pytest.mark.slow]
@@ -36,6 +34,72 @@ pytestmark = [pytest.mark.anyio, pytest.mark.services, pytest.mark.split, pytest
 STREAM = "SEAMS_EVENTS"
 # Orders placed while a node is gone must complete within this once the others have it.
 RESUME_SECONDS = 30.0
+SETTLE_SECONDS = 90.0
+RETRY_SECONDS = 30.0  # how long a careful client keeps asking again after 503s
+
+
+class Patient:
+    """A client of the gateway that asks again after a 503 with Retry-After, and counts it."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.retried: list[str] = []
+
+    async def send(self, request: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        deadline = time.monotonic() + RETRY_SECONDS
+        while True:
+            answer = await request()
+            if answer.status_code != 503 or "retry-after" not in answer.headers:
+                return answer
+            assert time.monotonic() < deadline, f"503s for {RETRY_SECONDS} s: {answer.text}"
+            self.retried.append(answer.json()["detail"])
+            await anyio.sleep(min(float(answer.headers["retry-after"]), 1.0))
+
+    async def place(self, user: dict[str, Any]) -> str:
+        """An order, accepted once whatever 503s came first (the same Idempotency-Key)."""
+        key = {"Idempotency-Key": str(uuid.uuid4()), **user["headers"]}
+        body = {
+            "user_id": user["id"],
+            "currency": "EUR",
+            "payment_token": "tok_visa",
+            "items": [{"sku": "book", "quantity": 2, "unit_price": 1250}],
+        }
+        answer = await self.send(
+            lambda: self.driver.client.post("/api/orders", json=body, headers=key)
+        )
+        assert answer.status_code == 201, answer.text
+        order_id: str = answer.json()["id"]
+        return order_id
+
+    async def pages(self, path: str, user: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            query = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+            answer = await self.send(
+                lambda query=query: self.driver.client.get(
+                    path, params=query, headers=user["headers"]
+                )
+            )
+            assert answer.status_code == 200, answer.text
+            items += answer.json()["items"]
+            cursor = answer.json()["next_cursor"]
+            if cursor is None:
+                return items
+
+    async def completed(self, user: dict[str, Any], order_ids: list[str]) -> None:
+        """Until every order is PAID with exactly one payment notice, as its customer sees."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            status = {o["id"]: o["status"] for o in await self.pages("/api/orders", user)}
+            notices = await self.pages("/api/notifications", user)
+            noticed = [n["order_id"] for n in notices if n["kind"] == "payment_succeeded"]
+            assert sorted(noticed) == sorted(set(noticed)), f"a notice twice: {noticed}"
+            pending = [i for i in order_ids if status.get(i) != "PAID" or i not in noticed]
+            if not pending:
+                return
+            assert time.monotonic() < deadline, f"{len(pending)} orders not PAID and noticed"
+            await anyio.sleep(0.2)
 
 
 @pytest.fixture
@@ -92,11 +156,11 @@ async def all_current(urls: list[str], seconds: float = 30.0) -> None:
 
 
 async def keep_placing(
-    driver: Driver, user: dict[str, Any], placed: list[str], stop: anyio.Event
+    client: Patient, user: dict[str, Any], placed: list[str], stop: anyio.Event
 ) -> None:
     """An order every 50 ms until told to stop: the load the broker nodes die under."""
     while not stop.is_set():
-        placed.append(await place(driver, user))
+        placed.append(await client.place(user))
         await anyio.sleep(0.05)
 
 
@@ -119,9 +183,10 @@ async def test_broker_nodes_die_one_after_another_under_load_and_nothing_is_lost
     ) as cluster:
         async with driven(cluster) as driver:
             urls = broker_urls(cluster)
+            client = Patient(driver)
             user = await driver.register("Noor")
-            placed = [await place(driver, user) for _ in range(5)]
-            await completed(driver, user, placed)
+            placed = [await client.place(user) for _ in range(5)]
+            await client.completed(user, placed)
             state = await replication(urls)
             assert state["stream"] == 3 and state["stream_peers"] == 3, state
             assert state["consumers"] and set(state["consumers"].values()) == {3}, state
@@ -129,7 +194,7 @@ async def test_broker_nodes_die_one_after_another_under_load_and_nothing_is_lost
 
             stop = anyio.Event()
             async with anyio.create_task_group() as load:
-                load.start_soon(keep_placing, driver, user, placed, stop)
+                load.start_soon(keep_placing, client, user, placed, stop)
                 await anyio.sleep(1.0)
                 await kill_broker(cluster, "nats.1")
                 await anyio.sleep(1.0)
@@ -139,11 +204,11 @@ async def test_broker_nodes_die_one_after_another_under_load_and_nothing_is_lost
                 stop.set()
 
             started = time.monotonic()
-            last = [await place(driver, user) for _ in range(5)]  # hops resume
-            await completed(driver, user, last)
+            last = [await client.place(user) for _ in range(5)]  # hops resume
+            await client.completed(user, last)
             resumed = time.monotonic() - started
-            await completed(driver, user, placed + last)
-            payments = await _pages(driver, "/api/payments", user)
+            await client.completed(user, placed + last)
+            payments = await client.pages("/api/payments", user)
 
         charged = sorted(p["order_id"] for p in payments if p["status"] == "SUCCEEDED")
         assert charged == sorted(placed + last), "an order charged twice or never"
@@ -151,6 +216,7 @@ async def test_broker_nodes_die_one_after_another_under_load_and_nothing_is_lost
         assert len(cluster.pids("nats.1")) == 2 and len(cluster.pids("nats.2")) == 2
         assert len(cluster.pids("nats.3")) == 1 and len(cluster.pids("payments")) == 1
         print(
+            f"{len(client.retried)} answers 503 asked again ({set(client.retried)}); "
             f"{len(placed) + len(last)} orders; 5 placed after both kills completed in "
             f"{resumed:.2f} s"
         )
