@@ -96,8 +96,10 @@ def create_gateway_app(
     secret_key = resolve_secret_key(settings)
     chosen = default_modules() if modules is None else list(modules)
     # The monolith of the same modules, never started: its /schema is the whole system's.
+    # Untraced: the first app to set tracing up names the process in every span.
     whole = create_app(
-        msgspec.structs.replace(settings, bus_url="memory://", ephemeral=True), chosen
+        msgspec.structs.replace(settings, bus_url="memory://", ephemeral=True, tracing="off"),
+        chosen,
     )
     return build_standalone_gateway(
         settings, chosen, jwt_auth(settings, secret_key), secret_key, system=whole.openapi_schema

@@ -252,9 +252,12 @@ class Directory:
     def _stalled(self) -> bool:
         """Every instance silent past the ttl at once: the announcements are not getting
         through (a broker cluster electing the bucket's leader, docs/decisions/0033), not
-        every process dead; a dead one still refuses its connection and is forgotten."""
-        newest = max((seen for _, seen in self._seen.values()), default=None)
-        return newest is not None and time.monotonic() - newest > self._ttl
+        every process dead; a dead one still refuses its connection and is forgotten. One
+        instance alone says nothing either way: it lapses, as any instance that falls silent."""
+        if len(self._seen) < 2:
+            return False
+        newest = max(seen for _, seen in self._seen.values())
+        return time.monotonic() - newest > self._ttl
 
     def pick(self, module: str) -> Instance | None:
         """The next live instance of the module, round robin; None when there is none."""

@@ -27,36 +27,51 @@ RECONNECT_WAIT_SECONDS = 0.5
 
 
 class BrokerPresence:
-    """Whether this process reaches the broker at `url`, said once per change."""
+    """Whether this process reaches the broker at `url`, said once per change: away while
+    any of its open connections is reconnecting."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.away_since: float | None = None
+        self._reconnecting: set[int] = set()  # ids of this process's connections
         self._back = asyncio.Event()
         self._back.set()
 
     @property
     def away(self) -> bool:
-        return self.away_since is not None
+        return bool(self._reconnecting)
 
-    def lost(self, why: str) -> None:
-        if self.away_since is not None:
-            return
-        self.away_since = time.monotonic()
-        self._back.clear()
-        log.warning(
-            "the broker NATS %s is gone (%s): retrying quietly until it is back; events wait "
-            "in the outboxes and /ready answers 503 meanwhile",
-            self.url,
-            why,
-        )
+    def lost(self, connection: Client, why: str) -> None:
+        if not self._reconnecting:
+            self.away_since = time.monotonic()
+            self._back = asyncio.Event()  # of the loop that runs now
+            log.warning(
+                "the broker NATS %s is gone (%s): retrying quietly until it is back; events "
+                "wait in the outboxes and /ready answers 503 meanwhile",
+                self.url,
+                why,
+            )
+        self._reconnecting.add(id(connection))
 
-    def returned(self) -> None:
-        if self.away_since is None:
-            return
-        away, self.away_since = time.monotonic() - self.away_since, None
+    def returned(self, connection: Client) -> None:
+        if self._ended(connection) and self.away_since is not None:
+            away, self.away_since = time.monotonic() - self.away_since, None
+            log.info("the broker NATS %s is back after %.1f s; resuming", self.url, away)
+
+    def closed(self, connection: Client) -> None:
+        """A connection of ours closed (a part stopped): it no longer says anything."""
+        if self._ended(connection):
+            self.away_since = None
+
+    def _ended(self, connection: Client) -> bool:
+        """Whether this was the last connection away (the outage is over for this process)."""
+        if id(connection) not in self._reconnecting:
+            return False
+        self._reconnecting.discard(id(connection))
+        if self._reconnecting:
+            return False
         self._back.set()
-        log.info("the broker NATS %s is back after %.1f s; resuming", self.url, away)
+        return True
 
     async def until_back(self) -> None:
         await self._back.wait()
@@ -79,18 +94,18 @@ def _reporting(
     reconnected: Callback | None,
     disconnected: Callback | None,
     error: ErrorCallback | None,
-) -> tuple[Callback, Callback, ErrorCallback]:
+) -> tuple[Callback, Callback, ErrorCallback, Callback]:
     """The callbacks a connection is given: the presence first, then the part's own."""
     broker = presence(url)
 
     async def on_reconnected() -> None:
-        broker.returned()
+        broker.returned(client)
         if reconnected is not None:
             await reconnected()
 
     async def on_disconnected() -> None:
         if client.is_reconnecting:  # not a close of ours
-            broker.lost("disconnected")
+            broker.lost(client, "disconnected")
         if disconnected is not None:
             await disconnected()
 
@@ -103,7 +118,10 @@ def _reporting(
         if error is not None:
             await error(failure)
 
-    return on_reconnected, on_disconnected, on_error
+    async def on_closed() -> None:
+        broker.closed(client)
+
+    return on_reconnected, on_disconnected, on_error, on_closed
 
 
 async def connect(
@@ -120,7 +138,7 @@ async def connect(
     comma-separated, tried in turn); one that fails to open (or within `timeout` seconds) is
     closed, so that no reconnect loop outlives the failure."""
     client = Client()
-    on_reconnected, on_disconnected, on_error = _reporting(
+    on_reconnected, on_disconnected, on_error, on_closed = _reporting(
         client, url, reconnected, disconnected, error
     )
     try:
@@ -135,6 +153,7 @@ async def connect(
                 reconnected_cb=on_reconnected,
                 disconnected_cb=on_disconnected,
                 error_cb=on_error,
+                closed_cb=on_closed,
             ),
             timeout,
         )

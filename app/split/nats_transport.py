@@ -384,8 +384,8 @@ class NatsTransport:
     async def _receive_forever(self, binding: _Binding) -> None:
         failures = 0
         while not self._stopping:
-            if self._broker.away:  # nothing to fetch; the reconnect restarts this loop
-                await self._broker.until_back()
+            if self._nc is not None and self._nc.is_reconnecting:
+                await self._broker.until_back()  # nothing to fetch; a reconnect restarts this
                 continue
             try:
                 if binding.subscription is None or not binding.declared:
