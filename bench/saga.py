@@ -23,8 +23,10 @@ of sagas in flight (with --wait-saga each client waits for its saga first: a clo
 latency without that queue). With --pages N every level runs twice in the same server: with
 no stream open, then with N admins' live-page streams open (GET /api/watch/stream, read
 to the end of each chunk and parsed into events, as the page does, in this process), and
-the ratio of the two rates is printed. Not a test; nothing asserts, but the exit status is 1 when
-an order failed, a saga never completed or the server did not stop cleanly.
+the ratio of the two rates is printed (the server's side of a page only: bench/page.py opens
+a real Chromium page and measures what its rendering costs too). Not a test; nothing
+asserts, but the exit status is 1 when an order failed, a saga never completed or the
+server did not stop cleanly.
 """
 
 from __future__ import annotations
