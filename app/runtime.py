@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Protocol
 
 from app.bus import Bus, ModuleBus
+from app.bus.metrics import PURGED
 from app.kernel.boundaries import verify_boundaries
 from app.kernel.identity import CredentialsDirectory, TokenIssuer
 from app.kernel.ids import utcnow
@@ -28,6 +30,22 @@ class RunningModule:
     store: Store
     bus: ModuleBus
     assembly: Assembly
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+async def _purge_one(store: str, purge: Callable[[], Awaitable[Mapping[str, int]]]) -> int:
+    """One store's purge, counted per kind; a failure is logged, not raised."""
+    try:
+        counts = await purge()
+    except Exception as error:  # retention is housekeeping: one store's failure stops no other
+        log.warning("purge of %s failed: %r", store, error)
+        return 0
+    for kind, rows in counts.items():
+        PURGED.labels(store, kind).inc(rows)
+    return sum(counts.values())
 
 
 class Runtime:
@@ -118,18 +136,31 @@ class Runtime:
                 return running
         raise LookupError(f"no module offers the command {name!r}")
 
-    async def purge(self, retention_seconds: float | None = None) -> int:
-        """Delete what each module keeps only for the retention
-        (docs/decisions/0010-delivery.md)."""
-        retention = (
-            self.settings.retention_seconds if retention_seconds is None else retention_seconds
-        )
-        cutoff = utcnow() - timedelta(seconds=retention)
+    async def purge(
+        self,
+        retention_seconds: float | None = None,
+        *,
+        dead_letter_retention_seconds: float | None = None,
+    ) -> int:
+        """Delete what each module, and the bus, keep only for their retention
+        (docs/decisions/0010-delivery.md, docs/decisions/0035-retention.md); count each store's
+        kinds in seams_purged. A store that fails is logged and the others still go."""
+        settings = self.settings
+        now = utcnow()
+        cutoff = now - timedelta(seconds=_given(retention_seconds, settings.retention_seconds))
         removed = 0
         for running in self.modules:
             if running.assembly.purge is not None:
-                removed += await running.assembly.purge(cutoff)
-        return removed
+                purge = partial(running.assembly.purge, cutoff)
+                removed += await _purge_one(running.module.name, purge)
+        dead_letter_cutoff = now - timedelta(
+            seconds=_given(dead_letter_retention_seconds, settings.dead_letter_retention_seconds)
+        )
+
+        async def failures() -> Mapping[str, int]:
+            return (await self.bus.purge_failures(dead_letter_cutoff)).counts
+
+        return removed + await _purge_one("bus", failures)
 
     async def _purge_forever(self) -> None:
         while True:

@@ -7,8 +7,10 @@ wrap the events it declared it publishes and subscribe to the ones it declared i
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -17,7 +19,7 @@ from app.bus.activity import Activity
 from app.bus.consumer import Consumer, ConsumerState, Handler, Subscription
 from app.bus.context import current_cause, current_request_id
 from app.bus.contracts import View, event_of, reading
-from app.bus.delivery_store import DeadLetter, DeliveryStore
+from app.bus.delivery_store import DeadLetter, DeliveryStore, Purged
 from app.bus.envelope import Envelope, wrap
 from app.bus.events import Event, event_type_name
 from app.bus.outbox import OutboxRelay, OutboxSource
@@ -28,6 +30,8 @@ from app.kernel.errors import BoundaryViolation
 from app.kernel.ids import new_id
 from app.kernel.tracing import current_traceparent, span
 from app.kernel.tracing import refresh as refresh_tracing
+
+log = logging.getLogger("app.bus")
 
 
 class Bus:
@@ -133,6 +137,29 @@ class Bus:
         if letter is not None:
             consumer.release(letter.envelope.aggregate_id)
         return letter
+
+    async def purge_failures(self, cutoff: datetime) -> Purged:
+        """Delete this process's consumers' dead letters, parked events and attempts from
+        before the cutoff (docs/decisions/0035-retention.md): each letter is logged, and a
+        lane left with no letter is delivered as if its letter had been discarded."""
+        purged = await self.store.purge(cutoff, self._consumers.keys())
+        lanes: dict[str, set[str]] = {}
+        for letter in purged.dead_letters:
+            log.warning(
+                "purged dead letter %s (%s for %s, aggregate %s, failed at %s): "
+                "older than the dead-letter retention",
+                letter.id,
+                letter.envelope.type,
+                letter.consumer,
+                letter.envelope.aggregate_id,
+                letter.failed_at,
+            )
+            lanes.setdefault(letter.consumer, set()).add(letter.envelope.aggregate_id)
+        for name, aggregates in lanes.items():
+            still_blocked = await self.store.blocked_lanes(name, aggregates)
+            for aggregate_id in aggregates - still_blocked:
+                self._consumers[name].release(aggregate_id)
+        return purged
 
     async def wait_quiet(self, timeout: float = 10.0) -> None:
         await self.activity.wait_quiet(timeout)

@@ -8,7 +8,9 @@ Its schema has a version in `schema_version` and upgrade steps
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -74,6 +76,23 @@ class Remembered:
     attempts: dict[tuple[str, str], int]  # (consumer, event id) -> attempts made
     blocked: set[tuple[str, str]]  # (consumer, aggregate) with a dead letter
     parked: set[tuple[str, str]]  # (consumer, aggregate) with parked events
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What a purge of the bus store deleted (docs/decisions/0035-retention.md)."""
+
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    parked: int = 0
+    attempts: int = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "dead_letters": len(self.dead_letters),
+            "parked": self.parked,
+            "attempts": self.attempts,
+        }
 
 
 def _letter(row: sa.RowMapping) -> DeadLetter:
@@ -232,3 +251,46 @@ class DeliveryStore(SqlDatabase):
         async with self.reading() as connection:
             found = await connection.execute(sa.select(sa.func.count()).select_from(dead_letters))
             return int(found.scalar_one())
+
+    async def purge(self, cutoff: datetime, consumers: Collection[str]) -> Purged:
+        """Delete, for these consumers only (processes may share this store), the dead
+        letters that failed before the cutoff, the attempts not updated since, and the
+        events parked before it in a lane with no dead letter left: an older event parked
+        behind a younger letter (a replay that failed again) waits for the operator."""
+        mine = list(consumers)
+        async with self.transaction() as connection:
+            rows = await connection.execute(
+                sa.select(dead_letters).where(
+                    dead_letters.c.failed_at < cutoff, dead_letters.c.consumer.in_(mine)
+                )
+            )
+            letters = [_letter(row) for row in rows.mappings()]
+            await connection.execute(
+                dead_letters.delete().where(dead_letters.c.id.in_([x.id for x in letters]))
+            )
+            lane_blocked = sa.exists().where(
+                dead_letters.c.consumer == parked.c.consumer,
+                dead_letters.c.aggregate_id == parked.c.aggregate_id,
+            )
+            gone_parked = await connection.execute(
+                parked.delete().where(
+                    parked.c.parked_at < cutoff, parked.c.consumer.in_(mine), ~lane_blocked
+                )
+            )
+            gone_attempts = await connection.execute(
+                attempts.delete().where(
+                    attempts.c.updated_at < cutoff, attempts.c.consumer.in_(mine)
+                )
+            )
+        return Purged(letters, gone_parked.rowcount, gone_attempts.rowcount)
+
+    async def blocked_lanes(self, consumer: str, aggregate_ids: Collection[str]) -> set[str]:
+        """Which of these aggregates still have a dead letter for the consumer."""
+        async with self.reading() as connection:
+            rows = await connection.execute(
+                sa.select(dead_letters.c.aggregate_id).where(
+                    dead_letters.c.consumer == consumer,
+                    dead_letters.c.aggregate_id.in_(list(aggregate_ids)),
+                )
+            )
+            return set(rows.scalars())

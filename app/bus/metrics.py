@@ -1,5 +1,6 @@
 """What the bus exports to Prometheus (GET /metrics): events published, handled, failed,
-retried, dead-lettered and parked per type and consumer, handler latency, outbox backlog.
+retried, dead-lettered and parked per type and consumer, handler latency, outbox backlog,
+records purged after their retention, journeys the watch let go.
 
 Metrics are process-wide (one registry), like the process they describe.
 """
@@ -24,4 +25,17 @@ HANDLER_SECONDS = Histogram(
 )
 OUTBOX_BACKLOG = Gauge(
     "seams_outbox_backlog", "Events committed to an outbox and not yet delivered", ["producer"]
+)
+PURGED = Counter(
+    "seams_purged",
+    "Records deleted after their retention (docs/decisions/0035-retention.md), by store "
+    "(a module, or bus) and kind: outbox, inbox, idempotency_keys, dead_letters, parked, "
+    "attempts",
+    ["store", "kind"],
+)
+WATCH_JOURNEYS_EVICTED = Counter(
+    "seams_watch_journeys_evicted",
+    "Journeys the watch let go, by reason: count (beyond APP_WATCH_JOURNEYS) or age (older "
+    "than APP_WATCH_JOURNEY_SECONDS)",
+    ["reason"],
 )

@@ -122,18 +122,18 @@ async def purge_handled(
     *,
     outbox: sa.Table | None = None,
     inbox: sa.Table | None = None,
-) -> int:
+) -> dict[str, int]:
     """Delete outbox rows delivered and inbox ids handled before the cutoff
-    (docs/decisions/0010-delivery.md).
+    (docs/decisions/0010-delivery.md); returns how many of each kind went.
 
     An inbox id older than the retention can no longer stop a redelivery, so the retention
     must be longer than any redelivery can take (days, not seconds)."""
-    removed = 0
+    removed: dict[str, int] = {}
     async with database.transaction() as connection:
         if outbox is not None:
             result = await connection.execute(outbox.delete().where(outbox.c.delivered_at < cutoff))
-            removed += result.rowcount
+            removed["outbox"] = result.rowcount
         if inbox is not None:
             result = await connection.execute(inbox.delete().where(inbox.c.handled_at < cutoff))
-            removed += result.rowcount
+            removed["inbox"] = result.rowcount
     return removed

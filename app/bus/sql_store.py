@@ -154,14 +154,14 @@ class SqlModuleStore(SqlDatabase):
                 return None
             return stored
 
-    async def purge(self, cutoff: datetime) -> int:
+    async def purge(self, cutoff: datetime) -> dict[str, int]:
         """Delete delivered outbox rows and handled inbox ids older than the cutoff, and
-        expired idempotency keys (docs/decisions/0010-delivery.md)."""
+        expired idempotency keys (docs/decisions/0010-delivery.md); how many of each went."""
         removed = await purge_handled(self, cutoff, outbox=self._outbox_table, inbox=self._inbox)
         if self._idempotency is not None:
             async with self.transaction() as connection:
                 expired = await connection.execute(
                     self._idempotency.delete().where(self._idempotency.c.expires_at < utcnow())
                 )
-            removed += expired.rowcount
+            removed["idempotency_keys"] = expired.rowcount
         return removed

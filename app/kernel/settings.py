@@ -69,7 +69,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Over a JetStream cluster (APP_BUS_URL lists its servers, comma-separated): on how many
     # servers the stream and every consumer are kept (docs/decisions/0033); 1 for one server.
     nats_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    # Retention (docs/decisions/0035-retention.md). Delivered outbox rows, handled inbox ids
+    # (SQL rows; the orders' `handled` ids of an order untouched since) are deleted this long
+    # after: an inbox id gone can no longer stop a redelivery, so keep this at least the
+    # JetStream stream's max age (7 days, app/split/nats_transport.py): an id goes this long
+    # after its event was handled, the message that long after it was published, earlier.
     retention_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86_400.0
+    # Dead letters, the events parked behind them and handler attempts are deleted this long
+    # after they failed (each dead letter logged at WARNING); the lane behind a purged letter
+    # is delivered as if the letter were discarded. Longer: an operator must see them first.
+    dead_letter_retention_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30 * 86_400.0
     purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3_600.0
 
     # The socket: X-Forwarded-For is believed only from these proxies (IPs, CIDRs; empty:

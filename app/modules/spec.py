@@ -124,8 +124,10 @@ class Assembly:
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
     # Deletes what is kept only for a while (delivered outbox rows, handled inbox ids,
-    # expired idempotency keys) from before the given moment; returns how many went.
-    purge: Callable[[datetime], Awaitable[int]] | None = None
+    # expired idempotency keys) from before the given moment; returns how many went of each
+    # kind ("outbox", "inbox", "idempotency_keys"), counted in seams_purged
+    # (docs/decisions/0035-retention.md).
+    purge: Callable[[datetime], Awaitable[Mapping[str, int]]] | None = None
     # What its commands (Module.commands) run in the started system, by command name.
     commands: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
     # The module owning credentials offers the gateway their current state (app/gateway/auth.py).
