@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from importlib.util import find_spec
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -41,6 +42,13 @@ MIGRATE_COMMAND = "python -m app migrate"
 VERSION_TABLE_PREFIX = "alembic_version_"
 UNVERSIONED = "unversioned"  # tables of a release before migrations, no version recorded
 STEPS_TABLE = "schema_version"
+# Alembic's post-write hook: `python -m ruff format` on a revision it has just written.
+RUFF_FORMAT_HOOK = {
+    "hooks": "ruff",
+    "ruff.type": "module",
+    "ruff.module": "ruff",
+    "ruff.options": "format REVISION_SCRIPT_FILENAME",
+}
 
 Env = Literal["development", "production", "test"]
 # What env.py is handed: alembic.context, a module standing for the running EnvironmentContext.
@@ -300,9 +308,11 @@ class SqlMigrations:
     def _write_revision(self, connection: sa.Connection, message: str) -> Path:
         head = self.head
         number = f"{int(head) + 1:04d}" if head.isdigit() else None
-        script = command.revision(
-            self.config(connection), message=message, autogenerate=True, rev_id=number
-        )
+        config = self.config(connection)
+        if find_spec("ruff") is not None:  # a development install: the file as CI wants it
+            for option, value in RUFF_FORMAT_HOOK.items():
+                config.set_section_option("post_write_hooks", option, value)
+        script = command.revision(config, message=message, autogenerate=True, rev_id=number)
         if script is None or isinstance(script, list):
             raise RuntimeError("alembic wrote no single revision")
         return Path(script.path)
