@@ -9,12 +9,25 @@ the port and its adapters import in one direction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 Document = dict[str, Any]
 
 # Set by the adapter itself or by update_order's own arguments, so $set may not touch them.
-RESERVED_FIELDS = frozenset({"_id", "rev"})
+# `handled_at`: when an id was last added to `handled` (the order's inbox), a stamp.
+RESERVED_FIELDS = frozenset({"_id", "rev", "handled_at"})
+
+
+def stamp(moment: datetime) -> str:
+    """A UTC moment as fixed-width text, so stamps compare as strings compare
+    (an ISO date without its microseconds would sort after one with them)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def expired(expires_at: str, now: datetime) -> bool:
+    """Whether an ISO date (any precision, Z or offset) is before `now`."""
+    return datetime.fromisoformat(expires_at) < now
 
 
 class DuplicateOrder(Exception):
@@ -72,6 +85,11 @@ class OrderDocuments(Protocol):
     async def find_by_idempotency_key(self, key: str) -> Document | None: ...
 
     async def forget_idempotency_key(self, order_id: str) -> None: ...
+
+    # Retention (docs/decisions/0035-retention.md): empty `handled` where `handled_at` is
+    # before the cutoff, drop `idempotency` where it expired before `now`; the outbox is not
+    # touched (delivered events leave it at once). Returns {"inbox": ids, "idempotency_keys": n}.
+    async def purge(self, cutoff: datetime, now: datetime) -> dict[str, int]: ...
 
 
 def check_set_fields(

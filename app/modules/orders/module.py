@@ -42,6 +42,7 @@ def assemble(context: ModuleContext) -> Assembly:
             RefundedOrder: service.on_payment_refunded,
         },
         outbox=store.outbox,
+        purge=store.purge,
     )
 
 

@@ -22,7 +22,7 @@ import msgspec
 from app.bus import Envelope, ModuleBus
 from app.bus.unit_of_work import UnitOfWork
 from app.kernel.idempotency import KeyTaken, StoredResponse
-from app.kernel.ids import isoformat
+from app.kernel.ids import isoformat, utcnow
 from app.modules.orders.documents import Document, DuplicateIdempotencyKey, OrderDocuments
 from app.modules.orders.order import Order, OrderStatus
 
@@ -217,6 +217,12 @@ class OrderStore:
             await self._documents.forget_idempotency_key(document["_id"])
             return None
         return stored
+
+    async def purge(self, cutoff: datetime) -> dict[str, int]:
+        """Empty the inboxes of orders that handled nothing since the cutoff and drop the
+        expired idempotency keys (docs/decisions/0035-retention.md); the events still in an
+        outbox are never touched, and delivered ones left their document when delivered."""
+        return await self._documents.purge(cutoff, utcnow())
 
     async def remember_user(self, user_id: str, sequence: int) -> None:
         await self._documents.remember_user(user_id, sequence)

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from app.kernel.ids import utcnow
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
     check_set_fields,
+    expired,
+    stamp,
 )
 
 
@@ -51,6 +55,7 @@ class PymongoOrderDocuments:
         await _settle(self.orders.create_index([("status", ASCENDING), ("_id", ASCENDING)]))
         await _settle(self.orders.create_index("outbox.id", sparse=True))
         await _settle(self.orders.create_index("idempotency.key", unique=True, sparse=True))
+        await _settle(self.orders.create_index("handled_at", sparse=True))
 
     async def ping(self) -> None:
         await _settle(self.database.command("ping"))
@@ -86,6 +91,8 @@ class PymongoOrderDocuments:
         if add_handled is not None:
             push["handled"] = add_handled
         update: dict[str, Any] = {"$inc": {"rev": 1}}
+        if add_handled is not None:
+            set_fields = {**set_fields, "handled_at": stamp(utcnow())}
         if set_fields:
             update["$set"] = set_fields
         if push:
@@ -138,6 +145,57 @@ class PymongoOrderDocuments:
 
     async def forget_idempotency_key(self, order_id: str) -> None:
         await _settle(self.orders.update_one({"_id": order_id}, {"$unset": {"idempotency": ""}}))
+
+    async def purge(self, cutoff: datetime, now: datetime) -> dict[str, int]:
+        """Document by document, each write conditional on what was read: an id added
+        meanwhile moves `handled_at`, a key taken meanwhile is another key, and nothing goes."""
+        return {
+            "inbox": await self._purge_handled(cutoff),
+            "idempotency_keys": await self._purge_expired_keys(now),
+        }
+
+    async def _purge_handled(self, cutoff: datetime) -> int:
+        await self._stamp_unstamped()
+        query = {"handled_at": {"$lt": stamp(cutoff)}}
+        removed = 0
+        for doc in await _to_list(self.orders.find(query, {"handled": 1, "handled_at": 1})):
+            result = await _settle(
+                self.orders.update_one(
+                    {"_id": doc["_id"], "handled_at": doc["handled_at"]},
+                    {"$set": {"handled": []}, "$unset": {"handled_at": ""}},
+                )
+            )
+            removed += len(doc.get("handled", [])) if result.modified_count else 0
+        return removed
+
+    async def _stamp_unstamped(self) -> None:
+        """Orders from before `handled_at` with handled ids are stamped now: when the ids
+        came is not known, so they go one retention later, never sooner."""
+        await _settle(
+            self.orders.update_many(
+                {"handled.0": {"$exists": True}, "handled_at": {"$exists": False}},
+                {"$set": {"handled_at": stamp(utcnow())}},
+            )
+        )
+
+    async def _purge_expired_keys(self, now: datetime) -> int:
+        # Dates of any precision: a string bound a second late finds every candidate, and
+        # each is checked as a date before it goes.
+        bound = stamp(now + timedelta(seconds=1))
+        query = {"idempotency.expires_at": {"$lt": bound}}
+        removed = 0
+        for doc in await _to_list(self.orders.find(query, {"idempotency": 1})):
+            record = doc["idempotency"]
+            if not expired(record["expires_at"], now):
+                continue
+            result = await _settle(
+                self.orders.update_one(
+                    {"_id": doc["_id"], "idempotency.key": record["key"]},
+                    {"$unset": {"idempotency": ""}},
+                )
+            )
+            removed += result.modified_count
+        return removed
 
     async def knows_user(self, user_id: str) -> bool:
         found = await _settle(self.users.find_one({"_id": user_id}, {"_id": 1}))

@@ -9,18 +9,22 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from app.kernel.data_dir import make_private_database
+from app.kernel.ids import utcnow
 from app.kernel.migrations import SchemaState, SqlVersionRecord, UpgradeSteps
 from app.kernel.sql import CHECKPOINT, tune_sqlite
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
     check_set_fields,
+    expired,
+    stamp,
 )
 
 SCHEMA = """
@@ -30,7 +34,8 @@ CREATE TABLE IF NOT EXISTS orders (
     status TEXT NOT NULL,
     has_outbox INTEGER NOT NULL,
     idempotency_key TEXT,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    handled_at TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id);
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, id);
@@ -38,6 +43,9 @@ CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, id);
 CREATE INDEX IF NOT EXISTS orders_with_outbox ON orders (id) WHERE has_outbox = 1;
 CREATE UNIQUE INDEX IF NOT EXISTS orders_by_idempotency_key ON orders (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- Partial: the orders whose inbox ids the purge will empty one day.
+CREATE INDEX IF NOT EXISTS orders_with_handled ON orders (handled_at)
+    WHERE handled_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS users (
     user_id TEXT PRIMARY KEY,
     sequence INTEGER NOT NULL
@@ -54,9 +62,30 @@ def _create_head(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
-# Version 1: the schema of release 8e8cbb7 (SCHEMA). A change to SCHEMA is a new step here,
-# version N to N+1, and SCHEMA stays what an empty store is created as: the head.
-SCHEMA_STEPS = UpgradeSteps[sqlite3.Connection]("orders", create=_create_head, steps=())
+def _add_handled_at(db: sqlite3.Connection) -> None:
+    """Version 1 to 2: `handled_at`, when an id was last added to an order's inbox, for the
+    purge (docs/decisions/0035-retention.md). An order that has handled ids is stamped now:
+    when they came is not known, so they go one retention after the upgrade, never sooner."""
+    db.execute("ALTER TABLE orders ADD COLUMN handled_at TEXT")
+    now = stamp(utcnow())
+    rows = db.execute(
+        "SELECT doc FROM orders WHERE json_array_length(doc, '$.handled') > 0"
+    ).fetchall()
+    for (text,) in rows:
+        db.execute(
+            "UPDATE orders SET handled_at = :handled_at, doc = :doc WHERE id = :id",
+            _columns({**_decode(text), "handled_at": now}),
+        )
+    db.execute(
+        "CREATE INDEX orders_with_handled ON orders (handled_at) WHERE handled_at IS NOT NULL"
+    )
+
+
+# Version 1: the schema of release 8e8cbb7. A change to SCHEMA is a new step here, version
+# N to N+1, and SCHEMA stays what an empty store is created as: the head.
+SCHEMA_STEPS = UpgradeSteps[sqlite3.Connection](
+    "orders", create=_create_head, steps=(_add_handled_at,)
+)
 
 
 def _version_record(db: sqlite3.Connection) -> SqlVersionRecord:
@@ -170,8 +199,9 @@ class SqliteOrderDocuments:
         try:
             with self._transaction() as db:
                 db.execute(
-                    "INSERT INTO orders (id, user_id, status, has_outbox, idempotency_key, doc) "
-                    "VALUES (:id, :user_id, :status, :has_outbox, :idempotency_key, :doc)",
+                    "INSERT INTO orders "
+                    "(id, user_id, status, has_outbox, idempotency_key, handled_at, doc) VALUES "
+                    "(:id, :user_id, :status, :has_outbox, :idempotency_key, :handled_at, :doc)",
                     _columns(stored),
                 )
         except sqlite3.IntegrityError as error:
@@ -205,10 +235,11 @@ class SqliteOrderDocuments:
                 doc.setdefault("outbox", []).extend(push_outbox)
             if add_handled is not None:
                 doc.setdefault("handled", []).append(add_handled)
+                doc["handled_at"] = stamp(utcnow())
             doc["rev"] = expected_rev + 1
             db.execute(
                 "UPDATE orders SET user_id = :user_id, status = :status, "
-                "has_outbox = :has_outbox, doc = :doc WHERE id = :id",
+                "has_outbox = :has_outbox, handled_at = :handled_at, doc = :doc WHERE id = :id",
                 _columns(doc),
             )
         return doc
@@ -281,6 +312,28 @@ class SqliteOrderDocuments:
                 _columns(doc),
             )
 
+    async def purge(self, cutoff: datetime, now: datetime) -> dict[str, int]:
+        """One transaction (the indexes keep both scans to the rows concerned)."""
+        inbox = keys = 0
+        with self._transaction() as db:
+            handled = db.execute(
+                "SELECT doc FROM orders WHERE handled_at IS NOT NULL AND handled_at < ?",
+                (stamp(cutoff),),
+            ).fetchall()
+            for (text,) in handled:
+                doc = _decode(text)
+                inbox += len(doc.get("handled", []))
+                _rewrite(db, {**doc, "handled": []}, without="handled_at")
+            remembered = db.execute(
+                "SELECT doc FROM orders WHERE idempotency_key IS NOT NULL"
+            ).fetchall()
+            for (text,) in remembered:
+                doc = _decode(text)
+                if expired(doc["idempotency"]["expires_at"], now):
+                    keys += 1
+                    _rewrite(db, doc, without="idempotency")
+        return {"inbox": inbox, "idempotency_keys": keys}
+
     async def knows_user(self, user_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone()
         return row is not None
@@ -292,6 +345,17 @@ class SqliteOrderDocuments:
         return None if row is None else int(row[0])
 
 
+def _rewrite(db: sqlite3.Connection, doc: dict[str, Any], *, without: str) -> None:
+    """Write a document back without one of the store's own keys (its revision unchanged:
+    what a concurrent update_order reads inside its own transaction stays right)."""
+    doc.pop(without, None)
+    db.execute(
+        "UPDATE orders SET handled_at = :handled_at, idempotency_key = :idempotency_key, "
+        "doc = :doc WHERE id = :id",
+        _columns(doc),
+    )
+
+
 def _columns(doc: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns copied out of the document, and the document itself."""
     return {
@@ -300,5 +364,6 @@ def _columns(doc: dict[str, Any]) -> dict[str, Any]:
         "status": doc["status"],
         "has_outbox": 1 if doc.get("outbox") else 0,
         "idempotency_key": (doc.get("idempotency") or {}).get("key"),
+        "handled_at": doc.get("handled_at"),
         "doc": _encoder.encode(doc).decode(),
     }

@@ -20,9 +20,23 @@ from app.kernel.migrations import (
     UpgradeSteps,
     check_schemas,
 )
-from app.modules.orders.store_sqlite import SCHEMA, SqliteOrderDocuments
+from app.modules.orders.store_sqlite import SqliteOrderDocuments
 
 pytestmark = pytest.mark.anyio
+
+# The orders store's schema as release 8e8cbb7 made it (version 1).
+RELEASE_ORDERS_SCHEMA = """
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, status TEXT NOT NULL,
+    has_outbox INTEGER NOT NULL, idempotency_key TEXT, doc TEXT NOT NULL
+);
+CREATE INDEX orders_by_user ON orders (user_id, id);
+CREATE INDEX orders_by_status ON orders (status, id);
+CREATE INDEX orders_with_outbox ON orders (id) WHERE has_outbox = 1;
+CREATE UNIQUE INDEX orders_by_idempotency_key ON orders (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE users (user_id TEXT PRIMARY KEY, sequence INTEGER NOT NULL);
+"""
 
 
 def record_of(db: sqlite3.Connection) -> SqlVersionRecord:
@@ -97,7 +111,7 @@ async def test_the_orders_store_of_the_release_before_versions_is_adopted_with_i
 ) -> None:
     path = tmp_path / "orders.db"
     db = sqlite3.connect(path)
-    db.executescript(SCHEMA)  # what release 8e8cbb7 made
+    db.executescript(RELEASE_ORDERS_SCHEMA)
     db.execute(
         "INSERT INTO orders VALUES ('o-1', 'u-1', 'PAID', 0, NULL, "
         """'{"_id": "o-1", "user_id": "u-1", "status": "PAID", "rev": 3}')"""
@@ -123,10 +137,10 @@ async def test_an_orders_store_newer_than_the_code_is_not_opened(tmp_path: Path)
     await store.open()
     await store.close()
     db = sqlite3.connect(path)
-    db.execute("UPDATE schema_version SET version = 2 WHERE store = 'orders'")
+    db.execute("UPDATE schema_version SET version = 9 WHERE store = 'orders'")
     db.commit()
     db.close()
-    with pytest.raises(SchemaRefused, match="orders store is at revision 2"):
+    with pytest.raises(SchemaRefused, match="orders store is at revision 9"):
         await store.open()
     with pytest.raises(SchemaRefused):
         await check_schemas([store], "development")
