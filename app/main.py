@@ -113,6 +113,7 @@ def watch_for(settings: Settings, process: str) -> Watch:
         replay=settings.watch_replay,
         subscriber_buffer=settings.watch_subscriber_buffer,
         journeys=settings.watch_journeys,
+        keep_seconds=settings.watch_keep_seconds,
     )
 
 

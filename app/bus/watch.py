@@ -6,7 +6,11 @@ parked) becomes an `Observation`. The watch keeps the last few in a ring (replay
 that connects), pushes new ones to each subscriber's bounded queue (oldest dropped and
 counted when a page does not keep up: a stalled browser never slows the bus), and groups
 them by correlation id into journeys (the flow one request started), the last few hundred,
-so that an order's flow can be shown from the request to its last notification.
+so that an order's flow can be shown from the request to its last notification. Both are
+bounded by count and by age (`keep_seconds`, APP_WATCH_KEEP_SECONDS): what is older is let go
+when anything is recorded or read, or by the runtime's purge in a quiet process
+(docs/decisions/0035-retention.md); journeys let go are counted in
+seams_watch_journeys_evicted_total by reason.
 
 Recording is on the bus's hot path: an observation is a plain struct appended to deques and
 dicts, with no lock, no JSON and no I/O; encoding happens in whoever reads it. Journeys are a
@@ -27,6 +31,7 @@ import msgspec
 from prometheus_client import Counter
 
 from app.bus.envelope import Envelope
+from app.bus.metrics import WATCH_JOURNEYS_EVICTED
 
 DROPPED = Counter(
     "seams_watch_dropped",
@@ -79,10 +84,11 @@ class Observation(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 class Journey:
     """One flow: the request that started it (when seen) and what followed, in order."""
 
-    __slots__ = ("aggregates", "correlation_id", "owner", "request", "steps")
+    __slots__ = ("aggregates", "correlation_id", "opened_ms", "owner", "request", "steps")
 
     def __init__(self, correlation_id: str, owner: str | None) -> None:
         self.correlation_id = correlation_id
+        self.opened_ms = time.time() * 1000.0
         self.owner = owner  # the caller of the request that started it; None: admins only
         self.request: Observation | None = None
         self.steps: list[Observation] = []
@@ -174,10 +180,12 @@ class Watch:
         replay: int = 500,
         subscriber_buffer: int = 1_000,
         journeys: int = 200,
+        keep_seconds: float = 3_600.0,
     ) -> None:
         self.process = process
         self.subscriber_buffer = subscriber_buffer
         self.journey_limit = journeys
+        self.keep_ms = keep_seconds * 1000.0
         self._seq = 0
         self._ring: deque[Observation] = deque(maxlen=replay)
         self._subscribers: list[Subscription] = []
@@ -189,7 +197,7 @@ class Watch:
         self._published_at: OrderedDict[str, float] = OrderedDict()
         self._owners: OrderedDict[str, str | None] = OrderedDict()
         self._requests: OrderedDict[str, Observation] = OrderedDict()
-        self.evicted = 0  # journeys let go to stay within the limit
+        self.evicted = 0  # journeys let go to stay within the limit or the age
         self.counts: dict[tuple[str, str], int] = {}  # (consumer, kind) -> how many
 
     # -- recording (the hot path) -------------------------------------------------------
@@ -346,15 +354,36 @@ class Watch:
         journeys = self._journeys
         journeys[correlation] = journey
         if len(journeys) > self.journey_limit:
-            _, oldest = journeys.popitem(last=False)
-            self.evicted += 1
-            for aggregate in oldest.aggregates:
-                flows = self._by_aggregate.get(aggregate)
-                if flows is not None and oldest.correlation_id in flows:
-                    flows.remove(oldest.correlation_id)
-                    if not flows:
-                        del self._by_aggregate[aggregate]
+            self._evict_oldest("count")
+        self.expire()
         return journey
+
+    def expire(self) -> None:
+        """Let go what is older than `keep_seconds`: the replay's observations, the journeys
+        opened before, the requests waiting for their flow. Cheap when nothing is: each
+        structure is oldest first and only its head is looked at."""
+        cutoff = time.time() * 1000.0 - self.keep_ms
+        ring = self._ring
+        while ring and ring[0].at < cutoff:
+            ring.popleft()
+        requests = self._requests
+        while requests and next(iter(requests.values())).at < cutoff:
+            requests.popitem(last=False)
+        journeys = self._journeys
+        while journeys and next(iter(journeys.values())).opened_ms < cutoff:
+            self._evict_oldest("age")
+
+    def _evict_oldest(self, reason: str) -> None:
+        """The oldest journey goes, with its aggregates' index."""
+        _, oldest = self._journeys.popitem(last=False)
+        self.evicted += 1
+        WATCH_JOURNEYS_EVICTED.labels(reason).inc()
+        for aggregate in oldest.aggregates:
+            flows = self._by_aggregate.get(aggregate)
+            if flows is not None and oldest.correlation_id in flows:
+                flows.remove(oldest.correlation_id)
+                if not flows:
+                    del self._by_aggregate[aggregate]
 
     # -- reading ------------------------------------------------------------------------
 
@@ -382,6 +411,7 @@ class Watch:
 
     def recent(self, visible: Visible | None = None) -> list[Observation]:
         """The last observations kept (oldest first), those `visible` lets through."""
+        self.expire()
         if visible is None:
             return list(self._ring)
         return [o for o in self._ring if visible(o)]
@@ -408,6 +438,7 @@ class Watch:
 
     def journeys_of(self, aggregate_id: str) -> list[Journey]:
         """The flows that published an event about this aggregate, oldest first."""
+        self.expire()
         found = (self._journeys.get(c) for c in self._by_aggregate.get(aggregate_id, ()))
         return [journey for journey in found if journey is not None]
 
@@ -416,12 +447,14 @@ class Watch:
         return list(self._subscribers)
 
     def sizes(self) -> dict[str, Any]:
+        self.expire()
         return {
             "replay": len(self._ring),
             "replay_limit": self._ring.maxlen,
             "journeys": len(self._journeys),
             "journey_limit": self.journey_limit,
             "journeys_evicted": self.evicted,
+            "keep_seconds": self.keep_ms / 1000.0,
             "subscriber_buffer": self.subscriber_buffer,
         }
 

@@ -96,6 +96,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     watch_subscriber_buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1_000
     watch_journeys: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
     watch_heartbeat_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 15.0
+    # How long the watch keeps an observation in its replay and a journey (it holds user
+    # ids, paths and event ids in memory): older ones are let go (docs/decisions/0035).
+    # Shorter: a page shows less of an order's history; the stores are the record anyway.
+    watch_keep_seconds: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] = 3_600.0
 
     # APP_* values the fields above do not know, by lowercase name without APP_: the
     # modules' sections and every store URL (<name>_db_url), read by `section` and `store_url`.

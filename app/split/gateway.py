@@ -60,6 +60,7 @@ class GatewayRuntime:
             replay=settings.watch_replay,
             subscriber_buffer=settings.watch_subscriber_buffer,
             journeys=settings.watch_journeys,
+            keep_seconds=settings.watch_keep_seconds,
         )
         self.watch_listener = WatchListener(settings.bus_url, self.watch)
 
