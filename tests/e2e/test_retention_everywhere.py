@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +16,11 @@ from app.bus.envelope import wrap
 from app.kernel.ids import utcnow
 from app.modules.users.contracts import UserRegistered
 from tests.support.seams import Seams, fast_settings, running
+from tests.support.stores import store_urls
 
 pytestmark = pytest.mark.anyio
 
-ORDERS_STORES = {"sqlite": {}, "mongomock": {"orders_db_url": "mongomock://localhost/seams_orders"}}
+BACKENDS = ("memory", "files", "mongomock", pytest.param("postgresql", marks=pytest.mark.services))
 
 
 async def purged(seams: Seams) -> dict[tuple[str, str], float]:
@@ -53,12 +55,12 @@ async def place_order(seams: Seams, user: dict[str, object], key: str) -> None:
     assert response.status_code == 201, response.text
 
 
-@pytest.mark.parametrize("orders_store", sorted(ORDERS_STORES))
-async def test_the_runtime_purges_every_store_and_counts_it(orders_store: str) -> None:
-    settings = fast_settings(
-        ephemeral="true", idempotency_ttl_seconds="0.5", **ORDERS_STORES[orders_store]
-    )
-    async with running(settings) as seams:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_runtime_purges_every_store_and_counts_it(backend: str, tmp_path: Path) -> None:
+    async with (
+        store_urls(backend, tmp_path) as urls,
+        running(fast_settings(idempotency_ttl_seconds="0.5", **urls)) as seams,
+    ):
         user = await seams.register("Pat")
         await place_order(seams, user, "once")
         await seams.settle()
