@@ -6,6 +6,7 @@ Its schema has a version in `schema_version` and upgrade steps (docs/decisions/0
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS users (
 """
 
 _encoder = msgspec.json.Encoder()
+
+PURGE_BATCH = 200  # orders per purge transaction: a few ms of the loop each
 
 
 def _create_head(db: sqlite3.Connection) -> None:
@@ -313,26 +316,52 @@ class SqliteOrderDocuments:
             )
 
     async def purge(self, cutoff: datetime, now: datetime) -> dict[str, int]:
-        """One transaction (the indexes keep both scans to the rows concerned)."""
+        """In transactions of PURGE_BATCH orders, yielding the loop between them: the first
+        purge of a large store must not hold the loop or the write lock for long."""
         inbox = keys = 0
+        more = True
+        while more:
+            ids, more = self._purge_handled(stamp(cutoff))
+            inbox += ids
+            await asyncio.sleep(0)
+        after: str | None = ""
+        while after is not None:
+            expired_keys, after = self._purge_expired_keys(now, after)
+            keys += expired_keys
+            await asyncio.sleep(0)
+        return {"inbox": inbox, "idempotency_keys": keys}
+
+    def _purge_handled(self, cutoff: str) -> tuple[int, bool]:
+        """Empty the inboxes of one batch of orders stamped before the cutoff; how many ids
+        went and whether a batch may be left."""
+        removed = 0
         with self._transaction() as db:
-            handled = db.execute(
-                "SELECT doc FROM orders WHERE handled_at IS NOT NULL AND handled_at < ?",
-                (stamp(cutoff),),
+            rows = db.execute(
+                "SELECT doc FROM orders WHERE handled_at IS NOT NULL AND handled_at < ? LIMIT ?",
+                (cutoff, PURGE_BATCH),
             ).fetchall()
-            for (text,) in handled:
+            for (text,) in rows:
                 doc = _decode(text)
-                inbox += len(doc.get("handled", []))
+                removed += len(doc.get("handled", []))
                 _rewrite(db, {**doc, "handled": []}, without="handled_at")
-            remembered = db.execute(
-                "SELECT doc FROM orders WHERE idempotency_key IS NOT NULL"
+        return removed, len(rows) == PURGE_BATCH
+
+    def _purge_expired_keys(self, now: datetime, after: str) -> tuple[int, str | None]:
+        """Drop the expired keys among one batch of orders holding one (by id, from
+        `after`); how many went and where the next batch starts (None: the last)."""
+        removed = 0
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT id, doc FROM orders WHERE idempotency_key IS NOT NULL AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (after, PURGE_BATCH),
             ).fetchall()
-            for (text,) in remembered:
+            for _, text in rows:
                 doc = _decode(text)
                 if expired(doc["idempotency"]["expires_at"], now):
-                    keys += 1
+                    removed += 1
                     _rewrite(db, doc, without="idempotency")
-        return {"inbox": inbox, "idempotency_keys": keys}
+        return removed, (rows[-1][0] if len(rows) == PURGE_BATCH else None)
 
     async def knows_user(self, user_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone()

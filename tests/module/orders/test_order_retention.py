@@ -203,3 +203,29 @@ async def _check_purge(specs: list[tuple[int, int | None, int]], url: str) -> No
         assert purged == {"inbox": inbox, "idempotency_keys": keys}
     finally:
         await store.close()
+
+
+async def test_the_sqlite_purge_goes_batch_by_batch_to_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("app.modules.orders.store_sqlite.PURGE_BATCH", 2)
+    store = open_order_documents("sqlite:///:memory:")
+    await store.open()
+    now = utcnow()
+    try:
+        for n in range(7):
+            expires = now + timedelta(hours=1 if n == 3 else -1)
+            handled_at = now - timedelta(days=1 if n == 5 else 8)
+            await store.insert_order(
+                an_order(f"o{n}", handled=[f"e{n}"], handled_at=handled_at, key_expires=expires)
+            )
+        assert await store.purge(now - timedelta(days=7), now) == {
+            "inbox": 6,
+            "idempotency_keys": 6,
+        }
+        kept = await store.get_order("o3")
+        assert kept is not None and "idempotency" in kept
+        young = await store.get_order("o5")
+        assert young is not None and young["handled"] == ["e5"]
+    finally:
+        await store.close()
