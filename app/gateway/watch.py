@@ -106,6 +106,7 @@ class WatchState(msgspec.Struct, frozen=True, kw_only=True):
     journeys: int
     journey_limit: int
     journeys_evicted: int
+    keep_seconds: float  # observations and journeys older than this are let go
     subscriber_buffer: int
 
 
