@@ -20,7 +20,7 @@ from app.bus.activity import Activity
 from app.bus.context import current_request_id
 from app.bus.envelope import Envelope
 from app.bus.metrics import OUTBOX_BACKLOG, PUBLISHED
-from app.bus.retry import RetryPolicy
+from app.bus.retry import Progress, RetryPolicy
 from app.bus.transport import Transport
 from app.bus.watch import Watch
 
@@ -61,6 +61,7 @@ class OutboxRelay:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = 0  # envelopes whose last publish failed (an outage while > 0)
+        self._published = Progress()  # one that gets through wakes those waiting to retry
         self._backlog = OUTBOX_BACKLOG.labels(owner)
         self._watch = watch or Watch()
 
@@ -123,10 +124,13 @@ class OutboxRelay:
                 if not failed:
                     failed = True
                     self._failed(envelope, error)
-                await asyncio.sleep(self._retry.delay(min(attempt, 10)))
+                # The broker back for one is back for all: no envelope waits out its backoff.
+                await self._published.after(self._retry.delay(min(attempt, 10)))
             else:
                 if failed:
                     self._recovered()
+                if self._failing:
+                    self._published.moved()
                 PUBLISHED.labels(envelope.type, self.owner).inc()
                 self._delivered.append(envelope)
                 self._wake.set()
