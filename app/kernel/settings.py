@@ -70,7 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # servers the stream and every consumer are kept (docs/decisions/0033); 1 for one server.
     nats_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     # Retention (docs/decisions/0035-retention.md). Delivered outbox rows, handled inbox ids
-    # (SQL rows; the orders' `handled` ids of an order untouched since) are deleted this long
+    # (rows, or a document's ids none was added to since) are deleted this long
     # after: an inbox id gone can no longer stop a redelivery, so keep this at least the
     # JetStream stream's max age (7 days, app/split/nats_transport.py): an id goes this long
     # after its event was handled, the message that long after it was published, earlier.
