@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
-import httpx
 import pytest
+from aiohttp import web
 from litestar import Litestar, Request, get
 from litestar.testing import AsyncTestClient
 
@@ -14,6 +17,7 @@ from app.gateway.auth import identity_middleware, jwt_auth
 from app.gateway.errors import EXCEPTION_HANDLERS
 from app.kernel.identity import Caller
 from app.kernel.settings import Settings
+from app.split.cluster import free_port
 from app.split.discovery import Instance
 from app.split.forwarding import Forwarder, forwarding_route
 from app.split.proof import HEADER, GatewayProof
@@ -21,6 +25,7 @@ from app.split.proof import HEADER, GatewayProof
 pytestmark = pytest.mark.anyio
 
 SECRET = "a-secret-key-of-enough-length-for-hs256-0123456789"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Instances:
@@ -42,56 +47,89 @@ class Instances:
         self.live = [i for i in self.live if i.key != instance.key]
 
 
-def reply(status: int, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
-    """An answer as a real server sends it: a stream, read once, as the gateway relays it."""
-    data = json.dumps(body).encode()
-    return httpx.Response(
-        status,
+def reply(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
         headers={"content-type": "application/json", **(headers or {})},
-        stream=httpx.ByteStream(data),
     )
 
 
-def app_with(instances: Instances, handler: Callable[[httpx.Request], httpx.Response]) -> Litestar:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    forwarder = Forwarder({"orders": "orders"}, instances, GatewayProof(SECRET), client=client)
-    return Litestar([forwarding_route(forwarder)], exception_handlers=EXCEPTION_HANDLERS)
+@contextmanager
+def module_instance(handler: Handler) -> Iterator[str]:
+    """A module instance on a loopback port, answering every request with `handler`, on a
+    loop of its own (the test client runs the gateway on another one, in its own thread)."""
+    loop = asyncio.new_event_loop()
+    port = free_port()
+
+    async def start() -> web.ServerRunner:
+        runner = web.ServerRunner(web.Server(handler))  # made on its loop
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def app_with(instances: Instances) -> Litestar:
+    forwarder = Forwarder({"orders": "orders"}, instances, GatewayProof(SECRET), read_seconds=2)
+    return Litestar(
+        [forwarding_route(forwarder)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        on_shutdown=[forwarder.close],
+    )
+
+
+def refusing_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
 async def test_the_answer_comes_back_whole_with_a_proof_for_the_request_sent() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[tuple[str, str, str, bytes]] = []
 
-    def module(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
+    async def module(request: web.Request) -> web.Response:
+        seen.append(
+            (request.method, str(request.rel_url), request.headers[HEADER], await request.read())
+        )
         return reply(201, {"ok": True}, {"Location": "/api/orders/1"})
 
-    async with AsyncTestClient(app_with(Instances("http://m1"), module)) as client:
-        answer = await client.post("/api/orders?x=1", json={"a": 1})
+    with module_instance(module) as url:
+        async with AsyncTestClient(app_with(Instances(url))) as client:
+            answer = await client.post("/api/orders/a%2Fb?x=1&y=%20", json={"a": 1})
 
-    assert (answer.status_code, answer.json()) == (201, {"ok": True})
+    assert (answer.status_code, answer.json()) == (201, {"ok": True}), answer.text
     assert answer.headers["location"] == "/api/orders/1"
-    [sent] = seen
-    assert str(sent.url) == "http://m1/api/orders?x=1"
-    proven = GatewayProof(SECRET).verify(sent.headers[HEADER], method="POST", path="/api/orders")
+    [(method, target, proof, body)] = seen
+    assert (method, target, json.loads(body)) == ("POST", "/api/orders/a%2Fb?x=1&y=%20", {"a": 1})
+    proven = GatewayProof(SECRET).verify(proof, method="POST", path="/api/orders/a/b")
     assert proven.caller is None
 
 
 async def test_a_refusing_instance_is_forgotten_and_another_one_answers() -> None:
-    def module(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "m1":
-            raise httpx.ConnectError("refused", request=request)
+    async def module(request: web.Request) -> web.Response:
         return reply(200, [])
 
-    instances = Instances("http://m1", "http://m2")
-    async with AsyncTestClient(app_with(instances, module)) as client:
-        answers = [(await client.get("/api/orders")).status_code for _ in range(3)]
+    gone = refusing_url()
+    with module_instance(module) as url:
+        instances = Instances(gone, url)
+        async with AsyncTestClient(app_with(instances)) as client:
+            answers = [(await client.get("/api/orders")).status_code for _ in range(3)]
 
     assert answers == [200, 200, 200]
-    assert instances.forgotten == ["http://m1"]
+    assert instances.forgotten == [gone]
 
 
 async def test_no_live_instance_is_a_503_that_names_the_module() -> None:
-    async with AsyncTestClient(app_with(Instances(), lambda r: reply(200, []))) as client:
+    async with AsyncTestClient(app_with(Instances())) as client:
         answer = await client.get("/api/orders")
 
     assert answer.status_code == 503
@@ -99,36 +137,58 @@ async def test_no_live_instance_is_a_503_that_names_the_module() -> None:
     assert "'orders' has no live instance" in answer.json()["detail"]
 
 
-def dropping_once() -> Callable[[httpx.Request], httpx.Response]:
-    calls = 0
+async def test_an_instance_that_does_not_answer_in_time_is_a_503() -> None:
+    async def module(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return reply(200, [])
 
-    def module(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise httpx.RemoteProtocolError("Server disconnected", request=request)
-        return reply(200, {"calls": calls})
+    with module_instance(module) as url:
+        async with AsyncTestClient(app_with(Instances(url))) as client:
+            answer = await client.get("/api/orders")
 
-    return module
+    assert answer.status_code == 503
+    assert "'orders' did not answer in time" in answer.json()["detail"]
+
+
+def dropping_once() -> tuple[Handler, list[int]]:
+    """Drops the connection of its first request without an answer; answers the others."""
+    calls: list[int] = []
+
+    async def module(request: web.Request) -> web.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
+        return reply(200, {"calls": len(calls)})
+
+    return module, calls
 
 
 async def test_a_dropped_connection_is_retried_once_when_repeating_is_harmless() -> None:
-    async with AsyncTestClient(app_with(Instances("http://m1"), dropping_once())) as client:
-        read = await client.get("/api/orders")
-    async with AsyncTestClient(app_with(Instances("http://m1"), dropping_once())) as client:
-        keyed = await client.post("/api/orders", json={}, headers={"Idempotency-Key": "k1"})
+    read_module, _ = dropping_once()
+    with module_instance(read_module) as url:
+        async with AsyncTestClient(app_with(Instances(url))) as client:
+            read = await client.get("/api/orders")
+    keyed_module, _ = dropping_once()
+    with module_instance(keyed_module) as url:
+        async with AsyncTestClient(app_with(Instances(url))) as client:
+            keyed = await client.post("/api/orders", json={}, headers={"Idempotency-Key": "k1"})
 
     assert (read.status_code, read.json()) == (200, {"calls": 2})
     assert (keyed.status_code, keyed.json()) == (200, {"calls": 2})
 
 
 async def test_a_dropped_post_without_a_key_is_a_502_never_sent_twice() -> None:
-    async with AsyncTestClient(app_with(Instances("http://m1"), dropping_once())) as client:
-        answer = await client.post("/api/orders", json={})
+    module, calls = dropping_once()
+    with module_instance(module) as url:
+        async with AsyncTestClient(app_with(Instances(url))) as client:
+            answer = await client.post("/api/orders", json={})
 
     assert answer.status_code == 502
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert "Idempotency-Key" in answer.json()["detail"]
+    assert len(calls) == 1
 
 
 async def test_the_gateway_process_checks_a_token_once_and_refuses_a_forged_one() -> None:
