@@ -255,8 +255,11 @@ class DeliveryStore(SqlDatabase):
     async def purge(self, cutoff: datetime, consumers: Collection[str]) -> Purged:
         """Delete, for these consumers only (processes may share this store), the dead
         letters that failed before the cutoff, the attempts not updated since, and the
-        events parked before it in a lane with no dead letter left: an older event parked
-        behind a younger letter (a replay that failed again) waits for the operator."""
+        events parked before it behind a letter purged here, in a lane with no dead letter
+        left: an older event parked behind a younger letter (a replay that failed again)
+        waits for the operator, and an event parked for a newer version than its consumer
+        reads (no letter: nothing failed) waits for the upgrade, however old
+        (docs/decisions/0027-tolerant-readers.md, 0035-retention.md)."""
         mine = list(consumers)
         async with self.transaction() as connection:
             rows = await connection.execute(
@@ -272,9 +275,12 @@ class DeliveryStore(SqlDatabase):
                 dead_letters.c.consumer == parked.c.consumer,
                 dead_letters.c.aggregate_id == parked.c.aggregate_id,
             )
+            lanes = {(letter.consumer, letter.envelope.aggregate_id) for letter in letters}
             gone_parked = await connection.execute(
                 parked.delete().where(
-                    parked.c.parked_at < cutoff, parked.c.consumer.in_(mine), ~lane_blocked
+                    parked.c.parked_at < cutoff,
+                    sa.tuple_(parked.c.consumer, parked.c.aggregate_id).in_(lanes),
+                    ~lane_blocked,
                 )
             )
             gone_attempts = await connection.execute(
