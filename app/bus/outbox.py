@@ -23,6 +23,7 @@ from app.bus.metrics import OUTBOX_BACKLOG, PUBLISHED
 from app.bus.retry import Progress, RetryPolicy
 from app.bus.transport import Transport
 from app.bus.watch import Watch
+from app.kernel.errors import StoreUnavailable
 
 log = logging.getLogger("app.bus.outbox")
 
@@ -61,6 +62,7 @@ class OutboxRelay:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = 0  # envelopes whose last publish failed (an outage while > 0)
+        self._store_away = False  # marking delivered meets StoreUnavailable (said once)
         self._published = Progress()  # one that gets through wakes those waiting to retry
         self._backlog = OUTBOX_BACKLOG.labels(owner)
         self._watch = watch or Watch()
@@ -176,17 +178,43 @@ class OutboxRelay:
             try:
                 await self._source.mark_delivered(batch)
             except Exception as error:  # a redelivery is harmless (inboxes), a loss is not
-                log.warning("marking %d envelopes delivered failed: %r", len(batch), error)
+                self._marking_failed(batch, error)
                 self._delivered.extend(batch)
                 failures += 1
                 if tries is not None and failures >= tries:
                     return
                 await asyncio.sleep(0.1)
                 continue
+            self._marking_works(len(batch))
             for envelope in batch:
                 self._in_flight.discard(envelope.id)
                 self._backlog.dec()
                 self._activity.end()
+
+    def _marking_failed(self, batch: Sequence[Envelope], error: Exception) -> None:
+        """A database away is said once for the outage, not at every retry of every batch
+        (0033; the database says it too, app/kernel/sql.py); other errors each time."""
+        if not isinstance(error, StoreUnavailable):
+            log.warning("marking %d envelopes delivered failed: %r", len(batch), error)
+        elif not self._store_away:
+            self._store_away = True
+            log.warning(
+                "marking %s's envelopes delivered fails, its database is away (%r): they wait "
+                "and are marked once it is back",
+                self.owner,
+                error,
+            )
+        else:
+            log.debug("marking %d envelopes delivered failed: %r", len(batch), error)
+
+    def _marking_works(self, waited: int) -> None:
+        if self._store_away:
+            self._store_away = False
+            log.info(
+                "marking %s's envelopes delivered works again: %d envelopes waited",
+                self.owner,
+                waited,
+            )
 
     async def _sweep_forever(self) -> None:
         while not self._stopping:

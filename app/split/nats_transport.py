@@ -154,6 +154,7 @@ class NatsTransport:
         self._all_settled.set()
         self._stopping = False
         self._broker: BrokerPresence = presence(url)
+        self._stream_away = False  # a publish was answered "no stream" (said once)
         self.received = 0  # messages taken from the broker, redeliveries included
         self.settled = 0  # messages answered to the broker: acked, nak'ed or terminated
 
@@ -261,13 +262,28 @@ class NatsTransport:
                 subject, data, timeout=self._publish_timeout, stream=self.stream, headers=headers
             )
         except nats.js.errors.NoStreamResponseError:  # the broker lost its state: declare again
-            log.warning("NATS has no stream %s; creating it again", self.stream)
+            self._stream_missing()
             await self._ensure_stream()
             ack = await js.publish(
                 subject, data, timeout=self._publish_timeout, stream=self.stream, headers=headers
             )
+        self._stream_answers()
         if ack.duplicate:
             log.debug("NATS already stored %s %s", envelope.type, envelope.id)
+
+    def _stream_missing(self) -> None:
+        """Said once until the stream answers again, not at every publish meanwhile: a
+        cluster electing the stream's leader answers "no stream" to each (0032, 0033)."""
+        if self._stream_away:
+            log.debug("NATS still has no stream %s; creating it again", self.stream)
+            return
+        self._stream_away = True
+        log.warning("NATS has no stream %s; creating it again", self.stream)
+
+    def _stream_answers(self) -> None:
+        if self._stream_away:
+            self._stream_away = False
+            log.info("NATS stream %s stores what is published again", self.stream)
 
     async def ping(self) -> None:
         """Raise unless the broker answers now."""

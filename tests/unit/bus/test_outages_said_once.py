@@ -1,0 +1,198 @@
+"""An outage is said once, not once per message (issue 15): the outbox relay whose database
+is away while it marks envelopes delivered, and the NATS transport whose stream answers
+"no stream" while a cluster elects its leader, each log one warning when it starts and one
+line when it is over, however many messages meet it meanwhile. Other errors keep theirs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import nats.js.errors
+import pytest
+
+from app.bus import Envelope, Event
+from app.bus.activity import Activity
+from app.bus.envelope import wrap
+from app.bus.outbox import OutboxRelay
+from app.kernel.errors import StoreUnavailable
+from app.split.nats_transport import NatsTransport
+from tests.support.waits import until
+
+pytestmark = pytest.mark.anyio
+
+ENVELOPES = 6
+
+
+class Noted(Event, frozen=True, kw_only=True):
+    wire_name = "TestNoted"
+    version = 1
+
+    n: int
+
+
+def envelope(n: int) -> Envelope:
+    return wrap(
+        Noted(n=n),
+        producer="test",
+        aggregate_id=f"a-{n}",
+        sequence=1,
+        correlation_id=f"c-{n}",
+        causation_id=None,
+        traceparent=None,
+    )
+
+
+def records(caplog: pytest.LogCaptureFixture, logger: str, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno == level]
+
+
+# The outbox relay and its database.
+
+
+@dataclass
+class Outbox:
+    """An outbox whose marking fails with `error` while it is set."""
+
+    error: Exception | None = None
+    failures: int = 0
+    marked: list[str] = field(default_factory=list)
+
+    async def pending(self, limit: int) -> list[Envelope]:
+        return []
+
+    async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
+        if self.error is not None:
+            self.failures += 1
+            raise self.error
+        self.marked.extend(e.id for e in envelopes)
+
+
+class Accepting:
+    """A transport that takes every envelope."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, envelope: Envelope) -> None:
+        self.published.append(envelope.id)
+
+
+async def relay_through(outbox: Outbox, until_failures: int) -> Accepting:
+    """Hand the relay ENVELOPES while marking fails, let it fail `until_failures` times,
+    then make marking work and wait for every envelope to be marked."""
+    transport = Accepting()
+    relay = OutboxRelay("orders", outbox, transport, Activity())  # type: ignore[arg-type]
+    await relay.start()
+    try:
+        relay.hand_off([envelope(n) for n in range(ENVELOPES)])
+        await until(lambda: len(transport.published) == ENVELOPES, "every envelope published")
+        await until(lambda: outbox.failures >= until_failures, "marking to fail repeatedly")
+        outbox.error = None
+        await until(lambda: len(outbox.marked) == ENVELOPES, "every envelope marked")
+    finally:
+        await relay.stop()
+    return transport
+
+
+async def test_a_database_away_while_marking_is_said_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.bus.outbox")
+    outbox = Outbox(error=StoreUnavailable("a database this needs is unreachable"))
+
+    await relay_through(outbox, until_failures=5)
+
+    assert outbox.failures >= 5
+    warnings = records(caplog, "app.bus.outbox", logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert "orders" in warnings[0] and "database is away" in warnings[0]
+    back = [m for m in records(caplog, "app.bus.outbox", logging.INFO) if "works again" in m]
+    assert back == [
+        f"marking orders's envelopes delivered works again: {ENVELOPES} envelopes waited"
+    ]
+
+
+async def test_other_marking_errors_keep_a_line_each(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="app.bus.outbox")
+    outbox = Outbox(error=RuntimeError("the outbox table is locked"))
+
+    await relay_through(outbox, until_failures=3)
+
+    warnings = records(caplog, "app.bus.outbox", logging.WARNING)
+    assert len(warnings) == outbox.failures >= 3
+    assert all("marking" in m and "locked" in m for m in warnings)
+    assert not [m for m in records(caplog, "app.bus.outbox", logging.INFO) if "works again" in m]
+
+
+# The NATS transport and its stream.
+
+
+@dataclass
+class Ack:
+    duplicate: bool = False
+
+
+@dataclass
+class Electing:
+    """A JetStream whose stream answers "no stream" to the first `refusals` publishes, as a
+    cluster electing the stream's leader does; declaring the stream finds it there."""
+
+    refusals: int
+    published: int = 0
+    declared: int = 0
+
+    async def publish(self, subject: str, data: bytes, **_: object) -> Ack:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise nats.js.errors.NoStreamResponseError()
+        self.published += 1
+        return Ack()
+
+    async def add_stream(self, config: object) -> None:
+        self.declared += 1
+
+
+@dataclass
+class Connected:
+    is_connected: bool = True
+
+
+async def test_a_stream_missing_for_many_publishes_is_said_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.bus.nats")
+    transport = NatsTransport("nats://127.0.0.1:4222")
+    # Each failed publish is refused twice: once as sent, once after declaring again.
+    jetstream = Electing(refusals=2 * ENVELOPES)
+    transport._js, transport._nc = jetstream, Connected()  # type: ignore[assignment]
+
+    for n in range(ENVELOPES):
+        with pytest.raises(nats.js.errors.NoStreamResponseError):
+            await transport.publish(envelope(n))
+    for n in range(ENVELOPES, 2 * ENVELOPES):
+        await transport.publish(envelope(n))
+
+    assert jetstream.declared == ENVELOPES  # it still declares the stream again each time
+    assert jetstream.published == ENVELOPES
+    warnings = records(caplog, "app.bus.nats", logging.WARNING)
+    assert warnings == ["NATS has no stream SEAMS_EVENTS; creating it again"]
+    infos = records(caplog, "app.bus.nats", logging.INFO)
+    assert infos == ["NATS stream SEAMS_EVENTS stores what is published again"]
+
+
+async def test_a_stream_gone_and_recreated_by_one_publish_is_said_and_its_return(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.bus.nats")
+    transport = NatsTransport("nats://127.0.0.1:4222")
+    jetstream = Electing(refusals=1)
+    transport._js, transport._nc = jetstream, Connected()  # type: ignore[assignment]
+
+    for n in range(3):
+        await transport.publish(envelope(n))
+
+    assert (jetstream.declared, jetstream.published) == (1, 3)
+    assert len(records(caplog, "app.bus.nats", logging.WARNING)) == 1
+    assert len(records(caplog, "app.bus.nats", logging.INFO)) == 1
