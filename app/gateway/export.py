@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -52,7 +53,7 @@ class Exports:
     """What the modules declared: the record's module, and the lists composed after it."""
 
     def __init__(self, modules: Sequence[Module]) -> None:
-        declared = [(m.name, m.user_data) for m in modules if m.user_data is not None]
+        declared = [(m.name, data) for m in modules for data in m.user_data]
         records = [name for name, data in declared if data.record]
         self.prefix: str | None = records[0] if records else None
         self.record: UserData | None = next((d for _, d in declared if d.record), None)
@@ -83,8 +84,8 @@ class Exports:
             sources = {"user": f"GET {record_path}"}
             for name, data in self.lists:
                 path = _route(name, data, user_id)
-                held[name] = await _every_page(api, path)
-                sources[name] = f"GET {path}"
+                held[data.key(name)] = await _every_page(api, path)
+                sources[data.key(name)] = f"GET {path}"
         return ExportOut(user_id, utcnow(), user, held, sources)
 
 
@@ -94,7 +95,9 @@ def is_export_path(path: str) -> bool:
 
 
 def _route(module: str, data: UserData, user_id: str) -> str:
-    return f"/api/{module}{data.route.format(user_id=user_id)}"
+    # The id as one path segment or query value whatever it holds (a control character, "?",
+    # "/", "#", any code point): percent-encoded, never read as the URL's syntax.
+    return f"/api/{module}{data.route.format(user_id=quote(user_id, safe=''))}"
 
 
 def _as_the_caller(headers: Mapping[str, str]) -> dict[str, str]:

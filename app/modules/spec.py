@@ -189,6 +189,12 @@ class UserData:
     # The user's own record (one, not pages): the export is served under this module's
     # prefix, and this route says whether the caller may see the user at all.
     record: bool = False
+    # Which of the module's lists this is, when it declares more than one: the export names
+    # it "<module>.<part>" ("notifications.contacts"); the first list is just "<module>".
+    part: str = ""
+
+    def key(self, module: str) -> str:
+        return f"{module}.{self.part}" if self.part else module
 
 
 @dataclass(frozen=True)
@@ -205,7 +211,7 @@ class Module:
     # without APP_), handed to it as context.section.
     settings: type[Any] | None = None
     commands: tuple[Command, ...] = ()  # what it adds to `python -m app`
-    user_data: UserData | None = None  # what it holds about a user, for an export
+    user_data: tuple[UserData, ...] = ()  # what it holds about a user, for an export
     # How it reads what it subscribes to: its own view of each event, with the versions it
     # accepts (docs/decisions/0027-tolerant-readers.md); an event without one is read whole.
     reads: tuple[type[View], ...] = ()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -58,11 +60,16 @@ async def test_a_user_exports_what_every_module_holds_about_them(seams: Driver) 
     assert [o["id"] for o in held["orders"]] == [order["id"]]
     assert [(p["order_id"], p["amount"]) for p in held["payments"]] == [(order["id"], 2500)]
     assert [n["order_id"] for n in held["notifications"]] == [order["id"]]
+    # The details notifications keeps to write to the user: its replica, shown too.
+    assert held["notifications.contacts"] == [
+        {k: user[k] for k in ("name", "email")} | {"user_id": user["id"]}
+    ]
     assert export["sources"] == {
         "user": f"GET /api/users/{user['id']}",
         **{
             m: f"GET /api/{m}?user_id={user['id']}" for m in ("orders", "payments", "notifications")
         },
+        "notifications.contacts": f"GET /api/notifications/contacts?user_id={user['id']}",
     }
 
 
@@ -104,3 +111,35 @@ async def test_the_export_is_in_the_openapi_document(tmp_path: Path) -> None:
     assert operation["operationId"] == "exportUser"
     assert "gateway" in operation["tags"]
     assert {"200", "401", "404", "503"} <= set(operation["responses"])
+
+
+async def test_a_user_sees_only_their_own_contact_details_an_admin_anyones(
+    seams: Driver,
+) -> None:
+    one = await seams.register("One")
+    two = await seams.register("Two")
+    await seams.place(one, "tok_visa")  # the contact has surely arrived once this settles
+    await seams.place(two, "tok_visa")
+    await seams.settle()
+
+    def listed(answer: Any) -> list[str]:
+        assert answer.status_code == 200, answer.text
+        return [c["user_id"] for c in answer.json()["items"]]
+
+    path = "/api/notifications/contacts"
+    own = await seams.client.get(path, headers=one["headers"])
+    others = await seams.client.get(f"{path}?user_id={two['id']}", headers=one["headers"])
+    by_admin = await seams.client.get(f"{path}?user_id={two['id']}")
+
+    assert listed(own) == [one["id"]]
+    assert listed(others) == []
+    assert listed(by_admin) == [two["id"]]
+
+
+@pytest.mark.parametrize("odd", ["\x02w\U0005b049", "a?user_id=x", "a#b", "a/b", "..", "%2F", " "])
+async def test_an_id_of_any_characters_is_a_404_never_a_500(seams: Driver, odd: str) -> None:
+    # Found by the schemathesis fuzz: the id went into the composed routes unencoded.
+    answer = await seams.client.get(f"/api/users/{quote(odd, safe='')}/export")
+
+    assert answer.status_code == 404, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")

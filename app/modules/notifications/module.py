@@ -51,5 +51,9 @@ module = Module(
     reads=(RegisteredContact, UpdatedContact, DeletedUser, ReceivedPayment, IssuedRefund),
     open_store=NotificationsStore,
     assemble=assemble,
-    user_data=UserData("?user_id={user_id}"),
+    # What it sent, and the contact details it keeps to send them (its replica of the user).
+    user_data=(
+        UserData("?user_id={user_id}"),
+        UserData("/contacts?user_id={user_id}", part="contacts"),
+    ),
 )

@@ -109,6 +109,17 @@ class NotificationService:
             user_id = caller.id
         return await self._store.page(user_id=user_id, order_id=order_id, after=after, limit=limit)
 
+    async def contacts(
+        self, caller: Caller, *, user_id: str | None, after: str | None, limit: int
+    ) -> list[Contact]:
+        """The contact details this module keeps: a user sees only their own; an admin,
+        anyone's (what a user's export shows, docs/decisions/0031-export-by-composition.md)."""
+        if not caller.is_admin:
+            if user_id not in (None, caller.id):
+                return []
+            user_id = caller.id
+        return await self._store.contacts_page(user_id=user_id, after=after, limit=limit)
+
     async def _keep_contact(self, contact: Contact, envelope: Envelope) -> None:
         # The envelope's sequence orders events about one user: a late, older one loses.
         async with self._store.unit_of_work(self._bus, cause=envelope) as work:

@@ -119,6 +119,19 @@ class NotificationsStore(SqlModuleStore):
         result = await work.connection.execute(_add_notification(work.connection), row)
         return result.rowcount == 1
 
+    async def contacts_page(
+        self, *, user_id: str | None, after: str | None, limit: int
+    ) -> list[Contact]:
+        """The contact details kept (a deleted user's: the erased marker), by user id."""
+        rows = await self.fetch_page(
+            sa.select(contacts.c.user_id, contacts.c.name, contacts.c.email),
+            contacts.c.user_id,
+            after=after,
+            limit=limit,
+            where=[(contacts.c.user_id, user_id)],
+        )
+        return [Contact(**row) for row in rows]
+
     async def get(self, notification_id: str) -> Notification | None:
         statement = sa.select(*_columns).where(notifications.c.id == notification_id)
         async with self.reading() as connection:

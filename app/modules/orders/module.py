@@ -54,6 +54,6 @@ module = Module(
     reads=(KnownUser, PaidOrder, UnpaidOrder, RefundedOrder),
     open_store=open_order_documents,
     assemble=assemble,
-    user_data=UserData("?user_id={user_id}"),
+    user_data=(UserData("?user_id={user_id}"),),
     settings=OrdersSettings,
 )

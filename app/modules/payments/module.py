@@ -139,6 +139,6 @@ module = Module(
     reads=(PlacedOrder, CancelledOrder),
     open_store=PaymentsStore,
     assemble=assemble,
-    user_data=UserData("?user_id={user_id}"),
+    user_data=(UserData("?user_id={user_id}"),),
     settings=PaymentsSettings,
 )

@@ -155,7 +155,7 @@ module = Module(
     also_serves=("auth",),
     open_store=UsersStore,
     assemble=assemble,
-    user_data=UserData("/{user_id}", record=True),
+    user_data=(UserData("/{user_id}", record=True),),
     settings=UsersSettings,
     commands=(CREATE_ADMIN,),
 )

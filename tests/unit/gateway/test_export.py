@@ -34,7 +34,7 @@ def stand_in(name: str, data: UserData) -> Module:
         subscribes=(),
         open_store=lambda _url: None,  # type: ignore[arg-type,return-value]
         assemble=assemble,
-        user_data=data,
+        user_data=(data,),
     )
 
 
