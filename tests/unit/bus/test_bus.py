@@ -11,18 +11,12 @@ import msgspec
 import pytest
 
 from app.bus import Bus, DeliveryStore, Envelope, Event, RetryPolicy
-from app.bus.envelope import decode, encode, wrap
+from app.bus.envelope import decode, encode
 from app.bus.transport import InProcessTransport
 from app.kernel.errors import BoundaryViolation
+from tests.support.events import Pinged, envelope
 
 pytestmark = pytest.mark.anyio
-
-
-class Pinged(Event, frozen=True, kw_only=True):
-    wire_name = "Pinged"
-    version = 1
-
-    n: int
 
 
 class Ponged(Event, frozen=True, kw_only=True):
@@ -30,17 +24,6 @@ class Ponged(Event, frozen=True, kw_only=True):
     version = 1
 
     n: int
-
-
-def envelope(n: int, aggregate: str = "a", sequence: int = 1) -> Envelope:
-    return wrap(
-        Pinged(n=n),
-        producer="test",
-        aggregate_id=aggregate,
-        sequence=sequence,
-        correlation_id="corr",
-        causation_id=None,
-    )
 
 
 def new_bus(max_attempts: int = 3, store_url: str = "sqlite+aiosqlite:///:memory:") -> Bus:

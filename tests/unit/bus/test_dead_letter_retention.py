@@ -15,34 +15,16 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.bus import Bus, DeliveryStore, Envelope, Event, RetryPolicy
+from app.bus import Bus, DeliveryStore, Envelope, RetryPolicy
 from app.bus.delivery_store import attempts, dead_letters, parked
-from app.bus.envelope import wrap
 from app.bus.transport import InProcessTransport
 from app.kernel.ids import utcnow
+from tests.support.events import Pinged, envelope
 from tests.support.stores import postgres_databases
 
 pytestmark = pytest.mark.anyio
 
 WEEK = timedelta(days=7)
-
-
-class Pinged(Event, frozen=True, kw_only=True):
-    wire_name = "Pinged"
-    version = 1
-
-    n: int
-
-
-def envelope(n: int, aggregate: str = "a", sequence: int = 1) -> Envelope:
-    return wrap(
-        Pinged(n=n),
-        producer="test",
-        aggregate_id=aggregate,
-        sequence=sequence,
-        correlation_id="corr",
-        causation_id=None,
-    )
 
 
 @pytest.fixture
