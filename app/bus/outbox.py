@@ -62,7 +62,8 @@ class OutboxRelay:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = 0  # envelopes whose last publish failed (an outage while > 0)
-        self._store_away = False  # marking delivered meets StoreUnavailable (said once)
+        self._store_away = False  # its database is away (StoreUnavailable, said once)
+        self._waited: set[str] = set()  # envelopes whose marking met it meanwhile
         self._published = Progress()  # one that gets through wakes those waiting to retry
         self._backlog = OUTBOX_BACKLOG.labels(owner)
         self._watch = watch or Watch()
@@ -178,43 +179,49 @@ class OutboxRelay:
             try:
                 await self._source.mark_delivered(batch)
             except Exception as error:  # a redelivery is harmless (inboxes), a loss is not
-                self._marking_failed(batch, error)
+                if not self._store_away_at(error, batch):
+                    log.warning("marking %d envelopes delivered failed: %r", len(batch), error)
                 self._delivered.extend(batch)
                 failures += 1
                 if tries is not None and failures >= tries:
                     return
                 await asyncio.sleep(0.1)
                 continue
-            self._marking_works(len(batch))
+            self._store_answers()
             for envelope in batch:
                 self._in_flight.discard(envelope.id)
                 self._backlog.dec()
                 self._activity.end()
 
-    def _marking_failed(self, batch: Sequence[Envelope], error: Exception) -> None:
-        """A database away is said once for the outage, not at every retry of every batch
-        (0033; the database says it too, app/kernel/sql.py); other errors each time."""
+    def _store_away_at(self, error: Exception, unmarked: Sequence[Envelope] = ()) -> bool:
+        """Whether `error` is the module's database away (StoreUnavailable): said once for
+        the outage, not at every retry of marking or sweeping meanwhile (0033; the database
+        says it too, app/kernel/sql.py). Other errors are the caller's to say, each time."""
         if not isinstance(error, StoreUnavailable):
-            log.warning("marking %d envelopes delivered failed: %r", len(batch), error)
-        elif not self._store_away:
-            self._store_away = True
-            log.warning(
-                "marking %s's envelopes delivered fails, its database is away (%r): they wait "
-                "and are marked once it is back",
-                self.owner,
-                error,
-            )
-        else:
-            log.debug("marking %d envelopes delivered failed: %r", len(batch), error)
+            return False
+        self._waited.update(e.id for e in unmarked)
+        if self._store_away:
+            log.debug("the outbox of %s still cannot reach its database: %r", self.owner, error)
+            return True
+        self._store_away = True
+        log.warning(
+            "the outbox of %s cannot reach its database (%r): marking delivered and sweeping "
+            "wait until it is back",
+            self.owner,
+            error,
+        )
+        return True
 
-    def _marking_works(self, waited: int) -> None:
+    def _store_answers(self) -> None:
         if self._store_away:
             self._store_away = False
             log.info(
-                "marking %s's envelopes delivered works again: %d envelopes waited",
+                "the outbox of %s reaches its database again: %d envelopes waited to be "
+                "marked delivered",
                 self.owner,
-                waited,
+                len(self._waited),
             )
+            self._waited.clear()
 
     async def _sweep_forever(self) -> None:
         while not self._stopping:
@@ -222,4 +229,7 @@ class OutboxRelay:
             try:
                 await self.sweep()
             except Exception as error:
-                log.warning("outbox sweep of %s failed: %r", self.owner, error)
+                if not self._store_away_at(error):
+                    log.warning("outbox sweep of %s failed: %r", self.owner, error)
+            else:
+                self._store_answers()

@@ -1,5 +1,5 @@
 """An outage is said once, not once per message (issue 15): the outbox relay whose database
-is away while it marks envelopes delivered, and the NATS transport whose stream answers
+is away while it marks envelopes delivered or sweeps, and the NATS transport whose stream answers
 "no stream" while a cluster elects its leader, each log one warning when it starts and one
 line when it is over, however many messages meet it meanwhile. Other errors keep theirs."""
 
@@ -53,13 +53,21 @@ def records(caplog: pytest.LogCaptureFixture, logger: str, level: int) -> list[s
 
 @dataclass
 class Outbox:
-    """An outbox whose marking fails with `error` while it is set."""
+    """An outbox whose marking fails with `error` while it is set, and its reading of what
+    is pending with `sweep_error`."""
 
     error: Exception | None = None
     failures: int = 0
     marked: list[str] = field(default_factory=list)
+    sweep_error: Exception | None = None
+    sweeps: int = 0
+    swept: int = 0
 
     async def pending(self, limit: int) -> list[Envelope]:
+        self.sweeps += 1
+        if self.sweep_error is not None:
+            raise self.sweep_error
+        self.swept += 1
         return []
 
     async def mark_delivered(self, envelopes: Sequence[Envelope]) -> None:
@@ -107,10 +115,35 @@ async def test_a_database_away_while_marking_is_said_once_and_its_return_once(
     assert outbox.failures >= 5
     warnings = records(caplog, "app.bus.outbox", logging.WARNING)
     assert len(warnings) == 1, warnings
-    assert "orders" in warnings[0] and "database is away" in warnings[0]
-    back = [m for m in records(caplog, "app.bus.outbox", logging.INFO) if "works again" in m]
+    assert "orders" in warnings[0] and "cannot reach its database" in warnings[0]
+    back = [m for m in records(caplog, "app.bus.outbox", logging.INFO) if "again" in m]
     assert back == [
-        f"marking orders's envelopes delivered works again: {ENVELOPES} envelopes waited"
+        f"the outbox of orders reaches its database again: {ENVELOPES} envelopes waited to be "
+        "marked delivered"
+    ]
+
+
+async def test_a_database_away_while_sweeping_is_said_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.bus.outbox")
+    outbox = Outbox()
+    relay = OutboxRelay("payments", outbox, Accepting(), Activity(), sweep_seconds=0.01)  # type: ignore[arg-type]
+    await relay.start()
+    try:
+        outbox.sweep_error = StoreUnavailable("a database this needs is unreachable")
+        await until(lambda: outbox.sweeps >= 6, "the sweep to fail repeatedly")
+        outbox.sweep_error, swept = None, outbox.swept
+        await until(lambda: outbox.swept > swept, "a sweep to work again")
+    finally:
+        await relay.stop()
+
+    warnings = records(caplog, "app.bus.outbox", logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert "payments" in warnings[0] and "cannot reach its database" in warnings[0]
+    assert records(caplog, "app.bus.outbox", logging.INFO) == [
+        "the outbox of payments reaches its database again: 0 envelopes waited to be marked "
+        "delivered"
     ]
 
 
@@ -123,7 +156,7 @@ async def test_other_marking_errors_keep_a_line_each(caplog: pytest.LogCaptureFi
     warnings = records(caplog, "app.bus.outbox", logging.WARNING)
     assert len(warnings) == outbox.failures >= 3
     assert all("marking" in m and "locked" in m for m in warnings)
-    assert not [m for m in records(caplog, "app.bus.outbox", logging.INFO) if "works again" in m]
+    assert not [m for m in records(caplog, "app.bus.outbox", logging.INFO) if "again" in m]
 
 
 # The NATS transport and its stream.
