@@ -421,8 +421,9 @@ def schema_refusal(settings: Settings, modules: Sequence[Module]) -> str | None:
 
 
 def backup(settings: Settings, modules: Sequence[Module], directory: str | None) -> int:
-    """Copy every store into a new directory while the system runs, stores that forget the
-    events they relayed (not SQL) first (docs/decisions/0029-backups.md)."""
+    """Copy every store into a new directory while the system runs: the SQLite files as of
+    one instant, then stores on servers, those that forget the events they relayed (not SQL)
+    first (docs/decisions/0029-backups.md)."""
     from app.gateway.secrets import KEY_FILE
     from app.kernel.backup import BackupError, back_up
     from app.kernel.sql import SqlDatabase

@@ -60,6 +60,59 @@ def test_an_sqlite_copy_taken_while_a_writer_commits_is_one_consistent_snapshot(
         assert copied.execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
+def test_every_sqlite_store_is_copied_as_of_one_instant(tmp_path: Path) -> None:
+    # A writer commits n in the orders store, then n in the payments store (as a relay and
+    # its consumer do): at every instant payments holds n or n-1 of what orders holds. Copies
+    # taken one after the other would let payments run ahead of orders (a payment for an
+    # order the copy does not have); one instant never does.
+    stores = {name: tmp_path / f"{name}.db" for name in ("orders", "payments")}
+    for path in stores.values():
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE seen (n INTEGER PRIMARY KEY)")
+        db.commit()
+        db.close()
+    stop, writing = threading.Event(), threading.Event()
+
+    def write() -> None:
+        writers = {name: sqlite3.connect(path, timeout=5) for name, path in stores.items()}
+        n = 0
+        while not stop.is_set():
+            n += 1
+            for name in ("orders", "payments"):
+                with writers[name]:
+                    writers[name].execute("INSERT INTO seen VALUES (?)", (n,))
+            if n == 10:
+                writing.set()
+        for writer in writers.values():
+            writer.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert writing.wait(10)
+        for number in range(3):
+            copies = back_up(
+                [
+                    {"orders": f"sqlite:///{stores['orders']}"},
+                    {"payments": f"sqlite:///{stores['payments']}"},
+                ],
+                tmp_path / f"b{number}",
+            )
+            assert all(copy.complete for copy in copies)
+    finally:
+        stop.set()
+        writer.join()
+    for number in range(3):
+        held = {}
+        for name in stores:
+            copied = sqlite3.connect(tmp_path / f"b{number}" / f"{name}.db")
+            (held[name],) = copied.execute("SELECT count(*) FROM seen").fetchone()
+            copied.close()
+        assert held["orders"] >= 10, held
+        assert held["orders"] - 1 <= held["payments"] <= held["orders"], held
+
+
 def test_a_store_that_cannot_be_copied_here_says_what_to_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
