@@ -1,7 +1,8 @@
 """An outage is said once, not once per message (issue 15): the outbox relay whose database
-is away while it marks envelopes delivered or sweeps, and the NATS transport whose stream answers
-"no stream" while a cluster elects its leader, each log one warning when it starts and one
-line when it is over, however many messages meet it meanwhile. Other errors keep theirs."""
+is away while it marks envelopes delivered or sweeps, and the NATS transport whose stream
+answers "no stream" while a cluster elects its leader, each log one warning when it starts
+and one line when it is over, however many messages meet it meanwhile. Other errors keep
+theirs."""
 
 from __future__ import annotations
 
@@ -12,36 +13,17 @@ from dataclasses import dataclass, field
 import nats.js.errors
 import pytest
 
-from app.bus import Envelope, Event
+from app.bus import Envelope
 from app.bus.activity import Activity
-from app.bus.envelope import wrap
 from app.bus.outbox import OutboxRelay
 from app.kernel.errors import StoreUnavailable
 from app.split.nats_transport import NatsTransport
+from tests.support.events import envelope
 from tests.support.waits import until
 
 pytestmark = pytest.mark.anyio
 
 ENVELOPES = 6
-
-
-class Noted(Event, frozen=True, kw_only=True):
-    wire_name = "TestNoted"
-    version = 1
-
-    n: int
-
-
-def envelope(n: int) -> Envelope:
-    return wrap(
-        Noted(n=n),
-        producer="test",
-        aggregate_id=f"a-{n}",
-        sequence=1,
-        correlation_id=f"c-{n}",
-        causation_id=None,
-        traceparent=None,
-    )
 
 
 def records(caplog: pytest.LogCaptureFixture, logger: str, level: int) -> list[str]:
