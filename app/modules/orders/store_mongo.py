@@ -1,6 +1,10 @@
 """Order documents in a pymongo-API database: mongomock in tests, MongoDB via AsyncMongoClient.
 
 Only atomic single-document writes, because mongomock has no transactions.
+
+Its schema has a version too: the document {_id: "schema", version: N} in the `meta`
+collection, and upgrade steps (version N to N+1), each safe to run again, since no
+transaction holds a step and its stamp together (docs/decisions/0028-migrations.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from app.kernel.ids import utcnow
+from app.kernel.migrations import UNVERSIONED, SchemaRefused, SchemaState, ahead_message
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
@@ -56,6 +61,42 @@ class PymongoOrderDocuments:
         await _settle(self.orders.create_index("outbox.id", sparse=True))
         await _settle(self.orders.create_index("idempotency.key", unique=True, sparse=True))
         await _settle(self.orders.create_index("handled_at", sparse=True))
+        await self.migrate()
+
+    # --- its schema's version (app.kernel.migrations.Versioned) ---------------------------
+
+    @property
+    def versioned(self) -> bool:
+        return True
+
+    async def schema_state(self) -> SchemaState:
+        record = await _settle(self.database.get_collection("meta").find_one({"_id": "schema"}))
+        version = None if record is None else int(record["version"])
+        if version is None:
+            held = await _settle(self.orders.find_one({}, {"_id": 1}))
+            current = None if held is None else UNVERSIONED
+        else:
+            current = str(version)
+        known = version is None or 1 <= version <= MONGO_HEAD
+        return SchemaState("orders", current, str(MONGO_HEAD), known)
+
+    async def migrate(self) -> SchemaState:
+        """To the head: each step from the store's version on (a store from release 8e8cbb7,
+        which recorded none, is version 1), then the stamp; SchemaRefused if it is ahead."""
+        state = await self.schema_state()
+        if state.ahead:
+            raise SchemaRefused(ahead_message(state))
+        if state.pending:
+            version = 1 if state.current == UNVERSIONED else int(str(state.current))
+            for step in MONGO_STEPS[version - 1 :]:
+                await step(self)
+        if not state.at_head:
+            await _settle(
+                self.database.get_collection("meta").update_one(
+                    {"_id": "schema"}, {"$set": {"version": MONGO_HEAD}}, upsert=True
+                )
+            )
+        return await self.schema_state()
 
     async def ping(self) -> None:
         await _settle(self.database.command("ping"))
@@ -204,3 +245,14 @@ class PymongoOrderDocuments:
     async def user_sequence(self, user_id: str) -> int | None:
         found = await _settle(self.users.find_one({"_id": user_id}, {"sequence": 1}))
         return None if found is None else int(found["sequence"])
+
+
+async def _stamp_handled_at(documents: PymongoOrderDocuments) -> None:
+    """Version 1 to 2: `handled_at` (the purge's clock, docs/decisions/0035-retention.md) on
+    every order with handled ids, as now: when they came is not known."""
+    await documents._stamp_unstamped()
+
+
+# Version 1: the documents of release 8e8cbb7. A change to their shape is a new step here.
+MONGO_STEPS = (_stamp_handled_at,)
+MONGO_HEAD = len(MONGO_STEPS) + 1
