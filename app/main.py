@@ -41,6 +41,9 @@ def create_transport(settings: Settings) -> Transport:
             settings.bus_url,
             ack_wait_seconds=settings.bus_ack_wait_seconds,
             replicas=settings.nats_replicas,
+            # The stream keeps a message no longer than the inboxes keep its id, so no
+            # redelivery can outlive the id that makes it a no-op (docs/decisions/0035).
+            max_age_seconds=settings.retention_seconds,
         )
     raise ValueError(
         f"APP_BUS_URL={settings.bus_url!r}: use memory:// (in process) or nats://HOST:PORT "

@@ -136,8 +136,9 @@ class NatsTransport:
         self._max_in_flight = max_in_flight
         self._fetch_batch = fetch_batch
         self._fetch_seconds = fetch_seconds
-        self._duplicate_window = duplicate_window_seconds
-        self._max_age = max_age_seconds
+        # JetStream refuses a duplicate window longer than the stream's max age.
+        self._duplicate_window = min(duplicate_window_seconds, max_age_seconds)
+        self.max_age_seconds = max_age_seconds
         self._publish_timeout = publish_timeout_seconds
         self._connect_timeout = connect_timeout_seconds
         self._reconnect_wait = reconnect_wait_seconds
@@ -346,7 +347,7 @@ class NatsTransport:
             subjects=[f"{self.subject_prefix}.>"],
             storage=StorageType.FILE,
             retention=RetentionPolicy.LIMITS,
-            max_age=self._max_age,
+            max_age=self.max_age_seconds,
             duplicate_window=self._duplicate_window,
             num_replicas=self._replicas,
         )
@@ -360,6 +361,20 @@ class NatsTransport:
                     f"{self.subject_prefix}.> (it takes {info.config.subjects})"
                 ) from None
             log.info("NATS stream %s exists with another configuration; using it", self.stream)
+            kept = info.config.max_age or 0.0  # seconds; 0: for ever
+            if kept == 0.0 or kept > self.max_age_seconds + 1:
+                # docs/decisions/0035-retention.md: a message redelivered after its inbox id
+                # was purged would be handled twice.
+                log.warning(
+                    "NATS stream %s keeps messages %s, longer than APP_RETENTION_SECONDS "
+                    "(%.0f s) keeps the inbox ids that make a redelivery a no-op: set its "
+                    "max age to at most that (nats stream edit %s --max-age %ds)",
+                    self.stream,
+                    "for ever" if kept == 0.0 else f"{kept:.0f} s",
+                    self.max_age_seconds,
+                    self.stream,
+                    int(self.max_age_seconds),
+                )
 
     async def _declare(self, binding: _Binding) -> None:
         """Make sure the durable exists and this process has a pull subscription on it."""

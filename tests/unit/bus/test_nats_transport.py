@@ -126,6 +126,9 @@ async def test_the_composition_root_picks_the_transport_from_the_bus_url() -> No
     chosen = create_transport(fast_settings(bus_url="nats://127.0.0.1:4999"))
     assert isinstance(chosen, NatsTransport)
     assert chosen.url == "nats://127.0.0.1:4999"
+    # No message outlives the inbox id that makes its redelivery a no-op.
+    kept = create_transport(fast_settings(bus_url="nats://127.0.0.1:4999", retention_seconds=60))
+    assert isinstance(kept, NatsTransport) and kept.max_age_seconds == 60
     with pytest.raises(ValueError, match="APP_BUS_URL"):
         create_transport(fast_settings(bus_url="kafka://somewhere"))
 
@@ -379,3 +382,21 @@ async def publish_until_stored(transport: NatsTransport, sent: Envelope) -> None
             if time.monotonic() > deadline:
                 raise
             await anyio.sleep(0.05)
+
+
+async def test_a_stream_that_keeps_messages_longer_than_the_inbox_ids_is_named(
+    server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = private_names()
+    first = nats_transport(server.url, **names, max_age_seconds=3600)
+    async with started(first), broker(server.url) as client:
+        info = await client.jetstream().stream_info(first.stream)
+    assert info.config.max_age == 3600  # the stream made keeps what the retention says
+
+    later = nats_transport(server.url, **names, max_age_seconds=60)  # a shorter retention now
+    with caplog.at_level(logging.WARNING, logger="app.split.nats_transport"):
+        async with started(later):
+            pass
+
+    warned = [r.getMessage() for r in caplog.records if "APP_RETENTION_SECONDS" in r.getMessage()]
+    assert len(warned) == 1 and "3600 s" in warned[0] and "--max-age 60s" in warned[0]
