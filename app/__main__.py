@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import socket
@@ -554,6 +555,10 @@ def serve_app(settings: Settings, *, role: str, only: list[str] | None = None) -
         return 2
     where = "memory (--ephemeral)" if settings.ephemeral else settings.data_dir
     what = "the gateway alone" if role == "gateway" else ", ".join(only or ["every module"])
+    # `kill -USR1 <pid>`: every thread's stack on stderr, the process going on: what a
+    # process that stopped answering is doing, without stopping it.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.getLogger("app").info(
         "serving %s on http://%s:%d with %s (data: %s); API docs at /schema",
         what,
