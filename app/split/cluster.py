@@ -564,12 +564,6 @@ def broker_ready(broker: Child) -> bool:
     return bool(state.get("meta_cluster", {}).get("leader"))
 
 
-def spawn_nats(the_plan: Plan) -> subprocess.Popen[bytes]:
-    """The plan's (first) private broker."""
-    assert the_plan.nats is not None
-    return spawn_broker(the_plan.nats)
-
-
 def spawn_broker(broker: Child) -> subprocess.Popen[bytes]:
     """A private broker, its output appended to its log (or dropped without a data dir)."""
     log: int = subprocess.DEVNULL
@@ -595,17 +589,15 @@ def spawn_broker(broker: Child) -> subprocess.Popen[bytes]:
 
 def start_nats(the_plan: Plan, timeout: float = 10.0) -> subprocess.Popen[bytes]:
     """The private broker, ready before any process that needs it starts."""
-    assert the_plan.nats is not None and the_plan.nats.port is not None
-    process = spawn_nats(the_plan)
+    assert the_plan.nats is not None
+    process = spawn_broker(the_plan.nats)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ClusterError(f"nats-server exited at once (status {process.returncode})")
-        try:
-            socket.create_connection(("127.0.0.1", the_plan.nats.port), timeout=0.5).close()
+        if broker_ready(the_plan.nats):
             return process
-        except OSError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     process.kill()
     raise ClusterError(f"nats-server did not listen on {the_plan.nats_url} within {timeout}s")
 
