@@ -36,6 +36,6 @@ PURGED = Counter(
 WATCH_JOURNEYS_EVICTED = Counter(
     "seams_watch_journeys_evicted",
     "Journeys the watch let go, by reason: count (beyond APP_WATCH_JOURNEYS) or age (older "
-    "than APP_WATCH_JOURNEY_SECONDS)",
+    "than APP_WATCH_KEEP_SECONDS)",
     ["reason"],
 )
