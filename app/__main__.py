@@ -363,8 +363,7 @@ def migrate(
             print(f"python -m app migrate: {error}", file=sys.stderr)
             return 1
         finally:
-            for store in stores:
-                await store.close()
+            await close_all(stores)
         print("\n".join(report.lines))
         return 1 if report.pending else 0
 
@@ -414,8 +413,7 @@ def schema_refusal(settings: Settings, modules: Sequence[Module]) -> str | None:
         except SchemaRefused as error:
             return str(error)
         finally:
-            for store in stores:
-                await store.close()
+            await close_all(stores)
         return None
 
     return asyncio.run(run())
