@@ -24,11 +24,11 @@ from litestar.params import PathParameter
 
 from app.kernel.errors import NotFound, Unavailable
 from app.kernel.ids import utcnow
+from app.kernel.pages import MAX_LIMIT
 from app.kernel.problems import AUTHENTICATED, problems
 from app.modules.spec import Module, UserData
 
 EXPORT = "export"
-PAGE = 200  # items asked for per page (the most a module's list gives)
 INTERNAL = "http://gateway.internal"  # the base URL of the gateway asking itself
 FORWARDED_HEADERS = ("authorization", "x-request-id")  # the caller, and the request's id
 
@@ -116,7 +116,7 @@ async def _every_page(api: httpx.AsyncClient, path: str) -> list[dict[str, Any]]
     items: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        query: dict[str, str | int] = {"limit": PAGE}
+        query: dict[str, str | int] = {"limit": MAX_LIMIT}  # the most a page gives
         if cursor is not None:
             query["cursor"] = cursor
         page = _ok(await api.get(httpx.URL(path).copy_merge_params(query)), path)
