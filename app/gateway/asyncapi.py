@@ -118,18 +118,19 @@ def _receive(
     name = event_type_name(event)
     view = module.view_of(event)
     versions = list(reading(view).accepts)
+    fields = sorted(_fields(view))
     return {
         "action": "receive",
         "channel": channel,
         "title": f"{module.name} consumes {name}",
         "summary": (
             f"Accepts {_versions(versions)} (an older one is upcast to the newest first) and "
-            f"reads {', '.join(sorted(_fields(view)))}; a newer version is parked, naming the "
+            f"reads {', '.join(fields)}; a newer version is parked, naming the "
             "version it needs, until this consumer is upgraded: never misread."
         ),
         "messages": [message],
         "x-seams-reads-versions": versions,
-        "x-seams-reads-fields": sorted(_fields(view)),
+        "x-seams-reads-fields": fields,
     }
 
 
