@@ -30,7 +30,7 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from app.bus.activity import Activity
-from app.bus.context import current_cause, current_module, current_request_id, flow_of
+from app.bus.context import flow_of
 from app.bus.contracts import NewerVersion, Reading, UnknownVersion
 from app.bus.delivery_store import DeliveryStore, Remembered
 from app.bus.envelope import Envelope, MalformedEvent, open_with
@@ -153,11 +153,10 @@ class Consumer:
                 if not self._resumed.is_set():
                     await self._resumed.wait()
                 item = lane[0]
-                with flow_of(item.envelope, self.name):  # every line about it names its flow
-                    if item.envelope is None:
-                        await self._deliver_parked(key)
-                    else:
-                        await self._deliver(item.envelope)
+                if item.envelope is None:
+                    await self._deliver_parked(key)
+                else:
+                    await self._deliver(item.envelope)
                 lane.popleft()
                 if not item.done.done():
                     item.done.set_result(None)
@@ -171,29 +170,31 @@ class Consumer:
         for envelope in await self._store.parked_for(self.name, aggregate_id):
             if aggregate_id in self._blocked:
                 return  # one of them failed again: the rest stay parked behind it
-            with flow_of(envelope, self.name):
-                await self._deliver(envelope, from_parking=True)
+            await self._deliver(envelope, from_parking=True)
 
     async def _deliver(self, envelope: Envelope, *, from_parking: bool = False) -> None:
-        if envelope.aggregate_id in self._blocked:
-            if not from_parking:  # already parked otherwise: it stays where it is
-                await self._store.park(self.name, envelope)
-                self._count(envelope, "parked")
-                self.watch.handling(PARKED, self.name, envelope, attempt=0)
-                self._log_outcome(envelope, "parked", 0.0)
-            return
-        subscription = self._subscriptions[envelope.type]
-        try:
-            event = open_with(envelope, subscription.reading)
-        except NewerVersion as error:
-            await self._park_newer(envelope, str(error), from_parking=from_parking)
-        except (MalformedEvent, UnknownVersion) as error:
-            # Older than any upcaster reaches, or not the event it says: a letter to look at.
-            await self._dead_letter(envelope, str(error), tries=0)
-        else:
-            await self._handle(subscription, event, envelope)
-        if from_parking and envelope.aggregate_id not in self._blocked:
-            await self._store.unpark(self.name, envelope)
+        # Every line about it, the handler's own included, names its flow: its request and
+        # correlation id, whichever request's task happened to start this lane.
+        with flow_of(envelope, self.name):
+            if envelope.aggregate_id in self._blocked:
+                if not from_parking:  # already parked otherwise: it stays where it is
+                    await self._store.park(self.name, envelope)
+                    self._count(envelope, "parked")
+                    self.watch.handling(PARKED, self.name, envelope, attempt=0)
+                    self._log_outcome(envelope, "parked", 0.0)
+                return
+            subscription = self._subscriptions[envelope.type]
+            try:
+                event = open_with(envelope, subscription.reading)
+            except NewerVersion as error:
+                await self._park_newer(envelope, str(error), from_parking=from_parking)
+            except (MalformedEvent, UnknownVersion) as error:
+                # Older than any upcaster reaches, or not the event it says: a letter to look at.
+                await self._dead_letter(envelope, str(error), tries=0)
+            else:
+                await self._handle(subscription, event, envelope)
+            if from_parking and envelope.aggregate_id not in self._blocked:
+                await self._store.unpark(self.name, envelope)
 
     async def _park_newer(self, envelope: Envelope, why: str, *, from_parking: bool) -> None:
         """Park an envelope this consumer is too old to read, and its aggregate's later ones
@@ -214,85 +215,75 @@ class Consumer:
         )
 
     async def _handle(self, subscription: Subscription, event: Any, envelope: Envelope) -> None:
-        token = current_cause.set(envelope)
-        module_token = current_module.set(self.name)
-        # The flow's request id for every log line the handler writes, whichever request's
-        # task happened to start this lane.
-        request_token = current_request_id.set(envelope.correlation_id)
         tried = self._attempts.pop(envelope.id, 0)
         prerequisite = PrerequisiteWait(self._retry, self._progress)
         outage = 0  # naps taken while a store the handler needs was unreachable
-        try:
-            while True:
-                tried += 1
-                started = time.perf_counter()
-                try:
-                    with span(
-                        f"{self.name} handle {envelope.type}",
-                        context=context_of(envelope.traceparent),
-                        kind=SpanKind.CONSUMER,
-                        attributes={
-                            "seams.module": self.name,
-                            "messaging.message.id": envelope.id,
-                            "seams.attempt": tried,
-                        },
-                    ):
-                        if self.broken:
-                            raise HandlerBroken(
-                                f"the {self.name} handlers are broken on purpose from the page"
-                            )
-                        await subscription.handler(event, envelope)
-                except Exception as error:  # a handler failure is retried, never swallowed
-                    if isinstance(error, NotYet) and await self._waited(envelope, prerequisite):
-                        tried -= 1  # "not yet" spends no attempt (docs/decisions/0032)
-                        continue
-                    if isinstance(error, StoreUnavailable):  # nor does a store away (0033)
-                        outage += 1
-                        await self._wait_for_store(envelope, outage)
-                        tried -= 1
-                        continue
-                    elapsed = time.perf_counter() - started
-                    self._count(envelope, "failed")
-                    log.warning(
-                        "handler %s failed on %s %s (attempt %d/%d): %r",
-                        self.name,
-                        envelope.type,
-                        envelope.id,
-                        tried,
-                        self._retry.max_attempts,
-                        error,
-                        extra={"envelope": msgspec.to_builtins(envelope), "consumer": self.name},
-                    )
-                    if tried >= self._retry.max_attempts:
-                        await self._dead_letter(envelope, repr(error), tries=tried, seconds=elapsed)
-                        return
-                    self.watch.handling(
-                        FAILED,
-                        self.name,
-                        envelope,
-                        attempt=tried,
-                        ms=elapsed * 1000.0,
-                        error=repr(error),
-                    )
-                    await self._store.record_failure(self.name, envelope, tried, repr(error))
-                    self._count(envelope, "retried")
-                    await asyncio.sleep(self._retry.delay(tried))
-                else:
-                    elapsed = time.perf_counter() - started
-                    HANDLER_SECONDS.labels(envelope.type, self.name).observe(elapsed)
-                    self._count(envelope, "handled")
-                    self.watch.handling(
-                        HANDLED, self.name, envelope, attempt=tried, ms=elapsed * 1000.0
-                    )
-                    self._log_outcome(envelope, "handled", elapsed)
-                    self._progress.moved()
-                    if tried > 1:
-                        await self._store.forget_attempts(self.name, envelope)
+        while True:
+            tried += 1
+            started = time.perf_counter()
+            try:
+                with span(
+                    f"{self.name} handle {envelope.type}",
+                    context=context_of(envelope.traceparent),
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "seams.module": self.name,
+                        "messaging.message.id": envelope.id,
+                        "seams.attempt": tried,
+                    },
+                ):
+                    if self.broken:
+                        raise HandlerBroken(
+                            f"the {self.name} handlers are broken on purpose from the page"
+                        )
+                    await subscription.handler(event, envelope)
+            except Exception as error:  # a handler failure is retried, never swallowed
+                if isinstance(error, NotYet) and await self._waited(envelope, prerequisite):
+                    tried -= 1  # "not yet" spends no attempt (docs/decisions/0032)
+                    continue
+                if isinstance(error, StoreUnavailable):  # nor does a store away (0033)
+                    outage += 1
+                    await self._wait_for_store(envelope, outage)
+                    tried -= 1
+                    continue
+                elapsed = time.perf_counter() - started
+                self._count(envelope, "failed")
+                log.warning(
+                    "handler %s failed on %s %s (attempt %d/%d): %r",
+                    self.name,
+                    envelope.type,
+                    envelope.id,
+                    tried,
+                    self._retry.max_attempts,
+                    error,
+                    extra={"envelope": msgspec.to_builtins(envelope), "consumer": self.name},
+                )
+                if tried >= self._retry.max_attempts:
+                    await self._dead_letter(envelope, repr(error), tries=tried, seconds=elapsed)
                     return
-        finally:
-            current_request_id.reset(request_token)
-            current_module.reset(module_token)
-            current_cause.reset(token)
+                self.watch.handling(
+                    FAILED,
+                    self.name,
+                    envelope,
+                    attempt=tried,
+                    ms=elapsed * 1000.0,
+                    error=repr(error),
+                )
+                await self._store.record_failure(self.name, envelope, tried, repr(error))
+                self._count(envelope, "retried")
+                await asyncio.sleep(self._retry.delay(tried))
+            else:
+                elapsed = time.perf_counter() - started
+                HANDLER_SECONDS.labels(envelope.type, self.name).observe(elapsed)
+                self._count(envelope, "handled")
+                self.watch.handling(
+                    HANDLED, self.name, envelope, attempt=tried, ms=elapsed * 1000.0
+                )
+                self._log_outcome(envelope, "handled", elapsed)
+                self._progress.moved()
+                if tried > 1:
+                    await self._store.forget_attempts(self.name, envelope)
+                return
 
     async def _wait_for_store(self, envelope: Envelope, naps: int) -> None:
         """A store the handler needs cannot be reached (it restarts): wait for it as long as
