@@ -244,6 +244,11 @@ class SqlDatabase:
     def _in_memory(self) -> bool:
         return self.url.database in (None, "", ":memory:")
 
+    @property
+    def _file(self) -> Path | None:
+        """The SQLite database's file; None for one in memory or on a server."""
+        return Path(str(self.url.database)) if self.is_sqlite and not self._in_memory else None
+
     def _tune_sqlite(self, engine: sa.Engine) -> None:
         in_memory = self._in_memory
 
@@ -286,11 +291,11 @@ class SqlDatabase:
         return self._connection
 
     async def open(self) -> None:
-        if self.is_sqlite and not self._in_memory:
-            make_private_database(Path(str(self.url.database)))
         if self.schema is not None:
-            await self.migrate()
+            await self.migrate()  # makes the file private first
             return
+        if self._file is not None:
+            make_private_database(self._file)
         # Replicas of a module start together on one database: when another one created a
         # table between our check and our CREATE, check again (it exists now).
         for attempt in range(1, CREATE_ATTEMPTS + 1):
@@ -311,13 +316,10 @@ class SqlDatabase:
         as an empty database, and not made."""
         if self.schema is None:
             raise RuntimeError(f"{self.display_url} has no versioned schema")
-        if self._file_missing():
+        if self._file is not None and not self._file.exists():
             return self._without_file()
         async with self.reading() as connection:
             return await connection.run_sync(self.schema.state)
-
-    def _file_missing(self) -> bool:
-        return self.is_sqlite and not self._in_memory and not Path(str(self.url.database)).exists()
 
     def _without_file(self) -> SchemaState:
         engine = sa.create_engine("sqlite://")
@@ -333,8 +335,8 @@ class SqlDatabase:
         is ahead of the code."""
         if self.schema is None:
             raise RuntimeError(f"{self.display_url} has no versioned schema")
-        if self.is_sqlite and not self._in_memory:
-            make_private_database(Path(str(self.url.database)))
+        if self._file is not None:
+            make_private_database(self._file)
         async with self.transaction() as connection:
             return await connection.run_sync(self.schema.upgrade)
 
