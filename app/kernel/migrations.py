@@ -374,6 +374,14 @@ class VersionRecord(Protocol):
         ...
 
 
+def steps_state(store: str, version: int | None, head: int, unversioned_data: bool) -> SchemaState:
+    """Where a store of upgrade steps is: its recorded version; with none, UNVERSIONED (the
+    baseline, version 1) if it holds data from the release before versions, else empty."""
+    if version is not None:
+        return SchemaState(store, str(version), str(head), known=1 <= version <= head)
+    return SchemaState(store, UNVERSIONED if unversioned_data else None, str(head), known=True)
+
+
 @dataclass(frozen=True)
 class UpgradeSteps(Generic[C]):
     """An empty store is created at the head by `create` (the code's current schema) and
@@ -390,13 +398,7 @@ class UpgradeSteps(Generic[C]):
 
     def state(self, record: VersionRecord) -> SchemaState:
         version = record.read()
-        current: str | None
-        if version is None:
-            current = UNVERSIONED if record.holds_data() else None
-        else:
-            current = str(version)
-        known = version is None or 1 <= version <= self.head
-        return SchemaState(self.store, current, str(self.head), known)
+        return steps_state(self.store, version, self.head, version is None and record.holds_data())
 
     def upgrade(self, connection: C, record: VersionRecord) -> SchemaState:
         """To the head in the caller's transaction; SchemaRefused for a store ahead."""

@@ -18,7 +18,13 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from app.kernel.ids import utcnow
-from app.kernel.migrations import UNVERSIONED, SchemaRefused, SchemaState, ahead_message
+from app.kernel.migrations import (
+    UNVERSIONED,
+    SchemaRefused,
+    SchemaState,
+    ahead_message,
+    steps_state,
+)
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
@@ -72,13 +78,8 @@ class PymongoOrderDocuments:
     async def schema_state(self) -> SchemaState:
         record = await _settle(self.database.get_collection("meta").find_one({"_id": "schema"}))
         version = None if record is None else int(record["version"])
-        if version is None:
-            held = await _settle(self.orders.find_one({}, {"_id": 1}))
-            current = None if held is None else UNVERSIONED
-        else:
-            current = str(version)
-        known = version is None or 1 <= version <= MONGO_HEAD
-        return SchemaState("orders", current, str(MONGO_HEAD), known)
+        held = version is None and await _settle(self.orders.find_one({}, {"_id": 1})) is not None
+        return steps_state("orders", version, MONGO_HEAD, held)
 
     async def migrate(self) -> SchemaState:
         """To the head: each step from the store's version on (a store from release 8e8cbb7,
