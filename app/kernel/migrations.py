@@ -137,11 +137,14 @@ class Versioned(Protocol):
         ...
 
 
+def _versioned(stores: Iterable[object]) -> list[Versioned]:
+    return [store for store in stores if isinstance(store, Versioned) and store.versioned]
+
+
 async def check_schemas(stores: Iterable[object], env: Env) -> list[SchemaState]:
     """Before any store opens: refuse (SchemaRefused, every store's reason) what this mode
     may not open; the states of the versioned stores otherwise."""
-    versioned = [store for store in stores if isinstance(store, Versioned) and store.versioned]
-    states = [await store.schema_state() for store in versioned]
+    states = [await store.schema_state() for store in _versioned(stores)]
     reasons = [reason for state in states if (reason := refusal(state, env)) is not None]
     if reasons:
         raise SchemaRefused("; ".join(reasons))
@@ -173,7 +176,7 @@ def _moved(before: SchemaState, after: SchemaState) -> str:
 async def migrate_stores(stores: Iterable[object], *, check: bool) -> MigrationReport:
     """Every versioned store brought to the head, or (check) only read; a store ahead of the
     code is reported, never touched."""
-    versioned = [store for store in stores if isinstance(store, Versioned) and store.versioned]
+    versioned = _versioned(stores)
     before = [await store.schema_state() for store in versioned]
     after = [
         state if check or state.ahead else await store.migrate()
