@@ -416,7 +416,14 @@ class NatsTransport:
         failures = 0
         while not self._stopping:
             if self._nc is not None and self._nc.is_reconnecting:
-                await self._broker.until_back()  # nothing to fetch; a reconnect restarts this
+                # Nothing to fetch; a reconnect restarts this. nats-py marks the connection
+                # reconnecting before it tells the presence (its reconnect task first waits
+                # for the old socket to close): until then, nap, or this loop would keep
+                # the event loop and that task would never run.
+                if self._broker.away:
+                    await self._broker.until_back()
+                else:
+                    await asyncio.sleep(self._reconnect_wait)
                 continue
             try:
                 if binding.subscription is None or not binding.declared:
