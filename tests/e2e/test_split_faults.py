@@ -329,10 +329,6 @@ async def test_killing_a_payments_replica_under_load_loses_no_order_and_charges_
     )
 
 
-# Alone (`serial`): with the suite's other processes starving two cores, a module process was
-# seen to stop answering for 30-90 s around the broker's restart (once in three CI runs, and
-# under a deliberate stress); not yet understood, written in the README's "Not yet".
-@pytest.mark.serial
 async def test_restarting_the_broker_mid_flow_loses_no_order_and_charges_none_twice(
     tmp_path: Path,
 ) -> None:
