@@ -67,6 +67,10 @@ _RESPONSE_DROP = frozenset(
         "x-request-id",  # the gateway's own hook sets it (the same id)
     }
 )
+# An answer up to this size, with its length known, is read whole and sent on in one piece;
+# a longer one, or one of unknown length (an event stream), is streamed as it comes
+# (docs/decisions/0037-request-path-cost.md).
+WHOLE_BODY_BYTES = 256 * 1024
 METHODS = [
     HttpMethod.GET,
     HttpMethod.POST,
@@ -169,15 +173,7 @@ class Forwarder:
                     f"module {module!r} dropped the connection before answering; the request "
                     "may have taken effect: send it again with the same Idempotency-Key"
                 ) from None
-            return Stream(
-                _body_of(answer),
-                status_code=answer.status,
-                headers={
-                    k: v for k, v in answer.headers.items() if k.lower() not in _RESPONSE_DROP
-                },
-                media_type=answer.headers.get("content-type"),
-                background=BackgroundTask(_release, answer),
-            )
+            return await _answer_of(answer)
 
     def _headers_for(self, request: Request[Any, Any, Any], path: str) -> dict[str, str]:
         caller = request.scope.get("user")
@@ -214,6 +210,26 @@ def _upstream_url(instance: Instance, request: Request[Any, Any, Any]) -> URL:
     target = raw_path.decode("latin-1").partition("?")[0]
     query = request.scope.get("query_string", b"").decode("latin-1")
     return URL(instance.url + target + (f"?{query}" if query else ""), encoded=True)
+
+
+async def _answer_of(answer: aiohttp.ClientResponse) -> Response[Any]:
+    """The module's answer, as the gateway's: whole when it is short, else streamed."""
+    headers = {k: v for k, v in answer.headers.items() if k.lower() not in _RESPONSE_DROP}
+    media_type = answer.headers.get("content-type")
+    length = answer.content_length
+    if length is not None and length <= WHOLE_BODY_BYTES:
+        try:
+            body = await answer.read()
+        finally:
+            answer.release()
+        return Response(body, status_code=answer.status, headers=headers, media_type=media_type)
+    return Stream(
+        _body_of(answer),
+        status_code=answer.status,
+        headers=headers,
+        media_type=media_type,
+        background=BackgroundTask(_release, answer),
+    )
 
 
 async def _body_of(answer: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

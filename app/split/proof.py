@@ -32,6 +32,10 @@ HEADER = "x-seams-gateway-proof"
 AUDIENCE = "seams-modules"
 ALGORITHM = "HS256"
 LIFETIME_SECONDS = 30
+# Proofs kept for reuse on each side (docs/decisions/0037-request-path-cost.md): the gateway
+# issues the same proof again for the same caller, client and request while more than half
+# its life is left; a module checks a proof it has already checked with a look-up.
+CACHE_SIZE = 4096
 # What a module process answers without a proof: probes and scrapes, not the API.
 OPEN_PATHS = ("/health", "/ready", "/metrics")
 
@@ -46,12 +50,52 @@ class Proven:
     client_host: str | None
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A proof whose signature and claims were checked once: what it proves, and for what."""
+
+    proven: Proven
+    method: str
+    path: str
+    expires: int
+
+
+_Request = tuple[str | None, str | None, str, str, str | None]  # caller, role, method, path, client
+
+
 class GatewayProof:
-    def __init__(self, secret_key: str, *, lifetime_seconds: int = LIFETIME_SECONDS) -> None:
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        lifetime_seconds: int = LIFETIME_SECONDS,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
         self._key = proof_key(secret_key)
         self._lifetime = lifetime_seconds
+        self._cache_size = cache_size
+        self._issued: dict[_Request, tuple[str, float]] = {}  # -> (proof, reused until)
+        self._checked: dict[str, _Checked] = {}
 
     def issue(
+        self, *, caller: Caller | None, method: str, path: str, client_host: str | None
+    ) -> str:
+        request: _Request = (
+            caller.id if caller else None,
+            caller.role if caller else None,
+            method,
+            path,
+            client_host,
+        )
+        now = time.time()
+        kept = self._issued.get(request)
+        if kept is not None and now < kept[1]:
+            return kept[0]
+        token = self._sign(caller=caller, method=method, path=path, client_host=client_host)
+        _keep(self._issued, request, (token, now + self._lifetime / 2), self._cache_size)
+        return token
+
+    def _sign(
         self, *, caller: Caller | None, method: str, path: str, client_host: str | None
     ) -> str:
         now = int(time.time())
@@ -70,6 +114,17 @@ class GatewayProof:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def verify(self, token: str, *, method: str, path: str) -> Proven:
+        checked = self._checked.get(token)
+        if checked is None or time.time() >= checked.expires:
+            checked = self._check(token)
+            _keep(self._checked, token, checked, self._cache_size)
+        if checked.method != method or checked.path != path:
+            raise NotAuthorizedException("the gateway's proof is for another request")
+        return checked.proven
+
+    def _check(self, token: str) -> _Checked:
+        """The signature and every claim, by PyJWT; NotAuthorizedException if any is wrong."""
+        self._checked.pop(token, None)
         try:
             claims = jwt.decode(
                 token,
@@ -80,8 +135,6 @@ class GatewayProof:
             )
         except jwt.PyJWTError as error:
             raise NotAuthorizedException(f"the gateway's proof is not valid: {error}") from None
-        if claims["mth"] != method or claims["pth"] != path:
-            raise NotAuthorizedException("the gateway's proof is for another request")
         caller = None
         if "sub" in claims:
             role = claims.get("role")
@@ -89,7 +142,19 @@ class GatewayProof:
                 raise NotAuthorizedException("the gateway's proof names an unknown role")
             caller = Caller(id=str(claims["sub"]), role=role)
         client = claims.get("cip")
-        return Proven(caller, client if isinstance(client, str) else None)
+        return _Checked(
+            Proven(caller, client if isinstance(client, str) else None),
+            method=str(claims["mth"]),
+            path=str(claims["pth"]),
+            expires=int(claims["exp"]),
+        )
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """Into a bounded cache: the oldest entry goes when it is full."""
+    if key not in cache and len(cache) >= size:
+        del cache[next(iter(cache))]
+    cache[key] = value
 
 
 def _open(path: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import jwt
@@ -100,3 +101,74 @@ def test_an_unsigned_proof_is_refused() -> None:
     )
     with pytest.raises(NotAuthorizedException, match="not valid"):
         GatewayProof(SECRET).verify(token, method="GET", path="/api/x")
+
+
+class _FrozenDatetime:
+    """PyJWT's clock (`datetime.now`) at a chosen instant."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def now(self, tz: dt.tzinfo | None = None) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._at, tz=tz)
+
+
+def test_the_gateway_signs_once_per_caller_and_request_while_half_a_life_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [float(int(time.time()))]
+    monkeypatch.setattr("app.split.proof.time.time", lambda: now[0])
+    proof = GatewayProof(SECRET, lifetime_seconds=30)
+
+    def issue(caller: Caller | None = ALICE, path: str = "/api/orders") -> str:
+        return proof.issue(caller=caller, method="GET", path=path, client_host="10.0.0.7")
+
+    first = issue()
+    now[0] += 14
+    assert issue() == first  # the same request: the same proof, not signed again
+    assert issue(path="/api/orders/1") != first
+    assert issue(caller=Caller(id="user-1", role="admin")) != first
+    assert issue(caller=None) != first
+    now[0] += 2  # 16 s old: a module may get it with less than half its life left
+    renewed = issue()
+    assert renewed != first
+    monkeypatch.setattr("jwt.api_jwt.datetime", _FrozenDatetime(now[0]))
+    assert proof.verify(renewed, method="GET", path="/api/orders").caller == ALICE
+
+
+def test_a_proof_checked_before_is_refused_once_it_has_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [float(int(time.time()))]
+    monkeypatch.setattr("app.split.proof.time.time", lambda: now[0])
+    proof = GatewayProof(SECRET, lifetime_seconds=30)
+    token = proof.issue(caller=ALICE, method="GET", path="/api/orders", client_host=None)
+    assert proof.verify(token, method="GET", path="/api/orders").caller == ALICE
+
+    now[0] += 30
+    monkeypatch.setattr("jwt.api_jwt.datetime", _FrozenDatetime(now[0]))
+    with pytest.raises(NotAuthorizedException, match="expired"):
+        proof.verify(token, method="GET", path="/api/orders")
+
+
+def test_a_proof_checked_before_is_still_refused_for_another_request() -> None:
+    proof = GatewayProof(SECRET)
+    token = proof.issue(caller=ALICE, method="GET", path="/api/orders", client_host=None)
+    assert proof.verify(token, method="GET", path="/api/orders").caller == ALICE
+
+    for method, path in [("POST", "/api/orders"), ("GET", "/api/orders/1")]:
+        with pytest.raises(NotAuthorizedException, match="another request"):
+            proof.verify(token, method=method, path=path)
+
+
+def test_the_proofs_kept_are_bounded_and_a_forgotten_one_is_checked_again() -> None:
+    gateway, module = GatewayProof(SECRET, cache_size=3), GatewayProof(SECRET, cache_size=3)
+    paths = [f"/api/orders/{n}" for n in range(10)]
+    tokens = [gateway.issue(caller=ALICE, method="GET", path=p, client_host=None) for p in paths]
+    for token, path in zip(tokens, paths, strict=True):
+        assert module.verify(token, method="GET", path=path).caller == ALICE
+    assert (len(gateway._issued), len(module._checked)) == (3, 3)
+    assert module.verify(tokens[0], method="GET", path=paths[0]).caller == ALICE
+    forged = tokens[1][:-2] + ("AA" if not tokens[1].endswith("AA") else "BB")
+    with pytest.raises(NotAuthorizedException, match="not valid"):
+        module.verify(forged, method="GET", path=paths[1])

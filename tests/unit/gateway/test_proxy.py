@@ -19,7 +19,7 @@ from app.kernel.identity import Caller
 from app.kernel.settings import Settings
 from app.split.cluster import free_port
 from app.split.discovery import Instance
-from app.split.forwarding import Forwarder, forwarding_route
+from app.split.forwarding import WHOLE_BODY_BYTES, Forwarder, forwarding_route
 from app.split.proof import HEADER, GatewayProof
 
 pytestmark = pytest.mark.anyio
@@ -112,6 +112,49 @@ async def test_the_answer_comes_back_whole_with_a_proof_for_the_request_sent() -
     assert (method, target, json.loads(body)) == ("POST", "/api/orders/a%2Fb?x=1&y=%20", {"a": 1})
     proven = GatewayProof(SECRET).verify(proof, method="POST", path="/api/orders/a/b")
     assert proven.caller is None
+
+
+@pytest.mark.parametrize("size", [0, 10, WHOLE_BODY_BYTES, WHOLE_BODY_BYTES + 1, 3 * 2**20])
+@pytest.mark.parametrize("length_known", [True, False])
+async def test_an_answer_of_any_size_arrives_whole_with_its_status_and_headers(
+    size: int, length_known: bool
+) -> None:
+    # Short answers of known length are read whole, the rest streamed (forwarding.py).
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+
+    async def module(request: web.Request) -> web.StreamResponse:
+        headers = {"content-type": "application/octet-stream", "x-module": "orders"}
+        if length_known:
+            return web.Response(status=203, body=body, headers=headers)
+        answer = web.StreamResponse(status=203, headers=headers)
+        answer.enable_chunked_encoding()
+        await answer.prepare(request)
+        for start in range(0, size, 65_536):
+            await answer.write(body[start : start + 65_536])
+        await answer.write_eof()
+        return answer
+
+    with module_instance(module) as url:
+        async with AsyncTestClient(app_with(Instances(url))) as client:
+            answer = await client.get("/api/orders/export")
+
+    assert (answer.status_code, len(answer.content)) == (203, size)
+    assert answer.content == body
+    assert answer.headers["x-module"] == "orders"
+    assert answer.headers["content-type"] == "application/octet-stream"
+    if length_known:
+        assert answer.headers["content-length"] == str(size)
+
+
+async def test_an_answer_without_content_is_forwarded_without_content() -> None:
+    async def module(request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"x-module": "orders"})
+
+    with module_instance(module) as url:
+        async with AsyncTestClient(app_with(Instances(url))) as client:
+            answer = await client.delete("/api/orders/1")
+
+    assert (answer.status_code, answer.content, answer.headers["x-module"]) == (204, b"", "orders")
 
 
 async def test_a_refusing_instance_is_forgotten_and_another_one_answers() -> None:
