@@ -147,7 +147,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             return self.advertise_url.rstrip("/")
         host = self.host
         if host in ("0.0.0.0", "::", ""):  # every interface: the one facing the broker
-            broker = self.bus_url.split(",")[0] if self.bus_url.startswith("nats://") else ""
+            broker = servers_of(self.bus_url)[0] if self.bus_url.startswith("nats://") else ""
             host = address_toward(broker) or "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
@@ -162,6 +162,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             return "sqlite:///:memory:"
         path = Path(self.data_dir).expanduser().resolve() / f"{module}.db"
         return f"sqlite:///{path}"
+
+
+def servers_of(bus_url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` → both URLs: APP_BUS_URL names every server of a broker
+    cluster (docs/decisions/0033-broker-cluster-and-restarts.md)."""
+    return [server.strip() for server in bus_url.split(",") if server.strip()]
 
 
 class SettingsError(ValueError):

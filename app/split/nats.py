@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 import nats.errors
 from nats.aio.client import Client
 
+from app.kernel.settings import servers_of
+
 Callback = Callable[[], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 
@@ -162,11 +164,6 @@ async def connect(
             await client.close()
         raise
     return client
-
-
-def servers_of(url: str) -> list[str]:
-    """`nats://a:4222,nats://b:4222` → both URLs (docs/decisions/0033)."""
-    return [server.strip() for server in url.split(",") if server.strip()]
 
 
 class BrokerConnection:
