@@ -56,10 +56,8 @@ SPLIT_ENV = {
     "APP_PAYMENT_RETRY_BASE_SECONDS": "0.01",
     "APP_BUS_RETRY_BASE_SECONDS": "0.01",
     # Over NATS each event type has its own consumer, so a PaymentSucceeded can reach
-    # notifications before the user's UserRegistered; the handler is retried until the
-    # contact is there. Ten attempts up to 0.5 s apart wait about 2 s for it on a loaded
-    # machine instead of 0.15 s, after which it would become a dead letter.
-    "APP_BUS_MAX_ATTEMPTS": "10",
+    # notifications before the user's UserRegistered: that handler answers NotYet and waits
+    # without spending attempts (docs/decisions/0032), so the default five attempts hold.
     "APP_BUS_RETRY_MAX_SECONDS": "0.5",
     "APP_REPLICA_WAIT_SECONDS": "5",
 }
