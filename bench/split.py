@@ -29,9 +29,10 @@ APP_WATCH_REPLAY observations).
 3. The replicas: the split again (fresh data dir each time) with payments in 1, 2, 3
    processes, orders paid with tok_slow (APP_SLOW_CARD_SECONDS), one level.
 
-Every process is stopped with SIGTERM at the end of its part and must exit 0 (nats-server,
-which exits 1 after a graceful SIGTERM shutdown, 0 or 1). The exit status is 1 when an order
-failed, a saga never completed or a process did not stop cleanly. Not a test.
+Every process is stopped with SIGTERM at the end of its part and must exit 0 (nats-server
+gets SIGINT and exits 0; 1, its status after a graceful SIGTERM, is taken as clean too).
+The exit status is 1 when an order failed, a saga never completed or a process did not
+stop cleanly. Not a test.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ from app.split.cluster import Child, ClusterError, Plan, plan, start_nats, stop_
 MODULES = ("users", "orders", "payments", "notifications")
 READY_SECONDS = 60.0
 STOP_SECONDS = 20.0
-NATS_CLEAN = (0, 1)  # nats-server 2.9 exits 1 after a graceful SIGTERM shutdown (0 on SIGINT)
+NATS_CLEAN = (0, 1)  # stop_nats sends SIGINT (then 0); 2.9 exits 1 after a graceful SIGTERM
 
 
 @dataclass(frozen=True)

@@ -416,7 +416,7 @@ class Supervisor:
 
     def _continue_stop(self, now: float) -> None:
         """SIGKILL for a process still running after the grace period (or at a second Ctrl-C);
-        then the broker's turn: SIGTERM, and SIGKILL if it is not gone in a few seconds."""
+        then the broker's turn: SIGINT, and SIGKILL if it is not gone in a few seconds."""
         assert self._stopping_since is not None
         late = now - self._stopping_since > self.grace
         if not self._killed and (late or self._signals > 1):
@@ -433,8 +433,9 @@ class Supervisor:
         if self._broker_told is None:
             self._broker_told = now
             for broker in brokers:
-                self._say(f"sending SIGTERM to {broker.child.name} (pid {self._pid(broker)})")
-                self._signal_group(broker, signal.SIGTERM)
+                # Graceful on either; nats-server 2.9 exits 0 after SIGINT, 1 after SIGTERM.
+                self._say(f"sending SIGINT to {broker.child.name} (pid {self._pid(broker)})")
+                self._signal_group(broker, signal.SIGINT)
         elif now - self._broker_told > NATS_STOP_SECONDS and not self._broker_killed:
             self._broker_killed = True
             for broker in brokers:
@@ -603,7 +604,8 @@ def start_nats(the_plan: Plan, timeout: float = 10.0) -> subprocess.Popen[bytes]
 
 
 def stop_nats(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    process.terminate()
+    """A graceful stop (SIGINT: nats-server 2.9 then exits 0; after SIGTERM it exits 1)."""
+    process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -271,7 +271,7 @@ async def test_with_exit_on_crash_a_killed_module_stops_the_cluster_with_a_failu
     output = cluster.output()
     assert status == 128 + signal.SIGKILL, output
     assert "orders exited with -9 (SIGKILL); --exit-on-crash: stopping the cluster" in output
-    for name in ("gateway", "users", "payments", "notifications"):
+    for name in ("gateway", "users", "payments", "notifications", "nats"):
         assert f"{name} stopped (rc=0)" in output, output
     assert "restarting" not in output and len(cluster.pids("orders")) == 1
 
