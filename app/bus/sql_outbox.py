@@ -16,6 +16,8 @@ from app.bus.envelope import Envelope, decode, encode
 from app.kernel.ids import utcnow
 from app.kernel.sql import Connection, SqlDatabase, UtcDateTime, dialect_insert, prepared
 
+AGGREGATE_ID_LENGTH = 200  # as the bus store's dead letters and parked events keep it
+
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
@@ -32,7 +34,11 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("envelope", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("delivered_at", UtcDateTime(), nullable=True),
+        # The envelope's aggregate, so the rows about one aggregate are found by an index, not
+        # by decoding every envelope (docs/decisions/0039-outbox-aggregate-column.md).
+        sa.Column("aggregate_id", sa.String(AGGREGATE_ID_LENGTH), nullable=False),
         sa.Index("ix_outbox_undelivered", "delivered_at", "position"),
+        sa.Index("ix_outbox_aggregate", "aggregate_id"),
     )
 
 
@@ -77,8 +83,32 @@ async def add_to_outbox(
     now = utcnow()
     await connection.execute(
         _insert_into(outbox),
-        [{"id": e.id, "type": e.type, "envelope": encode(e), "created_at": now} for e in envelopes],
+        [
+            {
+                "id": e.id,
+                "type": e.type,
+                "envelope": encode(e),
+                "created_at": now,
+                "aggregate_id": e.aggregate_id,
+            }
+            for e in envelopes
+        ],
     )
+
+
+@functools.cache
+def _delete_delivered_of(outbox: sa.Table) -> sa.Delete:
+    return outbox.delete().where(
+        outbox.c.aggregate_id == sa.bindparam("b_aggregate"), outbox.c.delivered_at.is_not(None)
+    )
+
+
+async def delete_delivered_of(connection: Connection, outbox: sa.Table, aggregate_id: str) -> int:
+    """Delete the delivered rows about one aggregate (a user erased: their envelopes need not
+    wait for the retention purge) through its index; how many went. Undelivered rows stay to
+    go out."""
+    result = await connection.execute(_delete_delivered_of(outbox), {"b_aggregate": aggregate_id})
+    return result.rowcount
 
 
 async def claim_in_inbox(connection: Connection, inbox: sa.Table, envelope: Envelope) -> bool:

@@ -8,19 +8,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from app.modules.payments.store import metadata as payments_metadata
+from app.modules.payments.store import PaymentsStore
+from tests.support.release_tables import migrations_of, release_tables
 from tests.support.server import run_briefly
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
+PAYMENTS_HEAD = migrations_of(PaymentsStore("sqlite://")).head
+
+
 def a_payments_store_of_the_release_before_migrations(data_dir: Path) -> None:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    engine = sa.create_engine(f"sqlite:///{data_dir / 'payments.db'}")
-    payments_metadata.create_all(engine)
-    engine.dispose()
+    url = f"sqlite:///{data_dir / 'payments.db'}"
+    release_tables(PaymentsStore(url), url)
     (data_dir / "payments.db").chmod(0o600)
 
 
@@ -31,19 +33,19 @@ async def test_check_reports_each_store_and_exits_1_while_one_is_behind(tmp_path
         ["migrate", "--check", "--data-dir", str(data_dir)], seconds=60
     )
     assert code == 1, output
-    assert "payments: at unversioned, pending up to 0001" in output
+    assert f"payments: at unversioned, pending up to {PAYMENTS_HEAD}" in output
     assert "users: empty, will be created at" in output
     assert "orders: empty" in output and "bus: empty" in output
 
     code, output = await run_briefly(["migrate", "--data-dir", str(data_dir)], seconds=60)
     assert code == 0, output
-    assert "payments: unversioned -> 0001 (head)" in output
+    assert f"payments: unversioned -> {PAYMENTS_HEAD} (head)" in output
 
     code, output = await run_briefly(
         ["migrate", "--check", "--data-dir", str(data_dir)], seconds=60
     )
     assert code == 0, output
-    assert "payments: at 0001 (head)" in output
+    assert f"payments: at {PAYMENTS_HEAD} (head)" in output
 
 
 async def test_production_refuses_to_start_on_a_store_behind_naming_what_to_run(
@@ -54,7 +56,9 @@ async def test_production_refuses_to_start_on_a_store_behind_naming_what_to_run(
     production = {"APP_ENV": "production", "APP_SECRET_KEY": secrets.token_urlsafe(48)}
     code, output = await run_briefly(["--data-dir", str(data_dir)], env=production, seconds=60)
     assert code == 2, output
-    assert "the payments store is at revision unversioned and the code's head is 0001" in output
+    assert (
+        f"the payments store is at revision unversioned and the code's head is {PAYMENTS_HEAD}"
+    ) in output
     assert "python -m app migrate" in output
     tables = sqlite3.connect(data_dir / "payments.db").execute(
         "SELECT name FROM sqlite_master WHERE type = 'table'"

@@ -67,8 +67,9 @@ async def test_an_undelivered_outbox_row_is_never_purged() -> None:
         async with users.transaction() as connection:
             await connection.execute(
                 sa.text(
-                    "INSERT INTO outbox (id, type, envelope, created_at, delivered_at) "
-                    "VALUES ('x', 'UserRegistered', x'7b7d', '2000-01-01 00:00:00', NULL)"
+                    "INSERT INTO outbox (id, type, envelope, created_at, delivered_at, "
+                    "aggregate_id) "
+                    "VALUES ('x', 'UserRegistered', x'7b7d', '2000-01-01 00:00:00', NULL, 'u')"
                 )
             )
         await seams.runtime.purge(retention_seconds=0)

@@ -52,7 +52,7 @@ async def _check(delivered: list[int | None], handled: list[int], expiring: list
             for n, ms in enumerate(delivered):
                 await connection.execute(
                     outbox.insert().values(
-                        id=f"o{n}", type="T", envelope=b"{}", created_at=cutoff,
+                        id=f"o{n}", type="T", envelope=b"{}", created_at=cutoff, aggregate_id="a",
                         delivered_at=None if ms is None else at(cutoff, ms),
                     )
                 )  # fmt: skip

@@ -11,14 +11,11 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app.bus import event_type_name
-from app.bus.envelope import decode
-from app.bus.sql_outbox import outbox_table
+from app.bus.sql_outbox import delete_delivered_of, outbox_table
 from app.bus.sql_store import SqlModuleStore, SqlUnitOfWork, idempotency_table
 from app.kernel.identity import Role
 from app.kernel.sealing import KEY_BYTES, new_key
 from app.kernel.sql import Connection, UtcDateTime, insert
-from app.modules.users.contracts import UserDeleted, UserRegistered, UserUpdated
 from app.modules.users.emails import EMAIL_KEY_LENGTH, email_key, legacy_email_key
 from app.modules.users.user import User
 
@@ -89,11 +86,6 @@ _credentials_by_id = sa.select(users.c.token_generation, users.c.role).where(
 _key_by_user = sa.select(user_keys.c.key).where(user_keys.c.user_id == sa.bindparam("b_key"))
 _registrations = sa.select(idempotency_keys.c.key, idempotency_keys.c.body).where(
     idempotency_keys.c.scope == REGISTRATION_SCOPE
-)
-
-_delivered_user_events = sa.select(outbox.c.position, outbox.c.envelope).where(
-    outbox.c.delivered_at.is_not(None),
-    outbox.c.type.in_([event_type_name(e) for e in (UserRegistered, UserUpdated, UserDeleted)]),
 )
 
 
@@ -227,8 +219,9 @@ class UsersStore(SqlModuleStore):
         if erased.rowcount != 1:
             return False
         await connection.execute(user_keys.delete().where(user_keys.c.user_id == user.id))
-        for position in await _delivered_about(connection, user.id):
-            await connection.execute(outbox.delete().where(outbox.c.position == position))
+        # What was delivered about the user need not wait for the retention purge; every
+        # event this module publishes has its user as aggregate (found by the outbox's index).
+        await delete_delivered_of(connection, outbox, user.id)
         for key in await _registration_keys_of(connection, user.id):
             await connection.execute(
                 idempotency_keys.delete().where(
@@ -236,13 +229,6 @@ class UsersStore(SqlModuleStore):
                 )
             )
         return True
-
-
-async def _delivered_about(connection: Connection, user_id: str) -> list[int]:
-    """The delivered outbox rows about this user; few, since delivered rows are kept only for
-    the retention (undelivered ones are left to go out: their consumers find nothing to open)."""
-    rows = (await connection.execute(_delivered_user_events)).all()
-    return [position for position, blob in rows if decode(blob).aggregate_id == user_id]
 
 
 async def _registration_keys_of(connection: Connection, user_id: str) -> list[str]:

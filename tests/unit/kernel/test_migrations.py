@@ -21,6 +21,7 @@ from app.kernel.migrations import (
 from app.modules.notifications.store import NotificationsStore
 from app.modules.payments.store import PaymentsStore
 from app.modules.users.store import UsersStore
+from tests.support.release_tables import release_tables
 from tests.support.stores import postgres_databases
 
 pytestmark = pytest.mark.anyio
@@ -110,8 +111,8 @@ async def test_a_store_of_the_release_before_migrations_is_adopted_at_revision_1
 ) -> None:
     url = f"sqlite:///{tmp_path / 'payments.db'}"
     store = PaymentsStore(url)
+    release_tables(store, url)  # what release 8e8cbb7 created on start
     engine = sa.create_engine(url)
-    store.metadata.create_all(engine)  # what release 8e8cbb7 did on start
     with engine.begin() as connection:
         connection.execute(sa.text("INSERT INTO inbox VALUES ('e-1', 'OrderPlaced', '2026-01-01')"))
     engine.dispose()
