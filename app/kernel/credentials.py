@@ -35,7 +35,8 @@ class CurrentCredentials:
         self._ttl = ttl_seconds
         self._size = size
         self._clock = clock
-        self._entries: dict[str, tuple[Credentials | None, float]] = {}
+        # user id -> (credentials, trusted until, read or heard at)
+        self._entries: dict[str, tuple[Credentials | None, float, float]] = {}
         self._listeners: list[Listener] = []
 
     async def current(self, user_id: str) -> Credentials | None:
@@ -54,10 +55,13 @@ class CurrentCredentials:
         self._keep(user_id, found)
         return found
 
-    def last_known(self, user_id: str) -> Credentials | None:
-        """What was last read or heard for the user, however old (None: nothing, or gone)."""
+    def last_known(self, user_id: str, *, within: float) -> Credentials | None:
+        """What was last read or heard for the user if that was at most `within` seconds ago
+        (None: nothing that recent, or the user is gone)."""
         entry = self._entries.get(user_id)
-        return None if entry is None else entry[0]
+        if entry is None or self._clock() - entry[2] > within:
+            return None
+        return entry[0]
 
     def changed(self, user_id: str, credentials: Credentials | None) -> None:
         """This process committed a change of a user's credentials (None: the user is gone)."""
@@ -79,7 +83,8 @@ class CurrentCredentials:
     def _keep(self, user_id: str, credentials: Credentials | None) -> None:
         if user_id not in self._entries and len(self._entries) >= self._size:
             del self._entries[next(iter(self._entries))]  # the oldest goes first
-        self._entries[user_id] = (credentials, self._clock() + self._ttl)
+        now = self._clock()
+        self._entries[user_id] = (credentials, now + self._ttl, now)
 
 
 def _newer(kept: Credentials | None, found: Credentials | None) -> bool:

@@ -69,6 +69,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Over a JetStream cluster (APP_BUS_URL lists its servers, comma-separated): on how many
     # servers the stream and every consumer are kept (docs/decisions/0033); 1 for one server.
     nats_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    # Split mode, while the broker is away: how long after the gateway last read or heard a
+    # user's credentials it still checks their tokens against them; past that, 503 until
+    # the broker is back, so a token revoked meanwhile stops working within this bound
+    # (docs/decisions/0040-credentials-while-the-broker-is-away.md); 0: at once.
+    credentials_away_seconds: Seconds = 60.0
     # Retention (docs/decisions/0035-retention.md). Delivered outbox rows, handled inbox ids
     # (rows, or a document's ids none was added to since) are deleted this long
     # after: an inbox id gone can no longer stop a redelivery, so keep this at least the

@@ -9,8 +9,10 @@ gateway keeps what it hears in the same short-lived memory as the monolith's (at
 TTL_SECONDS old), updated at once by a change it hears of.
 
 While the broker is away the gateway cannot ask: a token is checked against its account's
-credentials as last known (a change made meanwhile counts once the broker is back), and one
-whose account it never heard of is a 503 naming the broker (docs/decisions/0032).
+credentials as last known, for at most APP_CREDENTIALS_AWAY_SECONDS after they were last
+read or heard (a change made meanwhile, a revocation too, counts once the broker is back or
+that bound has passed); after it, and for an account it never heard of, the token is a 503
+naming the broker (docs/decisions/0032, 0040).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ASK = "seams.credentials.get"
 CHANGED = "seams.credentials.changed"
 ANSWERERS = "seams-credentials"  # the queue group: one process answers each question
 ASK_SECONDS = 2.0
+AWAY_SECONDS = 60.0  # APP_CREDENTIALS_AWAY_SECONDS's default
 
 
 class Change(msgspec.Struct, frozen=True):
@@ -46,6 +49,11 @@ class Change(msgspec.Struct, frozen=True):
 
 def _away(connection: Client) -> bool:
     return not connection.is_connected
+
+
+class _BrokerAway(Exception):
+    """Asking is impossible now: the last known credentials answer instead, outside the
+    memory, so that their age keeps counting from when they were really read."""
 
 
 class CredentialsAnswerer:
@@ -83,9 +91,16 @@ class CredentialsAnswerer:
 class CredentialsOverNats:
     """In the gateway process: a CredentialsDirectory that asks the processes owning them."""
 
-    def __init__(self, nats_url: str, *, ask_seconds: float = ASK_SECONDS) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        *,
+        ask_seconds: float = ASK_SECONDS,
+        away_seconds: float = AWAY_SECONDS,
+    ) -> None:
         self._url = nats_url
         self._ask_seconds = ask_seconds
+        self._away_seconds = away_seconds
         self._memory = CurrentCredentials(self._ask)
         self._broker = BrokerConnection(nats_url, f"seams-gateway-credentials-{os.getpid()}")
         self._changes: Subscription | None = None
@@ -95,7 +110,10 @@ class CredentialsOverNats:
         self._changes = await connection.subscribe(CHANGED, cb=self._heard)
 
     async def current(self, user_id: str) -> Credentials | None:
-        return await self._memory.current(user_id)
+        try:
+            return await self._memory.current(user_id)
+        except _BrokerAway:
+            return self._as_last_known(user_id)
 
     async def _heard(self, message: Msg) -> None:
         try:
@@ -110,12 +128,12 @@ class CredentialsOverNats:
         if connection is None:
             raise ServiceUnavailableException("the gateway is not connected to the broker yet")
         if _away(connection):
-            return self._as_last_known(user_id)
+            raise _BrokerAway
         try:
             answer = await connection.request(ASK, user_id.encode(), timeout=self._ask_seconds)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as error:
             if _away(connection):  # the broker went while we asked
-                return self._as_last_known(user_id)
+                raise _BrokerAway from error
             raise ServiceUnavailableException(
                 "no process of the module owning credentials answered to check the token's "
                 "credentials: start one (python -m app --modules <that module>) and retry",
@@ -124,11 +142,12 @@ class CredentialsOverNats:
         return msgspec.json.decode(answer.data, type=Credentials | None)
 
     def _as_last_known(self, user_id: str) -> Credentials | None:
-        known = self._memory.last_known(user_id)
+        known = self._memory.last_known(user_id, within=self._away_seconds)
         if known is None:
             raise ServiceUnavailableException(
                 f"the broker NATS {self._url} is away: the token's credentials cannot be "
-                "checked until it is back",
+                f"checked until it is back (the last ones known are kept for "
+                f"{self._away_seconds:g} s: APP_CREDENTIALS_AWAY_SECONDS)",
                 headers={"Retry-After": "1"},
             )
         return known
