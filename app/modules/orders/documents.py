@@ -39,7 +39,11 @@ class DuplicateIdempotencyKey(Exception):
 
 
 class OrderDocuments(Protocol):
-    """Order documents (dicts of JSON values, `_id` a str) with a revision for optimistic writes."""
+    """Order documents (dicts of JSON values, `_id` a str) with a revision for optimistic writes.
+
+    A server that cannot be reached (MongoDB away) is app.kernel.errors.StoreUnavailable,
+    whichever method met it: a request answers 503, an event waits without spending attempts.
+    """
 
     kind: str
     display_url: str

@@ -5,18 +5,26 @@ Only atomic single-document writes, because mongomock has no transactions.
 Its schema has a version too: the document {_id: "schema", version: N} in the `meta`
 collection, and upgrade steps (version N to N+1), each safe to run again, since no
 transaction holds a step and its stamp together (docs/decisions/0028-migrations.md).
+
+A server that cannot be reached is StoreUnavailable, as for the SQL stores: 503 with
+Retry-After to a request, a wait without spending attempts to an event
+(docs/decisions/0038-orders-store-outages-and-purges.md).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from app.kernel.errors import StoreUnavailable
 from app.kernel.ids import utcnow
 from app.kernel.migrations import (
     UNVERSIONED,
@@ -25,6 +33,7 @@ from app.kernel.migrations import (
     ahead_message,
     steps_state,
 )
+from app.kernel.sql import unreachable
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
@@ -32,6 +41,28 @@ from app.modules.orders.documents import (
     expired,
     stamp,
 )
+
+log = logging.getLogger("app.stores")  # where the SQL stores say their outages too
+
+Store = TypeVar("Store", bound=type)
+
+
+def _store_boundary(cls: Store) -> Store:
+    """Every public coroutine method of the class runs inside its `_reachability`: the one
+    place a server away becomes StoreUnavailable, rather than a try in each method."""
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _reaching(method))
+    return cls
+
+
+def _reaching(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def reaching(self: PymongoOrderDocuments, *args: Any, **kwargs: Any) -> Any:
+        with self._reachability():
+            return await method(self, *args, **kwargs)
+
+    return reaching
 
 
 async def _settle(result: Any) -> Any:
@@ -46,6 +77,7 @@ async def _to_list(cursor: Any) -> list[dict[str, Any]]:
     return list(cursor)
 
 
+@_store_boundary
 class PymongoOrderDocuments:
     """Collections `orders` (with a `rev` for conditional writes) and `users` (the replica).
 
@@ -59,6 +91,31 @@ class PymongoOrderDocuments:
         self.display_url = display_url or f"{kind}:///{database.name}"
         self.orders = database.get_collection("orders")
         self.users = database.get_collection("users")
+        self._unreachable = False  # said once when it goes, once when it is back
+
+    @contextmanager
+    def _reachability(self) -> Iterator[None]:
+        """pymongo's "server away" errors (ConnectionFailure and its kin: no server selected,
+        a connection reset, a network timeout, no primary) become StoreUnavailable, said once
+        when it goes and once when it answers again; a duplicate key or any error the server
+        answered stays what it is."""
+        try:
+            yield
+        except StoreUnavailable:
+            raise
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            if not self._unreachable:
+                self._unreachable = True
+                log.warning("the database %s is unreachable: %r", self.display_url, error)
+            raise StoreUnavailable(
+                "a database this needs is unreachable (it may be restarting): try again "
+                "in a few seconds"
+            ) from error
+        if self._unreachable:
+            self._unreachable = False
+            log.warning("the database %s answers again", self.display_url)
 
     async def open(self) -> None:
         # create_index is a no-op when the same index already exists, so open() is idempotent.
