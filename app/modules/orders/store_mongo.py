@@ -254,7 +254,8 @@ class PymongoOrderDocuments:
         }
 
     async def _purge_handled(self, cutoff: datetime) -> int:
-        await self._stamp_unstamped()
+        # Orders stamped before the cutoff only: the ones from before `handled_at` were
+        # stamped once by the upgrade to version 2, not at every purge.
         query = {"handled_at": {"$lt": stamp(cutoff)}}
         removed = 0
         for doc in await _to_list(self.orders.find(query, {"handled": 1, "handled_at": 1})):
@@ -266,16 +267,6 @@ class PymongoOrderDocuments:
             )
             removed += len(doc.get("handled", [])) if result.modified_count else 0
         return removed
-
-    async def _stamp_unstamped(self) -> None:
-        """Orders from before `handled_at` with handled ids are stamped now: when the ids
-        came is not known, so they go one retention later, never sooner."""
-        await _settle(
-            self.orders.update_many(
-                {"handled.0": {"$exists": True}, "handled_at": {"$exists": False}},
-                {"$set": {"handled_at": stamp(utcnow())}},
-            )
-        )
 
     async def _purge_expired_keys(self, now: datetime) -> int:
         # Dates of any precision: a string bound a second late finds every candidate, and
@@ -307,8 +298,16 @@ class PymongoOrderDocuments:
 
 async def _stamp_handled_at(documents: PymongoOrderDocuments) -> None:
     """Version 1 to 2: `handled_at` (the purge's clock, docs/decisions/0035-retention.md) on
-    every order with handled ids, as now: when they came is not known."""
-    await documents._stamp_unstamped()
+    every order with handled ids, as now: when they came is not known, so they go one
+    retention after the upgrade, never sooner. Once: the purge does not look for unstamped
+    orders (a scan no index serves, docs/decisions/0038-orders-store-outages-and-purges.md),
+    and run again before its version is stamped it finds only orders it has not stamped."""
+    await _settle(
+        documents.orders.update_many(
+            {"handled.0": {"$exists": True}, "handled_at": {"$exists": False}},
+            {"$set": {"handled_at": stamp(utcnow())}},
+        )
+    )
 
 
 # Version 1: the documents of release 8e8cbb7. A change to their shape is a new step here.

@@ -4,15 +4,53 @@ server on this project's machines)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import mongomock
 import pytest
 
+from app.kernel.ids import utcnow
 from app.kernel.migrations import UNVERSIONED, SchemaRefused, check_schemas
 from app.modules.orders.store_mongo import MONGO_HEAD, PymongoOrderDocuments
 
 pytestmark = pytest.mark.anyio
+
+
+WRITES = frozenset(
+    {
+        "insert_one",
+        "insert_many",
+        "update_one",
+        "update_many",
+        "replace_one",
+        "delete_one",
+        "delete_many",
+        "find_one_and_update",
+        "find_one_and_replace",
+        "find_one_and_delete",
+        "bulk_write",
+    }
+)
+
+
+class CountingWrites:
+    """A collection that records every write it is asked for, whatever the write changes."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        self.writes: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.collection, name)
+        if name not in WRITES:
+            return attribute
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            self.writes.append((name, args[0] if args else kwargs))
+            return attribute(*args, **kwargs)
+
+        return write
 
 
 def documents() -> tuple[PymongoOrderDocuments, Any]:
@@ -62,3 +100,28 @@ async def test_production_refuses_a_store_behind_and_every_mode_one_ahead() -> N
             await check_schemas([ahead], env)
     with pytest.raises(SchemaRefused):
         await ahead.open()
+
+
+async def test_handled_ids_are_stamped_once_at_the_upgrade_not_at_every_purge() -> None:
+    store, database = documents()
+    database.orders.insert_one({"_id": "o1", "rev": 2, "handled": ["e1"], "status": "PAID"})
+    await store.open()  # the step 1 -> 2 stamps it
+    stamped = database.orders.find_one({"_id": "o1"})["handled_at"]
+    counting = CountingWrites(store.orders)
+    store.orders = counting
+    now = utcnow()
+
+    for _ in range(2):  # nothing is old enough: a purge finds nothing and writes nothing
+        assert await store.purge(now - timedelta(days=7), now) == {
+            "inbox": 0,
+            "idempotency_keys": 0,
+        }
+        assert counting.writes == []
+    assert database.orders.find_one({"_id": "o1"})["handled_at"] == stamped
+
+    later = utcnow() + timedelta(seconds=1)  # one retention after the upgrade: they go
+    assert (await store.purge(later, later))["inbox"] == 1
+    assert [name for name, _ in counting.writes] == ["update_one"]
+    counting.writes.clear()
+    assert (await store.purge(later, later))["inbox"] == 0
+    assert counting.writes == []  # the second run writes nothing
