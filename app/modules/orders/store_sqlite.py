@@ -2,6 +2,8 @@
 
 stdlib sqlite3 on the event loop: a call costs tens of µs, less than a hop to a thread.
 Its schema has a version in `schema_version` and upgrade steps (docs/decisions/0028-migrations.md).
+What the purge reads is a column (docs/decisions/0038-orders-store-outages-and-purges.md): it
+finds and drops with indexed statements, and never decodes an order.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
     check_set_fields,
-    expired,
     stamp,
 )
 
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS orders (
     has_outbox INTEGER NOT NULL,
     idempotency_key TEXT,
     doc TEXT NOT NULL,
-    handled_at TEXT
+    handled_at TEXT,
+    idempotency_expires_at TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id);
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, id);
@@ -47,6 +49,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS orders_by_idempotency_key ON orders (idempoten
 -- Partial: the orders whose inbox ids the purge will empty one day.
 CREATE INDEX IF NOT EXISTS orders_with_handled ON orders (handled_at)
     WHERE handled_at IS NOT NULL;
+-- Partial: the orders holding an idempotency key, by when it expires (a stamp).
+CREATE INDEX IF NOT EXISTS orders_by_key_expiry ON orders (idempotency_expires_at)
+    WHERE idempotency_expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS users (
     user_id TEXT PRIMARY KEY,
     sequence INTEGER NOT NULL
@@ -56,6 +61,27 @@ CREATE TABLE IF NOT EXISTS users (
 _encoder = msgspec.json.Encoder()
 
 PURGE_BATCH = 200  # orders per purge transaction: a few ms of the loop each
+
+# An order's idempotency key dropped, in SQL: the document loses its `idempotency` without
+# being decoded here (SQLite's json_remove), and the key's columns go with it.
+DROP_KEY = (
+    "UPDATE orders SET doc = json_remove(doc, '$.idempotency'), idempotency_key = NULL, "
+    "idempotency_expires_at = NULL"
+)
+# One batch of the expired keys, found by the partial index on their expiry.
+PURGE_EXPIRED_KEYS = (
+    f"{DROP_KEY} WHERE id IN (SELECT id FROM orders "
+    "WHERE idempotency_expires_at IS NOT NULL AND idempotency_expires_at < :now LIMIT :batch)"
+)
+# One batch of the inboxes stamped before the cutoff: how many ids each holds, then emptied.
+HANDLED_BEFORE = (
+    "SELECT id, json_array_length(doc, '$.handled') FROM orders "
+    "WHERE handled_at IS NOT NULL AND handled_at < :cutoff LIMIT :batch"
+)
+EMPTY_HANDLED = (
+    "UPDATE orders SET handled_at = NULL, "
+    "doc = json_remove(json_set(doc, '$.handled', json('[]')), '$.handled_at') WHERE id = ?"
+)
 
 
 def _create_head(db: sqlite3.Connection) -> None:
@@ -84,11 +110,36 @@ def _add_handled_at(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_key_expiry(db: sqlite3.Connection) -> None:
+    """Version 2 to 3: `idempotency_expires_at`, when an order's key expires as a stamp, so
+    the purge finds the expired keys by an index rather than by decoding every order that
+    holds one (docs/decisions/0038-orders-store-outages-and-purges.md)."""
+    db.execute("ALTER TABLE orders ADD COLUMN idempotency_expires_at TEXT")
+    rows = db.execute(
+        "SELECT id, json_extract(doc, '$.idempotency.expires_at') FROM orders "
+        "WHERE idempotency_key IS NOT NULL"
+    ).fetchall()
+    db.executemany(
+        "UPDATE orders SET idempotency_expires_at = ? WHERE id = ?",
+        [(key_expiry(expires_at), order_id) for order_id, expires_at in rows if expires_at],
+    )
+    db.execute(
+        "CREATE INDEX orders_by_key_expiry ON orders (idempotency_expires_at) "
+        "WHERE idempotency_expires_at IS NOT NULL"
+    )
+
+
 # Version 1: the schema of release 8e8cbb7. A change to SCHEMA is a new step here, version
 # N to N+1, and SCHEMA stays what an empty store is created as: the head.
 SCHEMA_STEPS = UpgradeSteps[sqlite3.Connection](
-    "orders", create=_create_head, steps=(_add_handled_at,)
+    "orders", create=_create_head, steps=(_add_handled_at, _add_key_expiry)
 )
+
+
+def key_expiry(expires_at: str) -> str:
+    """An idempotency key's expiry (an ISO date of any precision, Z or offset) as a stamp:
+    stamps compare as strings as the dates compare (documents.py `stamp`)."""
+    return stamp(datetime.fromisoformat(expires_at))
 
 
 def _version_record(db: sqlite3.Connection) -> SqlVersionRecord:
@@ -202,9 +253,9 @@ class SqliteOrderDocuments:
         try:
             with self._transaction() as db:
                 db.execute(
-                    "INSERT INTO orders "
-                    "(id, user_id, status, has_outbox, idempotency_key, handled_at, doc) VALUES "
-                    "(:id, :user_id, :status, :has_outbox, :idempotency_key, :handled_at, :doc)",
+                    "INSERT INTO orders (id, user_id, status, has_outbox, idempotency_key, "
+                    "idempotency_expires_at, handled_at, doc) VALUES (:id, :user_id, :status, "
+                    ":has_outbox, :idempotency_key, :idempotency_expires_at, :handled_at, :doc)",
                     _columns(stored),
                 )
         except sqlite3.IntegrityError as error:
@@ -305,15 +356,7 @@ class SqliteOrderDocuments:
 
     async def forget_idempotency_key(self, order_id: str) -> None:
         with self._transaction() as db:
-            row = db.execute("SELECT doc FROM orders WHERE id = ?", (order_id,)).fetchone()
-            if row is None:
-                return
-            doc = _decode(row[0])
-            doc.pop("idempotency", None)
-            db.execute(
-                "UPDATE orders SET idempotency_key = NULL, doc = :doc WHERE id = :id",
-                _columns(doc),
-            )
+            db.execute(f"{DROP_KEY} WHERE id = ?", (order_id,))
 
     async def purge(self, cutoff: datetime, now: datetime) -> dict[str, int]:
         """In transactions of PURGE_BATCH orders, yielding the loop between them: the first
@@ -324,44 +367,27 @@ class SqliteOrderDocuments:
             ids, more = self._purge_handled(stamp(cutoff))
             inbox += ids
             await asyncio.sleep(0)
-        after: str | None = ""
-        while after is not None:
-            expired_keys, after = self._purge_expired_keys(now, after)
-            keys += expired_keys
+        more = True
+        while more:
+            dropped = self._purge_expired_keys(stamp(now))
+            keys += dropped
+            more = dropped == PURGE_BATCH
             await asyncio.sleep(0)
         return {"inbox": inbox, "idempotency_keys": keys}
 
     def _purge_handled(self, cutoff: str) -> tuple[int, bool]:
         """Empty the inboxes of one batch of orders stamped before the cutoff; how many ids
-        went and whether a batch may be left."""
-        removed = 0
+        went and whether a batch may be left. The revision stays: what a concurrent
+        update_order reads inside its own transaction stays right."""
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT doc FROM orders WHERE handled_at IS NOT NULL AND handled_at < ? LIMIT ?",
-                (cutoff, PURGE_BATCH),
-            ).fetchall()
-            for (text,) in rows:
-                doc = _decode(text)
-                removed += len(doc.get("handled", []))
-                _rewrite(db, {**doc, "handled": []}, without="handled_at")
-        return removed, len(rows) == PURGE_BATCH
+            rows = db.execute(HANDLED_BEFORE, {"cutoff": cutoff, "batch": PURGE_BATCH}).fetchall()
+            db.executemany(EMPTY_HANDLED, [(order_id,) for order_id, _ in rows])
+        return sum(count or 0 for _, count in rows), len(rows) == PURGE_BATCH
 
-    def _purge_expired_keys(self, now: datetime, after: str) -> tuple[int, str | None]:
-        """Drop the expired keys among one batch of orders holding one (by id, from
-        `after`); how many went and where the next batch starts (None: the last)."""
-        removed = 0
+    def _purge_expired_keys(self, now: str) -> int:
+        """Drop one batch of the keys that expired before `now` (a stamp); how many went."""
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT id, doc FROM orders WHERE idempotency_key IS NOT NULL AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (after, PURGE_BATCH),
-            ).fetchall()
-            for _, text in rows:
-                doc = _decode(text)
-                if expired(doc["idempotency"]["expires_at"], now):
-                    removed += 1
-                    _rewrite(db, doc, without="idempotency")
-        return removed, (rows[-1][0] if len(rows) == PURGE_BATCH else None)
+            return db.execute(PURGE_EXPIRED_KEYS, {"now": now, "batch": PURGE_BATCH}).rowcount
 
     async def knows_user(self, user_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone()
@@ -374,25 +400,17 @@ class SqliteOrderDocuments:
         return None if row is None else int(row[0])
 
 
-def _rewrite(db: sqlite3.Connection, doc: dict[str, Any], *, without: str) -> None:
-    """Write a document back without one of the store's own keys (its revision unchanged:
-    what a concurrent update_order reads inside its own transaction stays right)."""
-    doc.pop(without, None)
-    db.execute(
-        "UPDATE orders SET handled_at = :handled_at, idempotency_key = :idempotency_key, "
-        "doc = :doc WHERE id = :id",
-        _columns(doc),
-    )
-
-
 def _columns(doc: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns copied out of the document, and the document itself."""
+    idempotency = doc.get("idempotency") or {}
+    expires_at = idempotency.get("expires_at")
     return {
         "id": doc["_id"],
         "user_id": doc["user_id"],
         "status": doc["status"],
         "has_outbox": 1 if doc.get("outbox") else 0,
-        "idempotency_key": (doc.get("idempotency") or {}).get("key"),
+        "idempotency_key": idempotency.get("key"),
+        "idempotency_expires_at": None if expires_at is None else key_expiry(expires_at),
         "handled_at": doc.get("handled_at"),
         "doc": _encoder.encode(doc).decode(),
     }

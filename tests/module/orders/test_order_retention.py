@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from app.kernel.ids import isoformat, utcnow
 from app.modules.orders.documents import OrderDocuments, stamp
 from app.modules.orders.store import open_order_documents
-from app.modules.orders.store_sqlite import SqliteOrderDocuments
+from app.modules.orders.store_sqlite import SCHEMA_STEPS, SqliteOrderDocuments
 from tests.unit.kernel.test_upgrade_steps import RELEASE_ORDERS_SCHEMA
 
 pytestmark = pytest.mark.anyio
@@ -142,7 +142,7 @@ async def test_a_version_1_store_stamps_its_handled_ids_at_the_upgrade(tmp_path:
     before = utcnow()
     await store.open()
     try:
-        assert (await store.schema_state()).current == "2"
+        assert (await store.schema_state()).current == str(SCHEMA_STEPS.head)
         document = await store.get_order("o-1")
         assert document is not None and document["handled_at"] >= stamp(before)
         assert (await store.purge(before, utcnow()))["inbox"] == 0
