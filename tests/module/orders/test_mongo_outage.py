@@ -112,8 +112,9 @@ async def test_what_the_server_answered_is_not_an_outage() -> None:
 
 
 async def test_an_event_waits_for_the_server_without_spending_attempts(
-    anyio_backend: str,
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     async with orders_alone("mongomock", bus_max_attempts="3") as orders:
         order = await orders.place(await orders.user())
         away = away_orders(orders.store)  # type: ignore[arg-type]
@@ -129,6 +130,8 @@ async def test_an_event_waits_for_the_server_without_spending_attempts(
 
         assert (await orders.read(order["id"]))["status"] == "PAID"
         assert await orders.seams.runtime.bus.store.count_dead_letters() == 0
+    assert said(caplog, "waits for its store to handle PaymentSucceeded")
+    assert not said(caplog, "failed on PaymentSucceeded")  # no attempt spent
 
 
 async def test_a_request_meanwhile_is_a_503_with_retry_after_said_once(
