@@ -24,6 +24,7 @@ from app.bus.retry import Progress, RetryPolicy
 from app.bus.transport import Transport
 from app.bus.watch import Watch
 from app.kernel.errors import StoreUnavailable
+from app.kernel.outage import Outage
 
 log = logging.getLogger("app.bus.outbox")
 
@@ -62,7 +63,8 @@ class OutboxRelay:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = 0  # envelopes whose last publish failed (an outage while > 0)
-        self._store_away = False  # its database is away (StoreUnavailable, said once)
+        self._broker_away = Outage(log)  # publishing fails (said by its first envelope)
+        self._store_away = Outage(log)  # its database is away (StoreUnavailable)
         self._waited: set[str] = set()  # envelopes whose marking met it meanwhile
         self._published = Progress()  # one that gets through wakes those waiting to retry
         self._backlog = OUTBOX_BACKLOG.labels(owner)
@@ -141,6 +143,8 @@ class OutboxRelay:
         # Stopped before delivery: it stays in the outbox; this relay no longer owes it.
         if failed:
             self._failing -= 1
+            if self._failing == 0:
+                self._broker_away.forget()
         self._in_flight.discard(envelope.id)
         self._backlog.dec()
         self._activity.end()
@@ -149,20 +153,19 @@ class OutboxRelay:
         """The first failure of an outage is said (a broker away is said by the transport:
         INFO here), the rest at DEBUG."""
         self._failing += 1
-        if self._failing > 1:
-            log.debug("publishing %s %s failed: %r", envelope.type, envelope.id, error)
-            return
-        log.log(
-            logging.INFO if isinstance(error, ConnectionError) else logging.WARNING,
+        said = self._broker_away.begin(
             "publishing %s's events failed (%r): they wait in its outbox, retried with backoff",
             self.owner,
             error,
+            level=logging.INFO if isinstance(error, ConnectionError) else logging.WARNING,
         )
+        if not said:
+            log.debug("publishing %s %s failed: %r", envelope.type, envelope.id, error)
 
     def _recovered(self) -> None:
         self._failing -= 1
         if self._failing == 0:
-            log.info("publishing %s's events works again", self.owner)
+            self._broker_away.end("publishing %s's events works again", self.owner)
 
     async def _flush_forever(self) -> None:
         while not self._stopping:
@@ -200,27 +203,22 @@ class OutboxRelay:
         if not isinstance(error, StoreUnavailable):
             return False
         self._waited.update(e.id for e in unmarked)
-        if self._store_away:
-            log.debug("the outbox of %s still cannot reach its database: %r", self.owner, error)
-            return True
-        self._store_away = True
-        log.warning(
+        self._store_away.begin(
             "the outbox of %s cannot reach its database (%r): marking delivered and sweeping "
             "wait until it is back",
             self.owner,
             error,
+            still="the outbox of %s still cannot reach its database: %r",
         )
         return True
 
     def _store_answers(self) -> None:
-        if self._store_away:
-            self._store_away = False
-            log.info(
-                "the outbox of %s reaches its database again: %d envelopes waited to be "
-                "marked delivered",
-                self.owner,
-                len(self._waited),
-            )
+        if self._store_away.end(
+            "the outbox of %s reaches its database again: %d envelopes waited to be "
+            "marked delivered",
+            self.owner,
+            len(self._waited),
+        ):
             self._waited.clear()
 
     async def _sweep_forever(self) -> None:

@@ -39,6 +39,7 @@ from sqlalchemy.pool import StaticPool
 from app.kernel.data_dir import make_private_database
 from app.kernel.errors import StoreUnavailable
 from app.kernel.migrations import SchemaState, SqlSchema
+from app.kernel.outage import Outage
 from app.kernel.tracing import tracing
 
 tracer = trace.get_tracer("seams.stores")
@@ -231,7 +232,7 @@ class SqlDatabase:
         self.kind = f"sql:{self.url.get_backend_name()}"
         self.display_url = self.url.render_as_string(hide_password=True)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        self._unreachable = False  # said once when it goes, once when it is back
+        self._unreachable = Outage(log)  # said once when it goes, once when it is back
         self._sync_engine: sa.Engine | None = None
         self._connection: sa.Connection | None = None  # the on-loop path's one connection
         self._engine: AsyncEngine | None = None
@@ -356,16 +357,14 @@ class SqlDatabase:
         except Exception as error:
             if not unreachable(error):
                 raise
-            if not self._unreachable:
-                self._unreachable = True
-                log.warning("the database %s is unreachable: %r", self.display_url, error)
+            self._unreachable.begin("the database %s is unreachable: %r", self.display_url, error)
             raise StoreUnavailable(
                 "a database this needs is unreachable (it may be restarting): try again "
                 "in a few seconds"
             ) from error
-        if self._unreachable:
-            self._unreachable = False
-            log.warning("the database %s answers again", self.display_url)
+        self._unreachable.end(
+            "the database %s answers again", self.display_url, level=logging.WARNING
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

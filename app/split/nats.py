@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import nats.errors
 from nats.aio.client import Client
 
+from app.kernel.outage import Outage
 from app.kernel.settings import servers_of
 
 Callback = Callable[[], Awaitable[None]]
@@ -34,7 +34,7 @@ class BrokerPresence:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.away_since: float | None = None
+        self._outage = Outage(log)
         self._reconnecting: set[int] = set()  # ids of this process's connections
         self._back = asyncio.Event()
         self._back.set()
@@ -45,25 +45,25 @@ class BrokerPresence:
 
     def lost(self, connection: Client, why: str) -> None:
         if not self._reconnecting:
-            self.away_since = time.monotonic()
             self._back = asyncio.Event()  # of the loop that runs now
-            log.warning(
-                "the broker NATS %s is gone (%s): retrying quietly until it is back; events "
-                "wait in the outboxes and /ready answers 503 meanwhile",
-                self.url,
-                why,
-            )
         self._reconnecting.add(id(connection))
+        self._outage.begin(
+            "the broker NATS %s is gone (%s): retrying quietly until it is back; events "
+            "wait in the outboxes and /ready answers 503 meanwhile",
+            self.url,
+            why,
+        )
 
     def returned(self, connection: Client) -> None:
-        if self._ended(connection) and self.away_since is not None:
-            away, self.away_since = time.monotonic() - self.away_since, None
-            log.info("the broker NATS %s is back after %.1f s; resuming", self.url, away)
+        if self._ended(connection):
+            self._outage.end(
+                "the broker NATS %s is back after %.1f s; resuming", self.url, self._outage.lasted
+            )
 
     def closed(self, connection: Client) -> None:
         """A connection of ours closed (a part stopped): it no longer says anything."""
         if self._ended(connection):
-            self.away_since = None
+            self._outage.forget()
 
     def _ended(self, connection: Client) -> bool:
         """Whether this was the last connection away (the outage is over for this process)."""

@@ -43,6 +43,7 @@ from nats.js.api import (
 from app.bus.context import flow_of
 from app.bus.envelope import Envelope, MalformedEvent, decode, encode
 from app.bus.transport import Sink
+from app.kernel.outage import Outage
 from app.split.nats import BrokerPresence, close_quietly, connect, presence
 
 log = logging.getLogger("app.bus.nats")
@@ -155,7 +156,7 @@ class NatsTransport:
         self._all_settled.set()
         self._stopping = False
         self._broker: BrokerPresence = presence(url)
-        self._stream_away = False  # a publish was answered "no stream" (said once)
+        self._stream_away = Outage(log)  # a publish was answered "no stream"
         self.received = 0  # messages taken from the broker, redeliveries included
         self.settled = 0  # messages answered to the broker: acked, nak'ed or terminated
 
@@ -275,16 +276,14 @@ class NatsTransport:
     def _stream_missing(self) -> None:
         """Said once until the stream answers again, not at every publish meanwhile: a
         cluster electing the stream's leader answers "no stream" to each (0032, 0033)."""
-        if self._stream_away:
-            log.debug("NATS still has no stream %s; creating it again", self.stream)
-            return
-        self._stream_away = True
-        log.warning("NATS has no stream %s; creating it again", self.stream)
+        self._stream_away.begin(
+            "NATS has no stream %s; creating it again",
+            self.stream,
+            still="NATS still has no stream %s; creating it again",
+        )
 
     def _stream_answers(self) -> None:
-        if self._stream_away:
-            self._stream_away = False
-            log.info("NATS stream %s stores what is published again", self.stream)
+        self._stream_away.end("NATS stream %s stores what is published again", self.stream)
 
     async def ping(self) -> None:
         """Raise unless the broker answers now."""
@@ -414,6 +413,7 @@ class NatsTransport:
 
     async def _receive_forever(self, binding: _Binding) -> None:
         failures = 0
+        failing = Outage(log)  # a streak of failed fetches: its first is said
         while not self._stopping:
             if self._nc is not None and self._nc.is_reconnecting:
                 # Nothing to fetch; a reconnect restarts this. nats-py marks the connection
@@ -447,19 +447,22 @@ class NatsTransport:
                 raise
             except Exception as error:  # broker away or its state gone: set up again
                 failures += 1
-                # The first of a streak, unless the broker is away (said once already).
-                quiet = failures > 1 or self._broker.away or not self.running
-                log.log(
-                    logging.DEBUG if quiet else logging.WARNING,
-                    "fetching %s from NATS failed (%d in a row): %r",
+                # At DEBUG if the broker is away (said once already by its presence).
+                quiet = self._broker.away or not self.running
+                said = "fetching %s from NATS failed (%d in a row): %r"
+                failing.begin(
+                    said,
                     binding.durable,
                     failures,
                     error,
+                    level=logging.DEBUG if quiet else logging.WARNING,
+                    still=said,
                 )
                 binding.declared = False
                 await asyncio.sleep(min(0.1 * 2 ** min(failures, 5), 2.0))
                 continue
             failures = 0
+            failing.forget()  # a streak's end is not said: the next failure starts one
             for msg in messages:
                 self._take(binding, msg)
 

@@ -1,14 +1,17 @@
 """An outage is said once, not once per message (issue 15): the outbox relay whose database
-is away while it marks envelopes delivered or sweeps, and the NATS transport whose stream
-answers "no stream" while a cluster elects its leader, each log one warning when it starts
-and one line when it is over, however many messages meet it meanwhile. Other errors keep
-theirs."""
+is away while it marks envelopes delivered or sweeps, or whose broker is away while it
+publishes, the NATS transport whose stream answers "no stream" while a cluster elects its
+leader, or whose fetches fail, and a process whose broker connections reconnect, each log
+one line when it starts and one when it is over (app/kernel/outage.py), however many
+messages meet it meanwhile. Other errors keep theirs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import nats.js.errors
 import pytest
@@ -17,7 +20,8 @@ from app.bus import Envelope
 from app.bus.activity import Activity
 from app.bus.outbox import OutboxRelay
 from app.kernel.errors import StoreUnavailable
-from app.split.nats_transport import NatsTransport
+from app.split.nats import BrokerPresence
+from app.split.nats_transport import NatsTransport, _Binding
 from tests.support.events import envelope
 from tests.support.waits import until
 
@@ -129,6 +133,46 @@ async def test_a_database_away_while_sweeping_is_said_once_and_its_return_once(
     ]
 
 
+class Unpublishable:
+    """A transport whose broker is away (ConnectionError) until `away` is cleared."""
+
+    def __init__(self) -> None:
+        self.away = True
+        self.refused: set[str] = set()
+        self.published: list[str] = []
+
+    async def publish(self, envelope: Envelope) -> None:
+        if self.away:
+            self.refused.add(envelope.id)
+            raise ConnectionError("the broker is away")
+        self.published.append(envelope.id)
+
+
+async def test_a_broker_away_while_publishing_is_said_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="app.bus.outbox")
+    transport, outbox = Unpublishable(), Outbox()
+    relay = OutboxRelay("orders", outbox, transport, Activity())  # type: ignore[arg-type]
+    await relay.start()
+    try:
+        relay.hand_off([envelope(n) for n in range(ENVELOPES)])
+        await until(lambda: len(transport.refused) == ENVELOPES, "every publish refused")
+        transport.away = False
+        await until(lambda: len(outbox.marked) == ENVELOPES, "every envelope marked")
+    finally:
+        await relay.stop()
+
+    # A broker away is said by its presence: INFO here (a WARNING for any other error).
+    infos = records(caplog, "app.bus.outbox", logging.INFO)
+    assert len(infos) == 2, infos
+    assert infos[0].startswith("publishing orders's events failed (ConnectionError(")
+    assert infos[1] == "publishing orders's events works again"
+    assert not records(caplog, "app.bus.outbox", logging.WARNING)
+    failed = [m for m in records(caplog, "app.bus.outbox", logging.DEBUG) if "failed" in m]
+    assert len(failed) == ENVELOPES - 1  # the others' first failures
+
+
 async def test_other_marking_errors_keep_a_line_each(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="app.bus.outbox")
     outbox = Outbox(error=RuntimeError("the outbox table is locked"))
@@ -211,3 +255,90 @@ async def test_a_stream_gone_and_recreated_by_one_publish_is_said_and_its_return
     assert (jetstream.declared, jetstream.published) == (1, 3)
     assert len(records(caplog, "app.bus.nats", logging.WARNING)) == 1
     assert len(records(caplog, "app.bus.nats", logging.INFO)) == 1
+
+
+@dataclass
+class Failing:
+    """A pull subscription whose fetches fail as `script` says (an error, or [] for nothing
+    fetched); the transport stops when the script ends."""
+
+    transport: NatsTransport
+    script: list[Exception | None]
+
+    async def fetch(self, batch: int, timeout: float) -> list[object]:
+        if not self.script:
+            self.transport._stopping = True
+            raise TimeoutError
+        step = self.script.pop(0)
+        if step is not None:
+            raise step
+        return []
+
+
+async def test_a_streak_of_failed_fetches_is_said_once_per_streak(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="app.bus.nats")
+    transport = NatsTransport("nats://127.0.0.1:1")  # nothing connects: only flags are read
+    transport._nc = SimpleNamespace(is_reconnecting=False, is_connected=True)  # type: ignore[assignment]
+    binding = _Binding("orders", "Pinged", lambda _: asyncio.Future(), "s.Pinged", "orders-Pinged")
+    binding.room.set()
+    gone = RuntimeError("consumer not found")
+    binding.subscription = Failing(transport, [gone, gone, None, gone])  # type: ignore[assignment]
+
+    async def declare(binding: _Binding) -> None:
+        binding.declared = True
+
+    async def ensure_stream() -> None:
+        return None
+
+    transport._declare, transport._ensure_stream = declare, ensure_stream  # type: ignore[method-assign]
+    await transport._receive_forever(binding)
+
+    said = (
+        "fetching orders-Pinged from NATS failed (%d in a row): RuntimeError('consumer not found')"
+    )
+    assert records(caplog, "app.bus.nats", logging.WARNING) == [said % 1, said % 1]
+    assert records(caplog, "app.bus.nats", logging.DEBUG) == [said % 2]
+
+
+# A process and its broker.
+
+
+def test_a_broker_away_for_several_connections_is_said_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="app.split.nats")
+    broker = BrokerPresence("nats://127.0.0.1:4222")
+    first, second = object(), object()
+
+    broker.lost(first, "disconnected")  # type: ignore[arg-type]
+    broker.lost(second, "disconnected")  # type: ignore[arg-type]
+    broker.returned(first)  # type: ignore[arg-type]
+    assert broker.away
+    broker.returned(second)  # type: ignore[arg-type]
+    assert not broker.away
+    broker.returned(second)  # type: ignore[arg-type]
+
+    warnings = records(caplog, "app.split.nats", logging.WARNING)
+    assert len(warnings) == 1 and "is gone (disconnected)" in warnings[0], warnings
+    infos = records(caplog, "app.split.nats", logging.INFO)
+    assert len(infos) == 1, infos
+    assert infos[0].startswith("the broker NATS nats://127.0.0.1:4222 is back after ")
+    assert infos[0].endswith(" s; resuming")
+
+
+def test_a_broker_away_until_its_connections_close_ends_unsaid(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="app.split.nats")
+    broker = BrokerPresence("nats://127.0.0.1:4222")
+    connection = object()
+
+    broker.lost(connection, "disconnected")  # type: ignore[arg-type]
+    broker.closed(connection)  # type: ignore[arg-type]
+    broker.returned(connection)  # type: ignore[arg-type]
+    broker.lost(connection, "disconnected")  # type: ignore[arg-type]
+
+    assert not records(caplog, "app.split.nats", logging.INFO)
+    assert len(records(caplog, "app.split.nats", logging.WARNING)) == 2  # two outages

@@ -94,6 +94,22 @@ async def test_a_database_nobody_listens_for_is_store_unavailable_said_once(
     assert len(said) == 1 and "nowhere" in said[0]
 
 
+def test_a_database_back_is_said_once_at_warning(caplog: pytest.LogCaptureFixture) -> None:
+    database = SqlDatabase("sqlite:///:memory:", sa.MetaData())
+    caplog.set_level(logging.DEBUG, "app.stores")
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable), database._reachability():
+            raise wrapped(ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed"))
+    for _ in range(2):
+        with database._reachability():
+            pass
+
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "app.stores"]
+    assert [level for level, _ in said] == [logging.WARNING, logging.WARNING]
+    assert f"{database.display_url} is unreachable" in said[0][1]
+    assert said[1][1] == f"the database {database.display_url} answers again"
+
+
 async def test_a_statement_error_stays_what_it_is() -> None:
     database = SqlDatabase("sqlite:///:memory:", sa.MetaData())
     with pytest.raises(sa.exc.OperationalError):
