@@ -33,6 +33,7 @@ from app.kernel.migrations import (
     ahead_message,
     steps_state,
 )
+from app.kernel.outage import Outage
 from app.kernel.sql import unreachable
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
@@ -91,7 +92,7 @@ class PymongoOrderDocuments:
         self.display_url = display_url or f"{kind}:///{database.name}"
         self.orders = database.get_collection("orders")
         self.users = database.get_collection("users")
-        self._unreachable = False  # said once when it goes, once when it is back
+        self._unreachable = Outage(log)  # said once when it goes, once when it is back
 
     @contextmanager
     def _reachability(self) -> Iterator[None]:
@@ -106,16 +107,14 @@ class PymongoOrderDocuments:
         except Exception as error:
             if not unreachable(error):
                 raise
-            if not self._unreachable:
-                self._unreachable = True
-                log.warning("the database %s is unreachable: %r", self.display_url, error)
+            self._unreachable.begin("the database %s is unreachable: %r", self.display_url, error)
             raise StoreUnavailable(
                 "a database this needs is unreachable (it may be restarting): try again "
                 "in a few seconds"
             ) from error
-        if self._unreachable:
-            self._unreachable = False
-            log.warning("the database %s answers again", self.display_url)
+        self._unreachable.end(
+            "the database %s answers again", self.display_url, level=logging.WARNING
+        )
 
     async def open(self) -> None:
         # create_index is a no-op when the same index already exists, so open() is idempotent.
