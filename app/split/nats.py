@@ -12,7 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import socket
+import threading
 from collections.abc import Awaitable, Callable
+from types import FrameType
+from urllib.parse import urlsplit
 
 import nats.errors
 from nats.aio.client import Client
@@ -26,6 +31,8 @@ ErrorCallback = Callable[[Exception], Awaitable[None]]
 log = logging.getLogger("app.split.nats")
 
 RECONNECT_WAIT_SECONDS = 0.5
+NATS_PORT = 4222  # a server URL without a port
+STARTUP_NAP_LONGEST_SECONDS = 2.0
 
 
 class BrokerPresence:
@@ -202,3 +209,59 @@ async def close_quietly(client: Client, *, drain: bool = False) -> None:
         await (client.drain() if drain else client.close())
     except Exception as error:  # what was buffered for the broker is lost; it is redelivered
         log.debug("closing the NATS connection %s: %r", client.connected_url, error)
+
+
+def wait_for_broker(
+    url: str, *, longest_nap: float = STARTUP_NAP_LONGEST_SECONDS, connect_seconds: float = 1.0
+) -> bool:
+    """Before a process of the split starts: wait until one of the broker's servers accepts a
+    connection, so that a process started while the broker is down waits for it instead of
+    failing to start (docs/decisions/0041-starting-without-the-broker.md). Said once when it
+    waits, once when the broker is there. False when SIGTERM or SIGINT came meanwhile: the
+    process then ends having started nothing (status 0, a clean stop)."""
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if in_main
+        else {}
+    )
+    outage = Outage(log)
+    nap = 0.1
+    try:
+        while not stopping.is_set():
+            if _greets(url, connect_seconds):
+                outage.end("the broker NATS %s is there after %.1f s: starting", url, outage.lasted)
+                return True
+            outage.begin(
+                "the broker NATS %s cannot be reached: this process starts once it can "
+                "(SIGTERM or Ctrl-C stops it meanwhile)",
+                url,
+            )
+            stopping.wait(nap)
+            nap = min(longest_nap, nap * 2)
+        log.info("stopped while waiting for the broker NATS %s: nothing was started", url)
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _greets(url: str, timeout: float) -> bool:
+    """Whether one of the servers in `url` accepts a connection and greets it as a NATS
+    server does (its INFO line: by then JetStream is up)."""
+    for server in servers_of(url):
+        parts = urlsplit(server)
+        try:
+            with socket.create_connection(
+                (parts.hostname or "127.0.0.1", parts.port or NATS_PORT), timeout=timeout
+            ) as probe:
+                if probe.recv(4096).startswith(b"INFO"):
+                    return True
+        except OSError:
+            continue
+    return False
