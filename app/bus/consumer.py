@@ -40,7 +40,6 @@ from app.bus.watch import DEAD_LETTERED, FAILED, HANDLED, PARKED, Watch
 from app.kernel.errors import StoreUnavailable
 from app.kernel.tracing import context_of, span
 
-STORE_NAP_SECONDS = 1.0  # the longest wait between two tries while a store is unreachable
 log = logging.getLogger("app.bus")
 
 Handler = Callable[[Any, Envelope], Awaitable[None]]
@@ -287,7 +286,7 @@ class Consumer:
 
     async def _wait_for_store(self, envelope: Envelope, naps: int) -> None:
         """A store the handler needs cannot be reached (it restarts): wait for it as long as
-        it takes, the naps doubling up to STORE_NAP_SECONDS; the store logs when it goes and
+        it takes, the naps doubling (RetryPolicy.store_nap); the store logs when it goes and
         comes back, the event once that it waits."""
         if naps == 1:
             log.info(
@@ -296,7 +295,7 @@ class Consumer:
                 envelope.type,
                 envelope.id,
             )
-        await asyncio.sleep(min(STORE_NAP_SECONDS, self._retry.base_delay * 2 ** min(naps, 20)))
+        await asyncio.sleep(self._retry.store_nap(naps))
 
     async def _waited(self, envelope: Envelope, prerequisite: PrerequisiteWait) -> bool:
         """A NotYet: wait for the consumer's next handling (or a backoff), within the wait's

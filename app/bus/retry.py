@@ -21,6 +21,12 @@ class NotYet(Exception):
     """Raised by a handler whose event's prerequisite has not arrived yet."""
 
 
+# The longest wait between two tries while a store is unreachable (it restarts): a handler
+# or a charge waits for it as long as it takes, spending no attempt
+# (docs/decisions/0033-broker-cluster-and-restarts.md).
+STORE_NAP_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
@@ -32,6 +38,11 @@ class RetryPolicy:
         """Seconds to wait after failed attempt `attempt` (1-based): half fixed, half random."""
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    def store_nap(self, naps: int) -> float:
+        """Seconds to wait before trying an unreachable store again, the `naps`-th time
+        (1-based): doubling from base_delay up to STORE_NAP_SECONDS."""
+        return float(min(STORE_NAP_SECONDS, self.base_delay * 2 ** min(naps, 20)))
 
 
 # A lane waiting for a prerequisite looks again at the latest this often, even if nothing

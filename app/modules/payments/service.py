@@ -180,7 +180,7 @@ class PaymentService:
                 naps += 1
                 if naps == 1:
                     log.info("charge for order %s waits for the payments store", order_id)
-                await asyncio.sleep(min(1.0, self._retry.base_delay * 2 ** min(naps, 20)))
+                await asyncio.sleep(self._retry.store_nap(naps))
 
     async def _charge(self, order_id: str) -> None:
         while True:
