@@ -134,7 +134,7 @@ def bus_of(state: State) -> Bus | None:
 
 
 def _visibility(caller: Caller, watch: Watch) -> Callable[[Observation], bool] | None:
-    return watch.visible_to(None if caller.is_admin else caller.id)
+    return watch.visible_to(caller.owner_filter(None))
 
 
 # Observations that come within this long of one another leave in one write (50 ms: a
@@ -286,9 +286,7 @@ def journey_of(watch: Watch, aggregate_id: str, caller: Caller) -> JourneyOut:
     """The flows kept that published an event about the aggregate and that the caller may
     see, each its request first, then its events and their handling in the order seen."""
     flows = [
-        journey
-        for journey in watch.journeys_of(aggregate_id)
-        if caller.is_admin or (journey.owner is not None and journey.owner == caller.id)
+        journey for journey in watch.journeys_of(aggregate_id) if caller.may_see(journey.owner)
     ]
     if not flows:
         raise NotFound(

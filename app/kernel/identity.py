@@ -3,11 +3,21 @@ modules never trust a user id from a body or a query (issue: the gateway as fron
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+import enum
+from typing import Final, Literal, Protocol, overload
 
 import msgspec
 
 Role = Literal["user", "admin"]
+
+
+class Unseen(enum.Enum):
+    NOTHING = "nothing"
+
+
+# What a user asking for another user's list may see: nothing (an empty page, as if that
+# user had none: neither a 403 nor a 404 tells them whether the user exists).
+NOTHING: Final = Unseen.NOTHING
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -18,9 +28,21 @@ class Caller(msgspec.Struct, frozen=True):
     def is_admin(self) -> bool:
         return self.role == "admin"
 
-    def may_see(self, owner_id: str) -> bool:
-        """Users see only what is theirs; admins see everything."""
+    def may_see(self, owner_id: str | None) -> bool:
+        """Users see only what is theirs; admins see everything (what no user owns, too)."""
         return self.is_admin or owner_id == self.id
+
+    @overload
+    def owner_filter(self, asked: None) -> str | None: ...
+    @overload
+    def owner_filter(self, asked: str | None) -> str | Unseen | None: ...
+    def owner_filter(self, asked: str | None) -> str | Unseen | None:
+        """The owner a list is narrowed to, by the same rule as `may_see`: an admin's is the
+        one asked for (None: everyone's); a user's, their own, or NOTHING when they ask for
+        another user's."""
+        if asked is None:
+            return None if self.is_admin else self.id
+        return asked if self.may_see(asked) else NOTHING
 
 
 class AccessToken(msgspec.Struct, frozen=True):

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from app.bus import Envelope, ModuleBus, NotYet
 from app.kernel.errors import NotFound
-from app.kernel.identity import Caller
+from app.kernel.identity import NOTHING, Caller
 from app.kernel.ids import new_id, utcnow
 from app.kernel.sealing import PersonalData
 from app.modules.notifications.email import EmailChannel
@@ -103,22 +103,20 @@ class NotificationService:
         limit: int,
     ) -> list[Notification]:
         """A user lists only their own notifications; an admin, anyone's."""
-        if not caller.is_admin:
-            if user_id not in (None, caller.id):
-                return []
-            user_id = caller.id
-        return await self._store.page(user_id=user_id, order_id=order_id, after=after, limit=limit)
+        owner = caller.owner_filter(user_id)
+        if owner is NOTHING:
+            return []
+        return await self._store.page(user_id=owner, order_id=order_id, after=after, limit=limit)
 
     async def contacts(
         self, caller: Caller, *, user_id: str | None, after: str | None, limit: int
     ) -> list[Contact]:
         """The contact details this module keeps: a user sees only their own; an admin,
         anyone's (what a user's export shows, docs/decisions/0031-export-by-composition.md)."""
-        if not caller.is_admin:
-            if user_id not in (None, caller.id):
-                return []
-            user_id = caller.id
-        return await self._store.contacts_page(user_id=user_id, after=after, limit=limit)
+        owner = caller.owner_filter(user_id)
+        if owner is NOTHING:
+            return []
+        return await self._store.contacts_page(user_id=owner, after=after, limit=limit)
 
     async def _keep_contact(self, contact: Contact, envelope: Envelope) -> None:
         # The envelope's sequence orders events about one user: a late, older one loses.

@@ -15,7 +15,7 @@ import msgspec
 from app.bus import Envelope, ModuleBus
 from app.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, TryAgain
 from app.kernel.idempotency import Idempotency, IdempotentWrite, StoredResponse
-from app.kernel.identity import Caller
+from app.kernel.identity import NOTHING, Caller
 from app.kernel.ids import new_id, utcnow
 from app.modules.orders.currencies import CIRCULATING_CODES
 from app.modules.orders.order import Item, Order, OrderEvent, OrderStatus
@@ -120,11 +120,10 @@ class OrderService:
         limit: int,
     ) -> list[Order]:
         """A user lists only their own orders; an admin, anyone's."""
-        if not caller.is_admin:
-            if user_id not in (None, caller.id):
-                return []
-            user_id = caller.id
-        return await self._store.page(user_id=user_id, status=status, after=after, limit=limit)
+        owner = caller.owner_filter(user_id)
+        if owner is NOTHING:
+            return []
+        return await self._store.page(user_id=owner, status=status, after=after, limit=limit)
 
     async def cancel(self, order_id: str, caller: Caller) -> tuple[Order, bool]:
         """Cancel an order (docs/decisions/0008-cancel.md). Returns the order and whether it

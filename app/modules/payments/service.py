@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from app.bus import Envelope, ModuleBus, RetryPolicy
 from app.kernel.errors import Conflict, NotFound, StoreUnavailable
-from app.kernel.identity import Caller
+from app.kernel.identity import NOTHING, Caller
 from app.kernel.ids import new_id, utcnow
 from app.kernel.tasks import cancel_and_wait
 from app.modules.payments.payment import Payment, PaymentEvent, PaymentStatus
@@ -80,11 +80,10 @@ class PaymentService:
     ) -> list[Payment]:
         """A user lists only their own payments; an admin, anyone's (one user's with
         `user_id`: what an export composes, app/gateway/export.py)."""
-        if not caller.is_admin:
-            if user_id not in (None, caller.id):
-                return []
-            user_id = caller.id
-        return await self._store.page(order_id=order_id, user_id=user_id, after=after, limit=limit)
+        owner = caller.owner_filter(user_id)
+        if owner is NOTHING:
+            return []
+        return await self._store.page(order_id=order_id, user_id=owner, after=after, limit=limit)
 
     # Reacting to orders.
 

@@ -143,9 +143,10 @@ class UserService:
         return user
 
     async def page(self, caller: Caller, *, after: str | None, limit: int) -> list[User]:
-        if caller.is_admin:
+        owner = caller.owner_filter(None)
+        if owner is None:  # an admin's: everyone's
             return await self._store.page(after=after, limit=limit)
-        mine = await self._store.get(caller.id)
+        mine = await self._store.get(owner)
         return [mine] if mine is not None and (after is None or mine.id > after) else []
 
     async def update(
