@@ -22,6 +22,7 @@ from litestar import Request, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import PathParameter
 
+from app.gateway.watch import is_journey_path
 from app.kernel.errors import NotFound, Unavailable
 from app.kernel.ids import utcnow
 from app.kernel.pages import MAX_LIMIT
@@ -92,6 +93,12 @@ class Exports:
 def is_export_path(path: str) -> bool:
     """/api/<prefix>/<id>/export: the gateway's, under a module's prefix."""
     return path.startswith("/api/") and path.count("/") == 4 and path.endswith(f"/{EXPORT}")
+
+
+def served_by_gateway(path: str) -> bool:
+    """A path under a module's prefix that the gateway answers itself, never its module: a
+    journey (app/gateway/watch.py) or an export."""
+    return is_journey_path(path) or is_export_path(path)
 
 
 def _route(module: str, data: UserData, user_id: str) -> str:

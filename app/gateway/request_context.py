@@ -19,10 +19,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.bus import Watch
 from app.bus.context import current_module, current_request_id
-from app.gateway.export import is_export_path
+from app.gateway.export import served_by_gateway
 from app.gateway.metrics import HttpMetrics
 from app.gateway.request_id import request_id_of
-from app.gateway.watch import is_journey_path, watched
+from app.gateway.watch import watched
 from app.kernel.identity import Caller
 from app.modules.spec import GATEWAY, api_prefix
 
@@ -41,7 +41,7 @@ class ModuleOwners:
         self._by_prefix: dict[str, str] = {}
 
     def of(self, path: str) -> str:
-        if is_journey_path(path) or is_export_path(path):  # under a module's prefix, the gateway's
+        if served_by_gateway(path):
             return GATEWAY
         prefix = api_prefix(path) or ""
         owner = self._by_prefix.get(prefix)

@@ -10,8 +10,7 @@ import msgspec
 from litestar import Controller, Litestar, Request, get
 
 from app.bus import event_type_name
-from app.gateway.export import is_export_path
-from app.gateway.watch import is_journey_path
+from app.gateway.export import served_by_gateway
 from app.kernel.identity import Caller
 from app.kernel.problems import AUTHENTICATED, problems
 from app.runtime import Runtime
@@ -67,7 +66,7 @@ def _routes(app: Litestar, prefixes: list[str]) -> list[Route]:
     for route in app.routes:
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
         under = [p for p in (prefixes or owned) if path == p or path.startswith(f"{p}/")]
-        if is_journey_path(path) or is_export_path(path):  # a module's prefix, the gateway's
+        if served_by_gateway(path):
             under = []
         if bool(under) != bool(prefixes):
             continue

@@ -21,7 +21,7 @@ from opentelemetry import propagate
 from yarl import URL
 
 from app.bus import Watch
-from app.gateway.export import Exports
+from app.gateway.export import Exports, served_by_gateway
 from app.gateway.request_id import request_id_of
 from app.gateway.watch import is_journey_path, journey_of
 from app.kernel.errors import DomainError, NotFound, Unavailable
@@ -261,12 +261,13 @@ def forwarding_route(
     )
     async def forward(request: Request[Any, Any, Any]) -> Response[Any]:
         path = request.scope["path"]
-        if journeys is not None and request.method == "GET" and is_journey_path(path):
-            journey = journey_of(journeys, path.split("/")[3], request.user)
-            return Response(journey, status_code=200)
-        if exports is not None and request.method == "GET" and exports.serves(path):
-            exported = await exports.of(request, path.split("/")[3])
-            return Response(exported, status_code=200)
+        if request.method == "GET" and served_by_gateway(path):
+            if journeys is not None and is_journey_path(path):
+                journey = journey_of(journeys, path.split("/")[3], request.user)
+                return Response(journey, status_code=200)
+            if exports is not None and exports.serves(path):
+                exported = await exports.of(request, path.split("/")[3])
+                return Response(exported, status_code=200)
         return await forwarder.forward(request)
 
     return forward

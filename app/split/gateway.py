@@ -24,7 +24,7 @@ from app.bus import Watch
 from app.gateway.asyncapi import asyncapi_route
 from app.gateway.auth import GatewayJWTAuth, Need, identity_middleware
 from app.gateway.benchmarks import BenchmarksController
-from app.gateway.export import Exports, is_export_path
+from app.gateway.export import Exports, served_by_gateway
 from app.gateway.gateway import front_door
 from app.gateway.health import HealthController
 from app.gateway.metrics import MetricsController
@@ -32,7 +32,7 @@ from app.gateway.openapi import openapi_config
 from app.gateway.page import PAGE_ROUTES
 from app.gateway.request_context import request_context
 from app.gateway.tracing import tracing_plugins
-from app.gateway.watch import FlowCallers, is_journey_path, watch_routes
+from app.gateway.watch import FlowCallers, watch_routes
 from app.kernel.settings import Settings
 from app.modules.spec import GATEWAY, ApiPrefixes, Module
 from app.split.admin import SPLIT_ADMIN_ROUTES, Fleet
@@ -68,7 +68,7 @@ class GatewayRuntime:
         return self.prefixes.owner_of(path)
 
     def forwarded(self, path: str) -> bool:
-        if is_journey_path(path) or is_export_path(path):  # the gateway's own
+        if served_by_gateway(path):
             return False
         return self.prefixes.module_of(path) is not None
 
