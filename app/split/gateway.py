@@ -51,7 +51,9 @@ class GatewayRuntime:
         self.settings = settings
         self.modules = list(modules)
         self.directory = directory
-        self.credentials = CredentialsOverNats(settings.bus_url)
+        self.credentials = CredentialsOverNats(
+            settings.bus_url, away_seconds=settings.credentials_away_seconds
+        )
         self.prefixes = ApiPrefixes.of(modules)
         # Every module process reports what its bus does (app/split/watch.py): the page's
         # stream and journeys are served here, with each observation's process.
