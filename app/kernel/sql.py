@@ -106,6 +106,34 @@ def _driver_says_unreachable(kind: type[BaseException]) -> bool:
     return False
 
 
+class Reachability:
+    """Whether a store's server answers, as its store's callers see it: a failure to reach it
+    becomes StoreUnavailable (503 with Retry-After; an event waits for it without spending
+    attempts), said once when the server goes and once when it answers again, not at every
+    request meanwhile. A duplicate key or any other error the server answered stays what it
+    is. The SQL stores and the MongoDB orders documents use it alike."""
+
+    def __init__(self, log: logging.Logger, display_url: str) -> None:
+        self._log_url = display_url
+        self._outage = Outage(log)
+
+    @contextmanager
+    def checked(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreUnavailable:
+            raise
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            self._outage.begin("the database %s is unreachable: %r", self._log_url, error)
+            raise StoreUnavailable(
+                "a database this needs is unreachable (it may be restarting): try again "
+                "in a few seconds"
+            ) from error
+        self._outage.end("the database %s answers again", self._log_url, level=logging.WARNING)
+
+
 class UtcDateTime(sa.TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset)."""
 
@@ -232,7 +260,7 @@ class SqlDatabase:
         self.kind = f"sql:{self.url.get_backend_name()}"
         self.display_url = self.url.render_as_string(hide_password=True)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        self._unreachable = Outage(log)  # said once when it goes, once when it is back
+        self._reachability = Reachability(log, self.display_url)
         self._sync_engine: sa.Engine | None = None
         self._connection: sa.Connection | None = None  # the on-loop path's one connection
         self._engine: AsyncEngine | None = None
@@ -345,31 +373,10 @@ class SqlDatabase:
         async with self.transaction() as connection:
             await connection.run_sync(self.metadata.create_all)
 
-    @contextmanager
-    def _reachability(self) -> Iterator[None]:
-        """A failure to reach the server becomes StoreUnavailable (503 with Retry-After; an
-        event waits for it without spending attempts); said once when the server goes
-        and once when it answers again, not at every request meanwhile."""
-        try:
-            yield
-        except StoreUnavailable:
-            raise
-        except Exception as error:
-            if not unreachable(error):
-                raise
-            self._unreachable.begin("the database %s is unreachable: %r", self.display_url, error)
-            raise StoreUnavailable(
-                "a database this needs is unreachable (it may be restarting): try again "
-                "in a few seconds"
-            ) from error
-        self._unreachable.end(
-            "the database %s answers again", self.display_url, level=logging.WARNING
-        )
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """One atomic write: commits when the block ends, rolls back if it raises."""
-        with self._span("transaction"), self._reachability():
+        with self._span("transaction"), self._reachability.checked():
             async with self._guard():
                 if self.on_loop:
                     connection = self._on_loop_connection()
@@ -381,7 +388,7 @@ class SqlDatabase:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Connection]:
-        with self._span("read"), self._reachability():
+        with self._span("read"), self._reachability.checked():
             async with self._guard():
                 if self.on_loop:
                     connection = self._on_loop_connection()

@@ -16,15 +16,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app.kernel.errors import StoreUnavailable
 from app.kernel.ids import utcnow
 from app.kernel.migrations import (
     UNVERSIONED,
@@ -33,8 +31,7 @@ from app.kernel.migrations import (
     ahead_message,
     steps_state,
 )
-from app.kernel.outage import Outage
-from app.kernel.sql import unreachable
+from app.kernel.sql import Reachability
 from app.modules.orders.documents import (
     DuplicateIdempotencyKey,
     DuplicateOrder,
@@ -50,7 +47,8 @@ Store = TypeVar("Store", bound=type)
 
 def _store_boundary(cls: Store) -> Store:
     """Every public coroutine method of the class runs inside its `_reachability`: the one
-    place a server away becomes StoreUnavailable, rather than a try in each method."""
+    place a server away becomes StoreUnavailable (app/kernel/sql.py Reachability), rather
+    than a try in each method."""
     for name, method in list(vars(cls).items()):
         if not name.startswith("_") and inspect.iscoroutinefunction(method):
             setattr(cls, name, _reaching(method))
@@ -60,7 +58,7 @@ def _store_boundary(cls: Store) -> Store:
 def _reaching(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def reaching(self: PymongoOrderDocuments, *args: Any, **kwargs: Any) -> Any:
-        with self._reachability():
+        with self._reachability.checked():
             return await method(self, *args, **kwargs)
 
     return reaching
@@ -92,29 +90,9 @@ class PymongoOrderDocuments:
         self.display_url = display_url or f"{kind}:///{database.name}"
         self.orders = database.get_collection("orders")
         self.users = database.get_collection("users")
-        self._unreachable = Outage(log)  # said once when it goes, once when it is back
-
-    @contextmanager
-    def _reachability(self) -> Iterator[None]:
-        """pymongo's "server away" errors (ConnectionFailure and its kin: no server selected,
-        a connection reset, a network timeout, no primary) become StoreUnavailable, said once
-        when it goes and once when it answers again; a duplicate key or any error the server
-        answered stays what it is."""
-        try:
-            yield
-        except StoreUnavailable:
-            raise
-        except Exception as error:
-            if not unreachable(error):
-                raise
-            self._unreachable.begin("the database %s is unreachable: %r", self.display_url, error)
-            raise StoreUnavailable(
-                "a database this needs is unreachable (it may be restarting): try again "
-                "in a few seconds"
-            ) from error
-        self._unreachable.end(
-            "the database %s answers again", self.display_url, level=logging.WARNING
-        )
+        # pymongo's server-away errors (ConnectionFailure and its kin: no server selected, a
+        # connection reset, a network timeout, no primary) are what `unreachable` matches.
+        self._reachability = Reachability(log, self.display_url)
 
     async def open(self) -> None:
         # create_index is a no-op when the same index already exists, so open() is idempotent.

@@ -98,10 +98,10 @@ def test_a_database_back_is_said_once_at_warning(caplog: pytest.LogCaptureFixtur
     database = SqlDatabase("sqlite:///:memory:", sa.MetaData())
     caplog.set_level(logging.DEBUG, "app.stores")
     for _ in range(3):
-        with pytest.raises(StoreUnavailable), database._reachability():
+        with pytest.raises(StoreUnavailable), database._reachability.checked():
             raise wrapped(ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed"))
     for _ in range(2):
-        with database._reachability():
+        with database._reachability.checked():
             pass
 
     said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "app.stores"]
