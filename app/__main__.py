@@ -557,6 +557,11 @@ def serve_app(settings: Settings, *, role: str, only: list[str] | None = None) -
     # process that stopped answering is doing, without stopping it.
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if settings.bus_url.startswith("nats://"):
+        from app.split.nats import wait_for_broker
+
+        if not wait_for_broker(settings.bus_url):
+            return 0  # stopped before it started: a clean stop
     logging.getLogger("app").info(
         "serving %s on http://%s:%d with %s (data: %s); API docs at /schema",
         what,
@@ -565,11 +570,6 @@ def serve_app(settings: Settings, *, role: str, only: list[str] | None = None) -
         settings.server,
         where,
     )
-    if settings.bus_url.startswith("nats://"):
-        from app.split.nats import wait_for_broker
-
-        if not wait_for_broker(settings.bus_url):
-            return 0  # stopped before it started: a clean stop
     # One worker by design: the bus, embedded stores and limits live in it
     # (docs/decisions/0002-one-worker.md).
     if settings.server == "granian":
