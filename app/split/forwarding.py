@@ -16,6 +16,7 @@ import aiohttp
 from litestar import Request, Response, route
 from litestar.background_tasks import BackgroundTask
 from litestar.enums import HttpMethod
+from litestar.exceptions import MethodNotAllowedException
 from litestar.response import Stream
 from opentelemetry import propagate
 from yarl import URL
@@ -261,13 +262,19 @@ def forwarding_route(
     )
     async def forward(request: Request[Any, Any, Any]) -> Response[Any]:
         path = request.scope["path"]
-        if request.method == "GET" and served_by_gateway(path):
-            if journeys is not None and is_journey_path(path):
-                journey = journey_of(journeys, path.split("/")[3], request.user)
-                return Response(journey, status_code=200)
-            if exports is not None and exports.serves(path):
-                exported = await exports.of(request, path.split("/")[3])
-                return Response(exported, status_code=200)
+        answered_here = served_by_gateway(path) and (
+            (journeys is not None and is_journey_path(path))
+            or (exports is not None and exports.serves(path))
+        )
+        if answered_here and request.method != "GET":
+            # What the monolith's router answers for these GET-only routes.
+            raise MethodNotAllowedException(headers={"Allow": "GET, OPTIONS"})
+        if answered_here and journeys is not None and is_journey_path(path):
+            journey = journey_of(journeys, path.split("/")[3], request.user)
+            return Response(journey, status_code=200)
+        if answered_here and exports is not None:
+            exported = await exports.of(request, path.split("/")[3])
+            return Response(exported, status_code=200)
         return await forwarder.forward(request)
 
     return forward

@@ -82,6 +82,8 @@ class GatewayRuntime:
         path = scope["path"]
         if self.forwarded(path):
             return "optional"
+        if served_by_gateway(path) and scope.get("method") != "GET":
+            return None  # a 405 or the module's 404, to anyone, as in the monolith
         return "required" if path.startswith("/api/") else None
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:

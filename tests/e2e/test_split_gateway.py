@@ -214,3 +214,20 @@ async def test_the_gateway_process_takes_the_role_from_the_users_store(split: Sp
 
     assert listed.status_code == 200
     assert [u["id"] for u in listed.json()["items"]] == [user["id"]]
+
+
+async def test_the_gateways_own_get_routes_under_a_prefix_refuse_other_methods_as_the_monolith(
+    split: Split,
+) -> None:
+    # The monolith's router answers 405 (Allow: GET, OPTIONS) before any token is asked.
+    user = await split.register("Method")
+    for headers in ({}, user["headers"]):
+        for method, path in [
+            ("POST", "/api/orders/x/journey"),
+            ("DELETE", "/api/payments/x/journey"),
+            ("POST", "/api/users/x/export"),
+        ]:
+            answer = await split.client.request(method, path, headers=headers)
+            assert answer.status_code == 405, (method, path, answer.text)
+            assert answer.headers["allow"] == "GET, OPTIONS"
+            assert answer.headers["content-type"].startswith("application/problem+json")
