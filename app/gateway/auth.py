@@ -3,7 +3,6 @@ credentials, the caller handed to modules, the admin guard, and per-caller rate 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +22,7 @@ from litestar.security.jwt import JWTAuth, Token
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.gateway.headers import first_header
+from app.kernel.expiring import Expiring
 from app.kernel.identity import AccessToken, Caller, CredentialsDirectory, Role
 from app.kernel.settings import Settings
 
@@ -61,7 +61,7 @@ class Verified(NamedTuple):
     role: Role
 
 
-class VerifiedTokens:
+class VerifiedTokens(Expiring[str, Verified]):
     """Tokens this process has verified in full (signature, algorithm, expiry, claims) and
     what each one says, keyed by the exact token string.
 
@@ -73,28 +73,8 @@ class VerifiedTokens:
     user's credentials still hold is asked on every request (BearerTokens).
     """
 
-    def __init__(self, size: int = 4096, clock: Callable[[], float] = time.time) -> None:
-        self.size = size
-        self._clock = clock
-        self._entries: dict[str, tuple[Verified, float]] = {}
-
-    def get(self, encoded_token: str) -> Verified | None:
-        entry = self._entries.get(encoded_token)
-        if entry is None:
-            return None
-        verified, expires_at = entry
-        if self._clock() < expires_at:
-            return verified
-        del self._entries[encoded_token]
-        return None
-
-    def add(self, encoded_token: str, verified: Verified, expires_at: float) -> None:
-        if encoded_token not in self._entries and len(self._entries) >= self.size:
-            del self._entries[next(iter(self._entries))]
-        self._entries[encoded_token] = (verified, expires_at)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    def __init__(self, size: int = 4096, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(size, clock)
 
 
 @dataclass
@@ -163,7 +143,7 @@ class BearerTokens:
         if role not in ("user", "admin") or type(generation) is not int:
             raise TokenRefused(f"the token is not valid: {LOG_IN}")
         verified = Verified(token.sub, generation, role)
-        self._memory.add(encoded, verified, token.exp.timestamp())
+        self._memory.put(encoded, verified, token.exp.timestamp())
         return verified
 
 

@@ -26,6 +26,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.gateway.headers import first_header
+from app.kernel.expiring import Expiring
 from app.kernel.identity import Caller
 
 HEADER = "x-seams-gateway-proof"
@@ -73,9 +74,8 @@ class GatewayProof:
     ) -> None:
         self._key = proof_key(secret_key)
         self._lifetime = lifetime_seconds
-        self._cache_size = cache_size
-        self._issued: dict[_Request, tuple[str, float]] = {}  # -> (proof, reused until)
-        self._checked: dict[str, _Checked] = {}
+        self._issued: Expiring[_Request, str] = Expiring(cache_size)  # reused until
+        self._checked: Expiring[str, _Checked] = Expiring(cache_size)  # until it expires
 
     def issue(
         self, *, caller: Caller | None, method: str, path: str, client_host: str | None
@@ -87,12 +87,10 @@ class GatewayProof:
             path,
             client_host,
         )
-        now = time.time()
-        kept = self._issued.get(request)
-        if kept is not None and now < kept[1]:
-            return kept[0]
-        token = self._sign(caller=caller, method=method, path=path, client_host=client_host)
-        _keep(self._issued, request, (token, now + self._lifetime / 2), self._cache_size)
+        token = self._issued.get(request)
+        if token is None:
+            token = self._sign(caller=caller, method=method, path=path, client_host=client_host)
+            self._issued.put(request, token, time.time() + self._lifetime / 2)
         return token
 
     def _sign(
@@ -115,16 +113,15 @@ class GatewayProof:
 
     def verify(self, token: str, *, method: str, path: str) -> Proven:
         checked = self._checked.get(token)
-        if checked is None or time.time() >= checked.expires:
+        if checked is None:
             checked = self._check(token)
-            _keep(self._checked, token, checked, self._cache_size)
+            self._checked.put(token, checked, checked.expires)
         if checked.method != method or checked.path != path:
             raise NotAuthorizedException("the gateway's proof is for another request")
         return checked.proven
 
     def _check(self, token: str) -> _Checked:
         """The signature and every claim, by PyJWT; NotAuthorizedException if any is wrong."""
-        self._checked.pop(token, None)
         try:
             claims = jwt.decode(
                 token,
@@ -148,13 +145,6 @@ class GatewayProof:
             path=str(claims["pth"]),
             expires=int(claims["exp"]),
         )
-
-
-def _keep(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
-    """Into a bounded cache: the oldest entry goes when it is full."""
-    if key not in cache and len(cache) >= size:
-        del cache[next(iter(cache))]
-    cache[key] = value
 
 
 def _open(path: str) -> bool:

@@ -191,7 +191,7 @@ def test_the_memory_is_bounded_and_forgets_the_oldest_first() -> None:
     later = time.time() + 600
 
     for token in ("first", "second", "third"):
-        tokens.add(token, result, later)
+        tokens.put(token, result, later)
 
     assert len(tokens) == 2
     assert tokens.get("first") is None
