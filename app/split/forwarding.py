@@ -22,7 +22,7 @@ from opentelemetry import propagate
 from yarl import URL
 
 from app.bus import Watch
-from app.gateway.export import Exports, served_by_gateway
+from app.gateway.export import Exports
 from app.gateway.request_id import request_id_of
 from app.gateway.watch import is_journey_path, journey_of
 from app.kernel.errors import DomainError, NotFound, Unavailable
@@ -262,17 +262,15 @@ def forwarding_route(
     )
     async def forward(request: Request[Any, Any, Any]) -> Response[Any]:
         path = request.scope["path"]
-        answered_here = served_by_gateway(path) and (
-            (journeys is not None and is_journey_path(path))
-            or (exports is not None and exports.serves(path))
-        )
-        if answered_here and request.method != "GET":
+        journey = journeys is not None and is_journey_path(path)
+        export = exports is not None and exports.serves(path)
+        if (journey or export) and request.method != "GET":
             # What the monolith's router answers for these GET-only routes.
             raise MethodNotAllowedException(headers={"Allow": "GET, OPTIONS"})
-        if answered_here and journeys is not None and is_journey_path(path):
-            journey = journey_of(journeys, path.split("/")[3], request.user)
-            return Response(journey, status_code=200)
-        if answered_here and exports is not None:
+        if journey and journeys is not None:
+            journey_out = journey_of(journeys, path.split("/")[3], request.user)
+            return Response(journey_out, status_code=200)
+        if export and exports is not None:
             exported = await exports.of(request, path.split("/")[3])
             return Response(exported, status_code=200)
         return await forwarder.forward(request)

@@ -74,8 +74,10 @@ class GatewayProof:
     ) -> None:
         self._key = proof_key(secret_key)
         self._lifetime = lifetime_seconds
-        self._issued: Expiring[_Request, str] = Expiring(cache_size)  # reused until
-        self._checked: Expiring[str, _Checked] = Expiring(cache_size)  # until it expires
+        # What was signed for a request, reused for half its life; what was checked, until
+        # the proof expires (docs/decisions/0037-request-path-cost.md).
+        self._issued: Expiring[_Request, str] = Expiring(cache_size)
+        self._checked: Expiring[str, _Checked] = Expiring(cache_size)
 
     def issue(
         self, *, caller: Caller | None, method: str, path: str, client_host: str | None
