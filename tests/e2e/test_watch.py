@@ -268,7 +268,9 @@ async def test_a_quiet_stream_sends_a_heartbeat_and_a_client_that_leaves_unsubsc
 
 
 async def test_a_client_that_stops_reading_is_told_what_it_missed() -> None:
-    settings = fast_settings(ephemeral="true", watch_subscriber_buffer="2")
+    settings = fast_settings(
+        ephemeral="true", watch_subscriber_buffer="2", watch_heartbeat_seconds="0.2"
+    )
     async with running(settings) as seams, stream(seams.app, dict(seams.client.headers)) as sse:
         await sse.event()  # the greeting
         sse.flowing.clear()
@@ -277,9 +279,15 @@ async def test_a_client_that_stops_reading_is_told_what_it_missed() -> None:
         await seams.settle()
         sse.flowing.set()
         dropped = await sse.until(lambda m: m.get("event") == "dropped")
-        assert data(dropped)["dropped"] > 0
+        reported = data(dropped)["dropped"]
+        assert reported > 0
         state = await seams.get("/api/watch/state")
-        assert state["dropped"] == data(dropped)["dropped"]
+        # An observation missed after that notice (a loaded machine can let one arrive while
+        # the stream catches up) is told at the next notice, at the latest with the next
+        # heartbeat: the stream ends up saying exactly what the state counts.
+        while reported < state["dropped"]:
+            reported = data(await sse.until(lambda m: m.get("event") == "dropped"))["dropped"]
+        assert reported == state["dropped"]
 
 
 async def test_a_burst_of_observations_leaves_in_a_few_writes_not_one_each(
