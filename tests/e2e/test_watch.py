@@ -285,8 +285,10 @@ async def test_a_client_that_stops_reading_is_told_what_it_missed() -> None:
         # An observation missed after that notice (a loaded machine can let one arrive while
         # the stream catches up) is told at the next notice, at the latest with the next
         # heartbeat: the stream ends up saying exactly what the state counts.
-        while reported < state["dropped"]:
-            reported = data(await sse.until(lambda m: m.get("event") == "dropped"))["dropped"]
+        async with asyncio.timeout(5):
+            while reported < state["dropped"]:
+                notice = await sse.until(lambda m: m.get("event") == "dropped")
+                reported = data(notice)["dropped"]
         assert reported == state["dropped"]
 
 
